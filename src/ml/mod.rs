@@ -1,0 +1,2 @@
+//! Machine learning core: loading shards, preprocessing, weak learners, metrics, model files.
+//! No networking here.
