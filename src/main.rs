@@ -1,1 +1,157 @@
-fn main() {}
+//! `ensemble-node`: runs one cluster node, or one of the tools around it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use ensemble_cluster::config::{self, Settings};
+use ensemble_cluster::ctl;
+use ensemble_cluster::net::Secret;
+use ensemble_cluster::node::{self, ConsoleOptions};
+use ensemble_cluster::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "ensemble-node",
+    version,
+    about = "A node of an ensemble-learning cluster",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    tool: Option<Tool>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The node's config file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print every command's answer as one JSON object on one line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Tool {
+    /// Run one console command on a running node and print its JSON answer.
+    Ctl(CtlArgs),
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// The node's address (host:port).
+    addr: String,
+    /// The command and its arguments, as typed on the console.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    /// The cluster secret (else $ENSEMBLE__CLUSTER__SECRET, else the one in --config).
+    #[arg(long)]
+    secret: Option<String>,
+    /// A node config to take the cluster name and secret from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The cluster name (else the one in --config, else "default").
+    #[arg(long)]
+    cluster: Option<String>,
+    /// How long to wait for the answer, in milliseconds.
+    #[arg(long, default_value_t = 300_000)]
+    timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.tool {
+        None => run_node(cli.run),
+        Some(Tool::Ctl(args)) => run_ctl(args),
+    }
+}
+
+fn run_node(args: RunArgs) -> ExitCode {
+    let Some(path) = args.config else {
+        eprintln!("error: --config FILE is required to run a node (see --help)");
+        return ExitCode::from(2);
+    };
+    let settings = match Settings::load(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match node::run(settings, ConsoleOptions { json: args.json }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Error::Config { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `{"ok": false, "error": ...}` and returns exit code 1.
+fn ctl_failure(message: String) -> ExitCode {
+    println!("{}", serde_json::json!({"ok": false, "error": message}));
+    ExitCode::FAILURE
+}
+
+fn run_ctl(args: CtlArgs) -> ExitCode {
+    let settings = match &args.config {
+        Some(path) => match Settings::load(path) {
+            Ok(s) => Some(s),
+            Err(e) => return ctl_failure(e.to_string()),
+        },
+        None => None,
+    };
+    let addr: SocketAddr = match config::parse_addr(&args.addr) {
+        Ok(a) => a,
+        Err(e) => return ctl_failure(e),
+    };
+    let secret = args
+        .secret
+        .or_else(|| std::env::var(config::ENV_SECRET).ok())
+        .or_else(|| settings.as_ref().and_then(|s| s.cluster.secret.clone()));
+    let cluster = args
+        .cluster
+        .or_else(|| settings.as_ref().map(|s| s.cluster.name.clone()))
+        .unwrap_or_else(|| "default".into());
+    let target = ctl::Target {
+        addr,
+        cluster,
+        secret: Secret::new(secret),
+        timeout: Duration::from_millis(args.timeout_ms),
+        max_frame_bytes: settings
+            .as_ref()
+            .map(|s| s.cluster.max_frame_bytes)
+            .unwrap_or(256 * 1024 * 1024),
+    };
+    let line = args.command.join(" ");
+    let system = actix_rt::System::new();
+    match system.block_on(ctl::run_command(&target, &line)) {
+        Ok(value) => {
+            println!("{value}");
+            if value.get("ok") == Some(&serde_json::Value::Bool(true)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => ctl_failure(e.to_string()),
+    }
+}

@@ -1,0 +1,446 @@
+//! The [`ClusterActor`]: this node's view of the cluster and the entry point of every command.
+//!
+//! It keeps one entry per known member (its address, state and current link, as reported by that
+//! member's [`PeerActor`]), learns new members from handshakes and heartbeat gossip, joins through
+//! the seeds while it has no live peer, answers console and `ctl` commands, and leaves the
+//! cluster cleanly on `quit` or a signal.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use super::peer::{Attach, Gossip, PeerActor, Relocate, Timing};
+use crate::cluster::PeerState;
+use crate::config::Settings;
+use crate::console::{self, Command};
+use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
+use crate::protocol::{Message, NodeInfo, Request, Response, Role};
+
+struct Peer {
+    info: NodeInfo,
+    /// `None` once the peer left.
+    actor: Option<Addr<PeerActor>>,
+    state: PeerState,
+    link: Option<Link>,
+}
+
+pub struct ClusterActor {
+    me: NodeInfo,
+    settings: Arc<Settings>,
+    greeting: Greeting,
+    timing: Timing,
+    peers: BTreeMap<String, Peer>,
+    /// Incarnations that left on purpose: gossip about them is stale.
+    left: HashMap<String, u64>,
+    seeds: Vec<SocketAddr>,
+    seed_dials: usize,
+    started: Instant,
+    leaving: bool,
+}
+
+impl ClusterActor {
+    pub fn new(me: NodeInfo, settings: Arc<Settings>, greeting: Greeting) -> Self {
+        let c = &settings.cluster;
+        let timing = Timing {
+            heartbeat: c.heartbeat(),
+            suspect_after: Duration::from_millis(c.suspect_after_ms),
+            down_after: Duration::from_millis(c.down_after_ms),
+            reconnect_max: Duration::from_millis(c.reconnect_max_ms),
+        };
+        let seeds = settings
+            .node
+            .seeds
+            .iter()
+            .filter_map(|s| crate::config::parse_addr(s).ok())
+            .filter(|a| *a != me.addr)
+            .collect();
+        ClusterActor {
+            me,
+            settings,
+            greeting,
+            timing,
+            peers: BTreeMap::new(),
+            left: HashMap::new(),
+            seeds,
+            seed_dials: 0,
+            started: Instant::now(),
+            leaving: false,
+        }
+    }
+
+    /// This node and every peer it sees live: what it tells newcomers and gossips.
+    fn members_view(&self) -> Vec<NodeInfo> {
+        std::iter::once(self.me.clone())
+            .chain(
+                self.peers
+                    .values()
+                    .filter(|p| p.state.is_live())
+                    .map(|p| p.info.clone()),
+            )
+            .collect()
+    }
+
+    fn broadcast_gossip(&self) {
+        let view = Arc::new(self.members_view());
+        for actor in self.peers.values().filter_map(|p| p.actor.as_ref()) {
+            actor.do_send(Gossip(view.clone()));
+        }
+    }
+
+    /// Makes sure a member is known and has a peer actor; returns it unless the member is this
+    /// node or a run of it that already left.
+    fn ensure_peer(&mut self, node: NodeInfo, ctx: &mut Context<Self>) -> Option<Addr<PeerActor>> {
+        if node.id == self.me.id || self.leaving {
+            return None;
+        }
+        if let Some(&gone) = self.left.get(&node.id) {
+            if node.incarnation <= gone {
+                return None;
+            }
+            self.left.remove(&node.id);
+        }
+        if let Some(peer) = self.peers.get_mut(&node.id) {
+            if node.incarnation > peer.info.incarnation {
+                peer.info = node.clone();
+                if let Some(actor) = &peer.actor {
+                    actor.do_send(Relocate(node.clone()));
+                }
+            }
+            if let Some(actor) = &peer.actor {
+                return Some(actor.clone());
+            }
+        }
+        tracing::info!(peer = %node.id, addr = %node.addr, "new member");
+        let actor = {
+            let (me, info, greeting, timing) = (
+                self.me.clone(),
+                node.clone(),
+                self.greeting.clone(),
+                self.timing,
+            );
+            let cluster = ctx.address();
+            let members = Arc::new(self.members_view());
+            Supervisor::start(move |_| PeerActor::new(me, info, greeting, timing, cluster, members))
+        };
+        self.peers.insert(
+            node.id.clone(),
+            Peer {
+                info: node,
+                actor: Some(actor.clone()),
+                state: PeerState::Connecting,
+                link: None,
+            },
+        );
+        Some(actor)
+    }
+
+    /// While no peer is live, dial the seeds to (re)join the cluster.
+    fn join_through_seeds(&mut self, ctx: &mut Context<Self>) {
+        if self.leaving || self.seed_dials > 0 || self.peers.values().any(|p| p.state.is_live()) {
+            return;
+        }
+        for seed in self.seeds.clone() {
+            self.seed_dials += 1;
+            let role = Role::Member(self.me.clone());
+            let greeting = self.greeting.clone();
+            let work = async move { net::dial(seed, role, &greeting).await };
+            ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+                act.seed_dials -= 1;
+                match result {
+                    Ok(dialed) => {
+                        let initiator = act.me.id.clone();
+                        act.connected(dialed.conn, initiator, dialed.tag, dialed.node, ctx);
+                        for member in dialed.members {
+                            act.ensure_peer(member, ctx);
+                        }
+                    }
+                    Err(e) => tracing::debug!("seed {seed}: {e}"),
+                }
+            }));
+        }
+    }
+
+    fn connected(
+        &mut self,
+        conn: Conn,
+        initiator: String,
+        tag: u64,
+        node: NodeInfo,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(actor) = self.ensure_peer(node.clone(), ctx) {
+            actor.do_send(Attach {
+                conn,
+                initiator,
+                tag,
+                node,
+            });
+        }
+    }
+
+    fn status(&self) -> Value {
+        let members = 1 + self
+            .peers
+            .values()
+            .filter(|p| p.state != PeerState::Left)
+            .count();
+        let count = |s: PeerState| self.peers.values().filter(|p| p.state == s).count();
+        json!({
+            "ok": true,
+            "node": self.me.id,
+            "listen": self.me.addr.to_string(),
+            "cluster": self.settings.cluster.name,
+            "members": members,
+            "peers_up": count(PeerState::Up) + count(PeerState::Suspect),
+            "peers_suspect": count(PeerState::Suspect),
+            "peers_down": count(PeerState::Down) + count(PeerState::Connecting),
+            "uptime_ms": self.started.elapsed().as_millis() as u64,
+        })
+    }
+
+    fn peers_json(&self) -> Value {
+        let peers: Vec<Value> = self
+            .peers
+            .values()
+            .map(|p| {
+                json!({
+                    "id": p.info.id,
+                    "addr": p.info.addr.to_string(),
+                    "state": p.state,
+                })
+            })
+            .collect();
+        json!({"ok": true, "peers": peers})
+    }
+
+    /// Runs a command; the answer is the JSON object the console prints.
+    fn exec(
+        &mut self,
+        command: Command,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Value> {
+        let ready = |v: Value| Box::pin(fut::ready(v)) as ResponseActFuture<Self, Value>;
+        match command {
+            Command::Help => ready(console::help()),
+            Command::Status => ready(self.status()),
+            Command::Peers => ready(self.peers_json()),
+            Command::Quit => {
+                ctx.notify(Shutdown);
+                ready(json!({"ok": true, "leaving": true}))
+            }
+        }
+    }
+
+    /// Answers a request that arrived on `link`.
+    fn serve(&mut self, link: Link, id: u64, body: Request, ctx: &mut Context<Self>) {
+        match body {
+            Request::Ping => link.respond(id, Response::Pong),
+            Request::Command { line } => {
+                let command = match console::parse(&line) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => {
+                        link.respond(id, output(&console::error("empty command")));
+                        return;
+                    }
+                    Err(e) => {
+                        link.respond(id, output(&console::error(e)));
+                        return;
+                    }
+                };
+                let quitting = command == Command::Quit;
+                let answer = self.exec(command, ctx).map(move |value, _act, _ctx| {
+                    link.respond(id, output(&value));
+                    if quitting {
+                        // Let the answer reach the client before the node goes away.
+                        let link = link.clone();
+                        actix_rt::spawn(
+                            async move { link.flush(Duration::from_millis(300)).await },
+                        );
+                    }
+                });
+                ctx.spawn(answer);
+            }
+        }
+    }
+}
+
+fn output(value: &Value) -> Response {
+    Response::Output {
+        json: value.to_string(),
+    }
+}
+
+impl Actor for ClusterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(node = %self.me.id, addr = %self.me.addr, cluster = %self.settings.cluster.name, "node started");
+        self.join_through_seeds(ctx);
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.join_through_seeds(ctx)
+        });
+    }
+}
+
+/// A member connection whose handshake (and `Welcome`) is done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MemberConnected {
+    pub conn: Conn,
+    pub node: NodeInfo,
+    pub initiator: String,
+    pub tag: u64,
+}
+
+impl Handler<MemberConnected> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: MemberConnected, ctx: &mut Context<Self>) {
+        self.connected(msg.conn, msg.initiator, msg.tag, msg.node, ctx);
+    }
+}
+
+/// Members heard of (welcome, gossip).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LearnMembers(pub Vec<NodeInfo>);
+
+impl Handler<LearnMembers> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: LearnMembers, ctx: &mut Context<Self>) {
+        for node in msg.0 {
+            let known = self
+                .peers
+                .get(&node.id)
+                .is_some_and(|p| p.info.incarnation >= node.incarnation && p.actor.is_some());
+            if !known {
+                self.ensure_peer(node, ctx);
+            }
+        }
+    }
+}
+
+/// A peer actor's report: the peer's state and its live link, if any.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerChanged {
+    pub info: NodeInfo,
+    pub state: PeerState,
+    pub link: Option<Link>,
+}
+
+impl Handler<PeerChanged> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: PeerChanged, _ctx: &mut Context<Self>) {
+        let Some(peer) = self.peers.get_mut(&msg.info.id) else {
+            return;
+        };
+        let was_live = peer.state.is_live();
+        peer.info = msg.info;
+        peer.state = msg.state;
+        peer.link = msg.link;
+        if was_live != msg.state.is_live() {
+            self.broadcast_gossip();
+        }
+    }
+}
+
+/// A peer left the cluster on purpose.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerLeft(pub NodeInfo);
+
+impl Handler<PeerLeft> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: PeerLeft, _ctx: &mut Context<Self>) {
+        self.left.insert(msg.0.id.clone(), msg.0.incarnation);
+        if let Some(peer) = self.peers.get_mut(&msg.0.id) {
+            peer.state = PeerState::Left;
+            peer.link = None;
+            peer.actor = None;
+        }
+        self.broadcast_gossip();
+    }
+}
+
+/// The members to put in a `Welcome`.
+#[derive(Message)]
+#[rtype(result = "Vec<NodeInfo>")]
+pub struct GetMembers;
+
+impl Handler<GetMembers> for ClusterActor {
+    type Result = MessageResult<GetMembers>;
+    fn handle(&mut self, _msg: GetMembers, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.members_view())
+    }
+}
+
+/// Runs a console command.
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub struct Exec(pub Command);
+
+impl Handler<Exec> for ClusterActor {
+    type Result = ResponseActFuture<Self, Value>;
+    fn handle(&mut self, msg: Exec, ctx: &mut Context<Self>) -> Self::Result {
+        self.exec(msg.0, ctx)
+    }
+}
+
+/// A request from a peer, to answer on `link`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Serve {
+    pub link: Link,
+    pub id: u64,
+    pub body: Request,
+}
+
+impl Handler<Serve> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: Serve, ctx: &mut Context<Self>) {
+        self.serve(msg.link, msg.id, msg.body, ctx);
+    }
+}
+
+/// Events of client links (`ctl`, `bench`): their requests are served like a peer's.
+impl Handler<FromLink> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: FromLink, ctx: &mut Context<Self>) {
+        if let LinkEvent::Request { id, body } = msg.event {
+            self.serve(msg.link, id, body, ctx);
+        }
+    }
+}
+
+/// Leave the cluster: tell every peer, let the notices go out, stop the node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        tracing::info!(node = %self.me.id, "leaving the cluster");
+        let links: Vec<Link> = self.peers.values().filter_map(|p| p.link.clone()).collect();
+        for link in &links {
+            let _ = link.send(Message::Leave);
+        }
+        let flushed = async move {
+            futures::future::join_all(links.iter().map(|l| l.flush(Duration::from_millis(300))))
+                .await;
+        };
+        ctx.spawn(
+            flushed
+                .into_actor(self)
+                .map(|_, _, _| System::current().stop()),
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! One [`PeerActor`] per remote member: it dials the member with backoff, keeps the single link
+//! to it (see [`crate::cluster::new_link_wins`]), sends heartbeats that carry the gossip of who is
+//! up, watches the link's silence, and tells the [`ClusterActor`] every change of state or link.
+//!
+//! It runs under an actix `Supervisor`: a restart drops the link and dials again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::cluster::{ClusterActor, LearnMembers, PeerChanged, PeerLeft, Serve};
+use crate::cluster::{backoff, liveness, new_link_wins, LinkOrigin, PeerState};
+use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
+use crate::protocol::{Message, NodeInfo, Request, Response, Role};
+
+/// Timing of heartbeats, failure detection and reconnects.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub suspect_after: Duration,
+    pub down_after: Duration,
+    pub reconnect_max: Duration,
+}
+
+pub struct PeerActor {
+    me: NodeInfo,
+    peer: NodeInfo,
+    greeting: Greeting,
+    timing: Timing,
+    cluster: Addr<ClusterActor>,
+    link: Option<Link>,
+    state: PeerState,
+    /// Members to gossip in heartbeats, kept current by the cluster.
+    members: Arc<Vec<NodeInfo>>,
+    attempts: u32,
+    dialing: bool,
+    redial: Option<SpawnHandle>,
+    /// Set when the peer left on purpose: no more dialing.
+    retired: bool,
+}
+
+impl PeerActor {
+    pub fn new(
+        me: NodeInfo,
+        peer: NodeInfo,
+        greeting: Greeting,
+        timing: Timing,
+        cluster: Addr<ClusterActor>,
+        members: Arc<Vec<NodeInfo>>,
+    ) -> Self {
+        PeerActor {
+            me,
+            peer,
+            greeting,
+            timing,
+            cluster,
+            link: None,
+            state: PeerState::Connecting,
+            members,
+            attempts: 0,
+            dialing: false,
+            redial: None,
+            retired: false,
+        }
+    }
+
+    fn live_link(&self) -> Option<&Link> {
+        self.link.as_ref().filter(|l| !l.is_closed())
+    }
+
+    fn report(&self) {
+        self.cluster.do_send(PeerChanged {
+            info: self.peer.clone(),
+            state: self.state,
+            link: self.live_link().cloned(),
+        });
+    }
+
+    fn set_state(&mut self, state: PeerState, why: &str) {
+        if state != self.state {
+            tracing::info!(peer = %self.peer.id, "{:?} → {:?}: {why}", self.state, state);
+            self.state = state;
+            self.report();
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            // Once the cluster has dropped its address this stop is final.
+            ctx.stop();
+            return;
+        }
+        let Some(link) = self.live_link().cloned() else {
+            self.schedule_dial(ctx);
+            return;
+        };
+        let _ = link.send(Message::Heartbeat {
+            members: self.members.as_ref().clone(),
+        });
+        let silence = link.silence();
+        match liveness(silence, self.timing.suspect_after, self.timing.down_after) {
+            PeerState::Down => {
+                let why = format!("silent for {} ms", silence.as_millis());
+                link.close(&why);
+                self.link = None;
+                self.set_state(PeerState::Down, &why);
+                self.schedule_dial(ctx);
+            }
+            state => self.set_state(state, "heartbeat"),
+        }
+    }
+
+    /// Dials after a backoff, unless a link is up or a dial is already under way.
+    fn schedule_dial(&mut self, ctx: &mut Context<Self>) {
+        if self.retired || self.dialing || self.redial.is_some() || self.live_link().is_some() {
+            return;
+        }
+        let mut delay = backoff(self.attempts, self.timing.reconnect_max);
+        if self.attempts == 0 && self.me.id > self.peer.id {
+            // The smaller id dials first; the other waits a little, so that both rarely dial at
+            // once (the link rule settles it when they do).
+            delay += self.timing.heartbeat;
+        }
+        self.redial = Some(ctx.run_later(delay, |act, ctx| {
+            act.redial = None;
+            act.dial(ctx);
+        }));
+    }
+
+    fn dial(&mut self, ctx: &mut Context<Self>) {
+        if self.retired || self.dialing || self.live_link().is_some() {
+            return;
+        }
+        self.dialing = true;
+        let addr = self.peer.addr;
+        let role = Role::Member(self.me.clone());
+        let greeting = self.greeting.clone();
+        let work = async move { net::dial(addr, role, &greeting).await };
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            act.dialing = false;
+            match result {
+                Ok(dialed) if dialed.node.id == act.peer.id => {
+                    act.cluster.do_send(LearnMembers(dialed.members));
+                    let initiator = act.me.id.clone();
+                    act.attach(dialed.conn, &initiator, dialed.tag, dialed.node, ctx);
+                }
+                Ok(dialed) => {
+                    // Another node listens at that address now; let the cluster sort it out.
+                    tracing::info!(peer = %act.peer.id, "{addr} now answers as {}", dialed.node.id);
+                    act.cluster.do_send(LearnMembers(vec![dialed.node]));
+                    act.attempts += 1;
+                    act.schedule_dial(ctx);
+                }
+                Err(e) => {
+                    if act.attempts == 0 {
+                        tracing::warn!(peer = %act.peer.id, "cannot link to {addr}: {e}");
+                    } else {
+                        tracing::debug!(peer = %act.peer.id, "cannot link to {addr}: {e}");
+                    }
+                    act.attempts += 1;
+                    if act.state != PeerState::Down && act.attempts >= 2 {
+                        act.set_state(PeerState::Down, &e.to_string());
+                    }
+                    act.schedule_dial(ctx);
+                }
+            }
+        }));
+    }
+
+    fn attach(
+        &mut self,
+        conn: Conn,
+        initiator: &str,
+        tag: u64,
+        node: NodeInfo,
+        ctx: &mut Context<Self>,
+    ) {
+        if node.incarnation < self.peer.incarnation {
+            tracing::debug!(peer = %self.peer.id, "dropping a link to an older run of the peer");
+            return;
+        }
+        let restarted = node.incarnation > self.peer.incarnation;
+        let current = self.link.as_ref().map(|l| (l.origin(), l.is_closed()));
+        let new = LinkOrigin { initiator, tag };
+        if !new_link_wins(&self.me.id, &self.peer.id, current, new, restarted) {
+            tracing::debug!(peer = %self.peer.id, "keeping the current link, dropping a duplicate");
+            return;
+        }
+        if let Some(old) = self.link.take() {
+            old.close("replaced by a newer link");
+        }
+        self.peer = node;
+        self.retired = false;
+        let link = Link::spawn(
+            conn,
+            self.peer.id.clone(),
+            initiator.to_string(),
+            tag,
+            ctx.address().recipient(),
+        );
+        self.link = Some(link);
+        self.attempts = 0;
+        if let Some(handle) = self.redial.take() {
+            ctx.cancel_future(handle);
+        }
+        let previous = self.state;
+        self.state = PeerState::Up;
+        tracing::info!(peer = %self.peer.id, addr = %self.peer.addr, "{previous:?} → Up: linked");
+        self.report();
+    }
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.timing.heartbeat, |act, ctx| act.tick(ctx));
+        if self.live_link().is_none() {
+            self.schedule_dial(ctx);
+        }
+    }
+}
+
+impl Supervised for PeerActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(peer = %self.peer.id, "peer actor restarting; rebuilding its link");
+        if let Some(link) = self.link.take() {
+            link.close("peer actor restarted");
+        }
+        self.dialing = false;
+        self.redial = None;
+        self.attempts = 0;
+        if !self.retired {
+            self.state = PeerState::Connecting;
+            self.report();
+        }
+    }
+}
+
+/// A connection to this peer, opened by the peer (inbound) or by a seed join.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub conn: Conn,
+    pub initiator: String,
+    pub tag: u64,
+    pub node: NodeInfo,
+}
+
+impl Handler<Attach> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
+        self.attach(msg.conn, &msg.initiator, msg.tag, msg.node, ctx);
+    }
+}
+
+/// The members this node sees up, to gossip in heartbeats.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Gossip(pub Arc<Vec<NodeInfo>>);
+
+impl Handler<Gossip> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Gossip, _ctx: &mut Context<Self>) {
+        self.members = msg.0;
+    }
+}
+
+/// A newer incarnation of the peer was heard of (it restarted, maybe at another address).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Relocate(pub NodeInfo);
+
+impl Handler<Relocate> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Relocate, ctx: &mut Context<Self>) {
+        if msg.0.incarnation <= self.peer.incarnation {
+            return;
+        }
+        self.peer = msg.0;
+        self.retired = false;
+        if let Some(link) = self.link.take() {
+            link.close("the peer restarted");
+        }
+        self.attempts = 0;
+        if let Some(handle) = self.redial.take() {
+            ctx.cancel_future(handle);
+        }
+        self.dial(ctx);
+    }
+}
+
+/// Makes the actor fail on purpose (fault injection): it stops and its supervisor restarts it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fail;
+
+impl Handler<Fail> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Fail, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<FromLink> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromLink, ctx: &mut Context<Self>) {
+        let current = self.link.as_ref().map(Link::id) == Some(msg.link.id());
+        match msg.event {
+            LinkEvent::Request { id, body } => match body {
+                Request::Ping => msg.link.respond(id, Response::Pong),
+                body => self.cluster.do_send(Serve {
+                    link: msg.link,
+                    id,
+                    body,
+                }),
+            },
+            LinkEvent::Heartbeat { members } => {
+                if current {
+                    self.cluster.do_send(LearnMembers(members));
+                }
+            }
+            LinkEvent::Leave => {
+                tracing::info!(peer = %self.peer.id, "left the cluster");
+                self.retired = true;
+                msg.link.close("the peer left");
+                self.link = None;
+                self.state = PeerState::Left;
+                self.cluster.do_send(PeerLeft(self.peer.clone()));
+            }
+            LinkEvent::Closed { reason } => {
+                if current && !self.retired {
+                    self.link = None;
+                    self.set_state(PeerState::Down, &reason);
+                    self.schedule_dial(ctx);
+                }
+            }
+        }
+    }
+}

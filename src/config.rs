@@ -1,0 +1,330 @@
+//! Node configuration: a TOML file read with the `config` crate, overridden by environment
+//! variables (`ENSEMBLE__NODE__LISTEN=127.0.0.1:0`: prefix `ENSEMBLE`, `__` between levels), then
+//! validated. Every error names the file and the key, so a user knows what to fix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "ENSEMBLE";
+/// The environment variable that carries the cluster secret (also read by `ctl`).
+pub const ENV_SECRET: &str = "ENSEMBLE__CLUSTER__SECRET";
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub node: NodeSettings,
+    #[serde(default)]
+    pub cluster: ClusterSettings,
+    /// The node's shard; a node without one joins the cluster but holds no model.
+    #[serde(default)]
+    pub data: Option<DataSettings>,
+}
+
+/// `[node]`: who this node is and where it listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Unique in the cluster.
+    pub id: String,
+    /// Address to listen on; port 0 picks a free port (`status` reports the bound one).
+    pub listen: SocketAddr,
+    /// Members to contact at start; empty for the first node.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Where the node keeps its model between runs.
+    pub state_dir: PathBuf,
+}
+
+/// `[cluster]`: what all members must agree on, and timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// A peer from a cluster with another name is refused.
+    pub name: String,
+    /// When set, peers and clients must prove they know it (HMAC challenge; never sent).
+    pub secret: Option<String>,
+    pub heartbeat_ms: u64,
+    /// Silence after which a peer is suspect.
+    pub suspect_after_ms: u64,
+    /// Silence after which a peer is down (its link is dropped and redialed).
+    pub down_after_ms: u64,
+    /// Deadline of one request to one peer (predictions, scores).
+    pub request_timeout_ms: u64,
+    /// Deadline of a whole training round on one peer.
+    pub train_timeout_ms: u64,
+    /// A connection must complete its handshake within this time.
+    pub handshake_timeout_ms: u64,
+    /// Upper bound of the reconnect backoff.
+    pub reconnect_max_ms: u64,
+    /// Largest frame accepted or sent; must hold a model.
+    pub max_frame_bytes: usize,
+    /// Connections accepted at once (members and clients); more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            name: "default".into(),
+            secret: None,
+            heartbeat_ms: 500,
+            suspect_after_ms: 1_500,
+            down_after_ms: 2_500,
+            request_timeout_ms: 1_000,
+            train_timeout_ms: 120_000,
+            handshake_timeout_ms: 3_000,
+            reconnect_max_ms: 1_000,
+            max_frame_bytes: 256 * 1024 * 1024,
+            max_connections: 1_024,
+        }
+    }
+}
+
+impl ClusterSettings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+/// `[data]`: the node's shard and what to learn from it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    /// A CSV file, or a folder of CSV files with the same header.
+    pub shard: PathBuf,
+    pub label: String,
+    #[serde(default = "default_task")]
+    pub task: String,
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_task() -> String {
+    "regression".into()
+}
+fn default_valid_fraction() -> f64 {
+    0.3
+}
+fn default_seed() -> u64 {
+    42
+}
+
+impl Settings {
+    /// Reads `path`, applies `ENSEMBLE__*` environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Settings> {
+        let file = path.display().to_string();
+        let bad = |reason: String| Error::Config {
+            file: file.clone(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(bad("no such file".into()));
+        }
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("node.seeds")
+                    .with_list_parse_key("data.drop"),
+            )
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let settings: Settings = raw.try_deserialize().map_err(|e| bad(e.to_string()))?;
+        settings.validate().map_err(bad)?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot; the error names the key.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let n = &self.node;
+        if n.id.trim().is_empty() {
+            return Err("node.id must not be empty".into());
+        }
+        if n.id.len() > 64 || n.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "node.id {:?} must be at most 64 characters without spaces",
+                n.id
+            ));
+        }
+        for seed in &n.seeds {
+            parse_addr(seed).map_err(|e| format!("node.seeds: {e}"))?;
+        }
+        let c = &self.cluster;
+        if c.name.trim().is_empty() {
+            return Err("cluster.name must not be empty".into());
+        }
+        if matches!(&c.secret, Some(s) if s.is_empty()) {
+            return Err(
+                "cluster.secret must not be empty when set (remove the key instead)".into(),
+            );
+        }
+        let positive = [
+            ("cluster.heartbeat_ms", c.heartbeat_ms),
+            ("cluster.request_timeout_ms", c.request_timeout_ms),
+            ("cluster.train_timeout_ms", c.train_timeout_ms),
+            ("cluster.handshake_timeout_ms", c.handshake_timeout_ms),
+            ("cluster.reconnect_max_ms", c.reconnect_max_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key} must be greater than 0"));
+            }
+        }
+        if c.suspect_after_ms <= c.heartbeat_ms {
+            return Err(
+                "cluster.suspect_after_ms must be greater than cluster.heartbeat_ms".into(),
+            );
+        }
+        if c.down_after_ms <= c.suspect_after_ms {
+            return Err(
+                "cluster.down_after_ms must be greater than cluster.suspect_after_ms".into(),
+            );
+        }
+        if c.max_frame_bytes < 64 * 1024 {
+            return Err("cluster.max_frame_bytes must be at least 65536".into());
+        }
+        if c.max_frame_bytes > u32::MAX as usize {
+            return Err("cluster.max_frame_bytes must fit the 4-byte length prefix".into());
+        }
+        if c.max_connections == 0 {
+            return Err("cluster.max_connections must be greater than 0".into());
+        }
+        if let Some(d) = &self.data {
+            if d.label.trim().is_empty() {
+                return Err("data.label must not be empty".into());
+            }
+            if d.task != "regression" && d.task != "classification" {
+                return Err(format!(
+                    "data.task must be \"regression\" or \"classification\", not {:?}",
+                    d.task
+                ));
+            }
+            if !(d.valid_fraction > 0.0 && d.valid_fraction < 1.0) {
+                return Err("data.valid_fraction must be between 0 and 1 (exclusive)".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `host:port` (IPv4, `[IPv6]` or `localhost`) into a socket address.
+pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| format!("{s:?} is not a host:port address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_tmp(name: &str, body: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ensemble-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(body.as_bytes()).expect("write");
+        path
+    }
+
+    const GOOD: &str = r#"
+[node]
+id = "n1"
+listen = "127.0.0.1:0"
+seeds = ["127.0.0.1:7102"]
+state_dir = "state/n1"
+[cluster]
+name = "house-prices"
+[data]
+shard = "shards/house_prices/A.csv"
+label = "SalePrice"
+drop = ["Id"]
+"#;
+
+    #[test]
+    fn loads_a_good_file_with_defaults() {
+        let s = Settings::load(&write_tmp("good.toml", GOOD)).expect("valid");
+        assert_eq!(s.node.id, "n1");
+        assert_eq!(s.node.seeds, vec!["127.0.0.1:7102".to_string()]);
+        assert_eq!(s.cluster.name, "house-prices");
+        assert_eq!(s.cluster.heartbeat_ms, 500);
+        let d = s.data.expect("data");
+        assert_eq!(d.task, "regression");
+        assert_eq!(d.valid_fraction, 0.3);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let body = GOOD.replace("[cluster]", "[cluster]\nheartbeat = 3");
+        let err = Settings::load(&write_tmp("unknown.toml", &body)).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("heartbeat"), "{msg}");
+        assert!(msg.contains("unknown.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (r#"id = "n1""#, r#"id = """#, "node.id"),
+            ("127.0.0.1:0\"\nseeds", "127.0.0.1:0\"\nseeds", "node.seeds"),
+            (
+                r#"name = "house-prices""#,
+                "name = \"x\"\nheartbeat_ms = 0",
+                "cluster.heartbeat_ms",
+            ),
+            (
+                r#"drop = ["Id"]"#,
+                "drop = [\"Id\"]\ntask = \"clustering\"",
+                "data.task",
+            ),
+        ];
+        for (i, (from, to, key)) in cases.iter().enumerate() {
+            let mut body = GOOD.replace(from, to);
+            if *key == "node.seeds" {
+                body = GOOD.replace("127.0.0.1:7102", "not an address");
+            }
+            let err = Settings::load(&write_tmp(&format!("bad{i}.toml"), &body))
+                .expect_err("must be refused");
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn listen_must_be_an_address() {
+        let body = GOOD.replace("127.0.0.1:0", "nowhere");
+        let err = Settings::load(&write_tmp("listen.toml", &body)).expect_err("bad listen");
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_config_error() {
+        let err = Settings::load(Path::new("/nonexistent/x.toml")).expect_err("missing");
+        assert!(matches!(err, Error::Config { .. }));
+    }
+}

@@ -1,0 +1,167 @@
+//! The console: parsing a typed line into a [`Command`] (a pure function) and rendering a
+//! command's result, either as one JSON line (`--json`, for scripts) or as text for a person.
+//! The same JSON object is what `ensemble-node ctl` prints.
+
+use serde_json::{json, Value};
+
+/// A command typed on a node's stdin or sent with `ctl`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Help,
+    Status,
+    Peers,
+    Quit,
+}
+
+/// One line per command, for `help` and for unknown commands.
+pub const HELP: &[(&str, &str)] = &[
+    ("help", "this list"),
+    ("status", "this node: id, address, members, peers up"),
+    ("peers", "every known peer with its address and state"),
+    ("quit", "leave the cluster and stop this node"),
+];
+
+/// Parses one line. `Ok(None)` for a blank line or a `#` comment.
+pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (word, rest) = match line.split_once(char::is_whitespace) {
+        Some((w, r)) => (w, r.trim()),
+        None => (line, ""),
+    };
+    let no_args = |cmd: Command| {
+        if rest.is_empty() {
+            Ok(Some(cmd))
+        } else {
+            Err(format!("`{word}` takes no arguments"))
+        }
+    };
+    match word {
+        "help" | "?" => no_args(Command::Help),
+        "status" => no_args(Command::Status),
+        "peers" => no_args(Command::Peers),
+        "quit" | "exit" => no_args(Command::Quit),
+        other => Err(format!(
+            "unknown command {other:?}; commands: {}",
+            HELP.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// The JSON answer for an error.
+pub fn error(message: impl Into<String>) -> Value {
+    json!({"ok": false, "error": message.into()})
+}
+
+/// The JSON answer for `help`.
+pub fn help() -> Value {
+    let commands: Vec<Value> = HELP
+        .iter()
+        .map(|(c, d)| json!({"command": c, "does": d}))
+        .collect();
+    json!({"ok": true, "commands": commands})
+}
+
+/// Renders a result for a person. Failures read `error: ...`.
+pub fn render_human(result: &Value) -> String {
+    if result.get("ok") == Some(&Value::Bool(false)) {
+        let msg = result
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("failed");
+        return format!("error: {msg}");
+    }
+    if let Some(commands) = result.get("commands").and_then(Value::as_array) {
+        return commands
+            .iter()
+            .map(|c| {
+                format!(
+                    "  {:<24} {}",
+                    c["command"].as_str().unwrap_or(""),
+                    c["does"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    if let Some(peers) = result.get("peers").and_then(Value::as_array) {
+        if peers.is_empty() {
+            return "no peers".into();
+        }
+        let mut out = format!("{:<12} {:<22} {}", "id", "address", "state");
+        for p in peers {
+            out.push_str(&format!(
+                "\n{:<12} {:<22} {}",
+                p["id"].as_str().unwrap_or(""),
+                p["addr"].as_str().unwrap_or(""),
+                p["state"].as_str().unwrap_or("")
+            ));
+        }
+        return out;
+    }
+    // Everything else: one `key: value` per line, nested values as compact JSON.
+    match result.as_object() {
+        Some(map) => map
+            .iter()
+            .filter(|(k, _)| k.as_str() != "ok")
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}: {s}"),
+                other => format!("{k}: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => result.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_and_ignores_blank_lines() {
+        assert_eq!(parse("status"), Ok(Some(Command::Status)));
+        assert_eq!(parse("  peers \n"), Ok(Some(Command::Peers)));
+        assert_eq!(parse("help"), Ok(Some(Command::Help)));
+        assert_eq!(parse("quit"), Ok(Some(Command::Quit)));
+        assert_eq!(parse(""), Ok(None));
+        assert_eq!(parse("   "), Ok(None));
+        assert_eq!(parse("# a comment"), Ok(None));
+    }
+
+    #[test]
+    fn unknown_commands_and_stray_arguments_are_errors() {
+        let err = parse("bogus").expect_err("unknown");
+        assert!(err.contains("bogus") && err.contains("status"), "{err}");
+        assert!(parse("status now").is_err());
+    }
+
+    #[test]
+    fn human_rendering() {
+        assert_eq!(render_human(&error("boom")), "error: boom");
+        let peers =
+            json!({"ok": true, "peers": [{"id": "n2", "addr": "127.0.0.1:1", "state": "up"}]});
+        let text = render_human(&peers);
+        assert!(text.contains("n2") && text.contains("up"), "{text}");
+        let status = json!({"ok": true, "node": "n1", "members": 3});
+        // Keys come in JSON object order (sorted).
+        assert_eq!(render_human(&status), "members: 3\nnode: n1");
+        assert!(render_human(&help()).contains("quit"));
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            /// Any line parses to a command, nothing, or an error: never a panic.
+            #[test]
+            fn any_line_is_handled(line in ".{0,200}") {
+                let _ = parse(&line);
+            }
+        }
+    }
+}

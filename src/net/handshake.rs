@@ -1,0 +1,319 @@
+//! Opening a connection: `Hello` → `Challenge` → `Auth` → `Welcome`, under one deadline.
+//!
+//! Both sides prove they know the cluster secret without sending it: each signs the other's
+//! random nonce with HMAC-SHA256 keyed by the secret. A side without a secret sends an empty
+//! proof, which a side with a secret refuses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use super::Conn;
+use crate::error::{Error, Result};
+use crate::protocol::{FrameCodec, Message, NodeInfo, Role, PROTOCOL_VERSION};
+
+/// The cluster secret, if any. Debug never prints it.
+#[derive(Clone, Default)]
+pub struct Secret(Option<String>);
+
+impl Secret {
+    pub fn new(secret: Option<String>) -> Self {
+        Secret(secret.filter(|s| !s.is_empty()))
+    }
+
+    /// HMAC-SHA256 over the length-prefixed parts, keyed by the secret.
+    fn mac(key: &str, label: &str, cluster: &str, first: &[u8], second: &[u8]) -> Hmac<Sha256> {
+        let mut mac =
+            <Hmac<Sha256>>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+        for part in [label.as_bytes(), cluster.as_bytes(), first, second] {
+            mac.update(&(part.len() as u32).to_be_bytes());
+            mac.update(part);
+        }
+        mac
+    }
+
+    fn proof(&self, label: &str, cluster: &str, first: &[u8], second: &[u8]) -> Bytes {
+        match &self.0 {
+            None => Bytes::new(),
+            Some(key) => Bytes::from(
+                Self::mac(key, label, cluster, first, second)
+                    .finalize()
+                    .into_bytes()
+                    .to_vec(),
+            ),
+        }
+    }
+
+    /// Checks a proof in constant time. Without a secret every proof is accepted.
+    fn verify(&self, label: &str, cluster: &str, first: &[u8], second: &[u8], got: &[u8]) -> bool {
+        match &self.0 {
+            None => true,
+            Some(key) => Self::mac(key, label, cluster, first, second)
+                .verify_slice(got)
+                .is_ok(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Secret(set)"
+        } else {
+            "Secret(none)"
+        })
+    }
+}
+
+/// What one side says about itself in a handshake.
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    pub cluster: String,
+    pub secret: Secret,
+    pub max_frame_bytes: usize,
+    pub timeout: Duration,
+}
+
+/// A connection the dialer opened: the acceptor, and the members it knows.
+pub struct Dialed {
+    pub conn: Conn,
+    /// Identifies this connection on both ends (taken from the dialer's nonce).
+    pub tag: u64,
+    pub node: NodeInfo,
+    pub members: Vec<NodeInfo>,
+}
+
+/// The connection tag both ends derive from the dialer's nonce.
+fn tag_of(nonce: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    for (dst, src) in first.iter_mut().zip(nonce) {
+        *dst = *src;
+    }
+    u64::from_be_bytes(first)
+}
+
+fn nonce() -> Bytes {
+    let mut n = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut n);
+    Bytes::copy_from_slice(&n)
+}
+
+async fn next(conn: &mut Conn, step: &str) -> Result<Message> {
+    match conn.next().await {
+        Some(Ok(msg)) => Ok(msg),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(Error::Closed(format!("peer closed the connection {step}"))),
+    }
+}
+
+/// Connects to `addr` as `role` and runs the dialer's side of the handshake.
+pub async fn dial(addr: SocketAddr, role: Role, me: &Greeting) -> Result<Dialed> {
+    let work = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| Error::Unreachable {
+                addr: addr.to_string(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let mut conn = Framed::new(stream, FrameCodec::new(me.max_frame_bytes));
+        let my_nonce = nonce();
+        conn.send(Message::Hello {
+            version: PROTOCOL_VERSION,
+            cluster: me.cluster.clone(),
+            role,
+            nonce: my_nonce.clone(),
+        })
+        .await?;
+        let refused = |reason: String| Error::Refused {
+            addr: addr.to_string(),
+            reason,
+        };
+        let (node, their_nonce, proof) = match next(&mut conn, "during the handshake").await? {
+            Message::Challenge { node, nonce, proof } => (node, nonce, proof),
+            Message::Refused { reason } => return Err(refused(reason)),
+            other => return Err(refused(format!("unexpected {} in handshake", name(&other)))),
+        };
+        if !me
+            .secret
+            .verify("acceptor", &me.cluster, &my_nonce, &their_nonce, &proof)
+        {
+            return Err(refused(
+                "the node did not prove it knows the cluster secret".into(),
+            ));
+        }
+        let my_proof = me
+            .secret
+            .proof("dialer", &me.cluster, &their_nonce, &my_nonce);
+        conn.send(Message::Auth { proof: my_proof }).await?;
+        match next(&mut conn, "during the handshake").await? {
+            Message::Welcome { members } => Ok(Dialed {
+                conn,
+                tag: tag_of(&my_nonce),
+                node,
+                members,
+            }),
+            Message::Refused { reason } => Err(refused(reason)),
+            other => Err(refused(format!("unexpected {} in handshake", name(&other)))),
+        }
+    };
+    tokio::time::timeout(me.timeout, work)
+        .await
+        .map_err(|_| Error::Timeout(format!("handshake with {addr}")))?
+}
+
+/// Runs the acceptor's side of the handshake up to (not including) `Welcome`, which the caller
+/// sends once it has decided what to do with the connection. `me` is this node. Returns the
+/// connection, the dialer's role and the connection's tag.
+pub async fn accept(
+    stream: TcpStream,
+    me: &NodeInfo,
+    greeting: &Greeting,
+) -> Result<(Conn, Role, u64)> {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    stream.set_nodelay(true)?;
+    let mut conn = Framed::new(stream, FrameCodec::new(greeting.max_frame_bytes));
+    let work = async {
+        let hello = next(&mut conn, "before its hello")
+            .await
+            .map_err(|e| e.to_string())?;
+        let (role, their_nonce) = match hello {
+            Message::Hello {
+                version,
+                cluster,
+                role,
+                nonce,
+            } => (check_hello(me, greeting, version, &cluster, &role)?, nonce),
+            other => return Err(format!("expected hello, got {}", name(&other))),
+        };
+        let my_nonce = nonce();
+        let proof = greeting
+            .secret
+            .proof("acceptor", &greeting.cluster, &their_nonce, &my_nonce);
+        conn.send(Message::Challenge {
+            node: me.clone(),
+            nonce: my_nonce.clone(),
+            proof,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match next(&mut conn, "before its proof")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Message::Auth { proof }
+                if greeting.secret.verify(
+                    "dialer",
+                    &greeting.cluster,
+                    &my_nonce,
+                    &their_nonce,
+                    &proof,
+                ) =>
+            {
+                Ok((role, tag_of(&their_nonce)))
+            }
+            Message::Auth { .. } => {
+                Err("authentication failed: wrong or missing cluster secret".to_string())
+            }
+            other => Err(format!("expected auth, got {}", name(&other))),
+        }
+    };
+    let outcome = match tokio::time::timeout(greeting.timeout, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!(
+            "no complete handshake within {} ms",
+            greeting.timeout.as_millis()
+        )),
+    };
+    match outcome {
+        Ok((role, tag)) => Ok((conn, role, tag)),
+        Err(reason) => {
+            // Tell the dialer why, best effort, then drop the connection.
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                conn.send(Message::Refused {
+                    reason: reason.clone(),
+                }),
+            )
+            .await;
+            Err(Error::Refused { addr: peer, reason })
+        }
+    }
+}
+
+/// Checks a dialer's hello against this node; returns its role, or why it is refused.
+fn check_hello(
+    me: &NodeInfo,
+    greeting: &Greeting,
+    version: u32,
+    cluster: &str,
+    role: &Role,
+) -> std::result::Result<Role, String> {
+    if version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})"
+        ));
+    }
+    if cluster != greeting.cluster {
+        return Err(format!(
+            "cluster {cluster:?} is not this cluster ({:?})",
+            greeting.cluster
+        ));
+    }
+    if let Role::Member(info) = role {
+        if info.id == me.id {
+            return Err(format!("node id {:?} is already used by this node", me.id));
+        }
+    }
+    Ok(role.clone())
+}
+
+/// A message's variant name, for error messages.
+pub(crate) fn name(msg: &Message) -> &'static str {
+    match msg {
+        Message::Hello { .. } => "hello",
+        Message::Challenge { .. } => "challenge",
+        Message::Auth { .. } => "auth",
+        Message::Welcome { .. } => "welcome",
+        Message::Refused { .. } => "refused",
+        Message::Heartbeat { .. } => "heartbeat",
+        Message::Leave => "leave",
+        Message::Request { .. } => "request",
+        Message::Response { .. } => "response",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_match_only_with_the_same_secret() {
+        let a = Secret::new(Some("s3cret".into()));
+        let b = Secret::new(Some("other".into()));
+        let none = Secret::new(None);
+        let p = a.proof("dialer", "c", b"n1", b"n2");
+        assert_eq!(p.len(), 32);
+        assert!(a.verify("dialer", "c", b"n1", b"n2", &p));
+        assert!(!b.verify("dialer", "c", b"n1", b"n2", &p));
+        // The label, cluster and nonce order are all bound into the proof.
+        assert!(!a.verify("acceptor", "c", b"n1", b"n2", &p));
+        assert!(!a.verify("dialer", "d", b"n1", b"n2", &p));
+        assert!(!a.verify("dialer", "c", b"n2", b"n1", &p));
+        // A side with a secret refuses an empty proof; a side without one accepts anything.
+        assert!(!a.verify("dialer", "c", b"n1", b"n2", &[]));
+        assert!(none.verify("dialer", "c", b"n1", b"n2", &[]));
+        assert!(none.proof("dialer", "c", b"n1", b"n2").is_empty());
+        assert_eq!(format!("{a:?}"), "Secret(set)");
+    }
+}

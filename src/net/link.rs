@@ -1,0 +1,330 @@
+//! A [`Link`] is an open, authenticated connection with a reader task and a writer task.
+//!
+//! Requests get ids; their responses are matched back by id, so any number can be in flight and a
+//! slow answer blocks nothing else. Each request has a deadline. When the connection breaks, every
+//! request in flight fails at once (callers never wait for a deadline on a connection known dead),
+//! and the owner hears about it through a [`LinkEvent::Closed`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::Recipient;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::handshake::name;
+use super::Conn;
+use crate::error::{Error, Result};
+use crate::protocol::{Message, NodeInfo, Request, Response};
+
+/// Frames queued for sending before a link counts as stuck and refuses more.
+const SEND_QUEUE: usize = 8192;
+
+static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a link reports to its owner.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The other side asks something; answer with [`Link::respond`].
+    Request {
+        id: u64,
+        body: Request,
+    },
+    Heartbeat {
+        members: Vec<NodeInfo>,
+    },
+    /// The other side is leaving the cluster on purpose.
+    Leave,
+    /// The link is closed; nothing more will come from it.
+    Closed {
+        reason: String,
+    },
+}
+
+/// An event from `link`.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct FromLink {
+    pub link: Link,
+    pub event: LinkEvent,
+}
+
+enum Outgoing {
+    Frame(Message),
+    /// Resolved once every frame queued before it has been written and flushed.
+    Flushed(oneshot::Sender<()>),
+}
+
+struct Inner {
+    id: u64,
+    /// Who is at the other end, for logs.
+    peer: String,
+    /// Id of the node that dialed this connection.
+    initiator: String,
+    /// Tag both ends know this connection by.
+    tag: u64,
+    tx: mpsc::Sender<Outgoing>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    next_request: AtomicU64,
+    closed: CancellationToken,
+    close_reason: Mutex<Option<String>>,
+    opened: Instant,
+    /// Milliseconds after `opened` when the last frame arrived.
+    last_heard_ms: AtomicU64,
+}
+
+/// A cheap, cloneable handle to one connection.
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Link#{}({})", self.inner.id, self.inner.peer)
+    }
+}
+
+impl Link {
+    /// Starts the reader and writer tasks of `conn` on the current arbiter. Events go to `events`.
+    pub fn spawn(
+        conn: Conn,
+        peer: String,
+        initiator: String,
+        tag: u64,
+        events: Recipient<FromLink>,
+    ) -> Link {
+        let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        let link = Link {
+            inner: Arc::new(Inner {
+                id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
+                peer,
+                initiator,
+                tag,
+                tx,
+                pending: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(1),
+                closed: CancellationToken::new(),
+                close_reason: Mutex::new(None),
+                opened: Instant::now(),
+                last_heard_ms: AtomicU64::new(0),
+            }),
+        };
+        let (sink, stream) = conn.split();
+        actix_rt::spawn(link.clone().write_loop(sink, rx));
+        actix_rt::spawn(link.clone().read_loop(stream, events));
+        link
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Who dialed this link and its tag, for [`crate::cluster::new_link_wins`].
+    pub fn origin(&self) -> crate::cluster::LinkOrigin<'_> {
+        crate::cluster::LinkOrigin {
+            initiator: &self.inner.initiator,
+            tag: self.inner.tag,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Resolves when the link is closed.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    /// Time since the last frame from the other side (or since the link opened).
+    pub fn silence(&self) -> Duration {
+        let heard = Duration::from_millis(self.inner.last_heard_ms.load(Ordering::Relaxed));
+        self.inner.opened.elapsed().saturating_sub(heard)
+    }
+
+    /// Sends `body` and waits for its response, at most `deadline`.
+    pub async fn request(&self, body: Request, deadline: Duration) -> Result<Response> {
+        let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lock_pending().insert(id, tx);
+        if let Err(e) = self.send(Message::Request { id, body }) {
+            self.lock_pending().remove(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err(Error::Closed(self.reason())),
+            Err(_) => {
+                self.lock_pending().remove(&id);
+                Err(Error::Timeout(format!(
+                    "no answer from {} within {} ms",
+                    self.inner.peer,
+                    deadline.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// Answers request `id`.
+    pub fn respond(&self, id: u64, body: Response) {
+        if let Err(e) = self.send(Message::Response { id, body }) {
+            tracing::debug!(peer = %self.inner.peer, "response {id} not sent: {e}");
+        }
+    }
+
+    /// Queues a one-way frame.
+    pub fn send(&self, msg: Message) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed(self.reason()));
+        }
+        self.inner
+            .tx
+            .try_send(Outgoing::Frame(msg))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    Error::Timeout(format!("send queue to {} is full", self.inner.peer))
+                }
+                mpsc::error::TrySendError::Closed(_) => Error::Closed(self.reason()),
+            })
+    }
+
+    /// Waits (at most `deadline`) until everything queued so far is written out.
+    pub async fn flush(&self, deadline: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.try_send(Outgoing::Flushed(tx)).is_ok() {
+            let _ = tokio::time::timeout(deadline, rx).await;
+        }
+    }
+
+    /// Closes the link: pending requests fail now, the tasks stop, the socket closes.
+    pub fn close(&self, reason: &str) {
+        {
+            let mut slot = self
+                .inner
+                .close_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if slot.is_some() {
+                return;
+            }
+            *slot = Some(reason.to_string());
+        }
+        self.inner.closed.cancel();
+        // Dropping the senders wakes every waiter with an error.
+        self.lock_pending().clear();
+    }
+
+    fn reason(&self) -> String {
+        self.inner
+            .close_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "link closed".into())
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Response>>> {
+        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn write_loop(
+        self,
+        mut sink: futures::stream::SplitSink<Conn, Message>,
+        mut rx: mpsc::Receiver<Outgoing>,
+    ) {
+        let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let first = tokio::select! {
+                _ = self.inner.closed.cancelled() => break,
+                item = rx.recv() => match item {
+                    Some(item) => item,
+                    None => break,
+                },
+            };
+            // Write everything already queued, then flush once.
+            let mut item = Some(first);
+            let mut failed = None;
+            while let Some(next) = item.take() {
+                match next {
+                    Outgoing::Frame(msg) => {
+                        if let Err(e) = sink.feed(msg).await {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    Outgoing::Flushed(done) => waiters.push(done),
+                }
+                item = rx.try_recv().ok();
+            }
+            if failed.is_none() {
+                if let Err(e) = sink.flush().await {
+                    failed = Some(e.to_string());
+                }
+            }
+            for done in waiters.drain(..) {
+                let _ = done.send(());
+            }
+            if let Some(reason) = failed {
+                self.close(&format!("write failed: {reason}"));
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    }
+
+    async fn read_loop(
+        self,
+        mut stream: futures::stream::SplitStream<Conn>,
+        events: Recipient<FromLink>,
+    ) {
+        let notify = |event| {
+            events.do_send(FromLink {
+                link: self.clone(),
+                event,
+            })
+        };
+        loop {
+            let frame = tokio::select! {
+                _ = self.inner.closed.cancelled() => break,
+                frame = stream.next() => frame,
+            };
+            let msg = match frame {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    tracing::warn!(peer = %self.inner.peer, "closing connection: {e}");
+                    self.close(&e.to_string());
+                    break;
+                }
+                None => {
+                    self.close("connection closed by the other side");
+                    break;
+                }
+            };
+            let heard = self.inner.opened.elapsed().as_millis() as u64;
+            self.inner.last_heard_ms.store(heard, Ordering::Relaxed);
+            match msg {
+                Message::Response { id, body } => {
+                    if let Some(waiter) = self.lock_pending().remove(&id) {
+                        let _ = waiter.send(body);
+                    }
+                }
+                Message::Request { id, body } => notify(LinkEvent::Request { id, body }),
+                Message::Heartbeat { members } => notify(LinkEvent::Heartbeat { members }),
+                Message::Leave => notify(LinkEvent::Leave),
+                other => {
+                    let reason = format!("unexpected {} after the handshake", name(&other));
+                    tracing::warn!(peer = %self.inner.peer, "closing connection: {reason}");
+                    self.close(&reason);
+                    break;
+                }
+            }
+        }
+        notify(LinkEvent::Closed {
+            reason: self.reason(),
+        });
+    }
+}

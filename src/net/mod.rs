@@ -1,0 +1,17 @@
+//! Connections between nodes: the handshake that opens them and the [`Link`] that carries
+//! requests, responses and heartbeats once they are open. Actors own links; this module knows
+//! nothing about actors beyond the recipient a link reports its events to.
+
+mod handshake;
+mod link;
+
+pub use handshake::{accept, dial, Dialed, Greeting, Secret};
+pub use link::{FromLink, Link, LinkEvent};
+
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::protocol::FrameCodec;
+
+/// A TCP connection speaking whole frames.
+pub type Conn = Framed<TcpStream, FrameCodec>;

@@ -1,0 +1,190 @@
+//! Starting a node: bind the listener, start the actors, accept connections, read the console,
+//! stop on `quit` or a signal.
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use futures::SinkExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::actors::{ClusterActor, Exec, MemberConnected, Shutdown};
+use crate::config::Settings;
+use crate::console;
+use crate::error::{Error, Result};
+use crate::net::{self, Greeting, Link, Secret};
+use crate::protocol::{Message, NodeInfo, Role};
+
+/// How the console talks to its user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConsoleOptions {
+    /// One JSON object per command, on one line.
+    pub json: bool,
+}
+
+/// Runs a node until it is told to stop. Blocks the calling thread.
+pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<()> {
+    std::fs::create_dir_all(&settings.node.state_dir).map_err(|e| Error::Config {
+        file: "node.state_dir".into(),
+        reason: format!("cannot create {}: {e}", settings.node.state_dir.display()),
+    })?;
+    let system = actix_rt::System::new();
+    let cluster = system.block_on(start(settings))?;
+    spawn_console(cluster, console_opts);
+    system.run()?;
+    Ok(())
+}
+
+/// Binds the listener and starts the actors on the current actix system; returns the cluster
+/// actor, the node's entry point.
+pub async fn start(settings: Settings) -> Result<Addr<ClusterActor>> {
+    let listener = TcpListener::bind(settings.node.listen)
+        .await
+        .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", settings.node.listen)))?;
+    let addr = listener.local_addr()?;
+    let me = NodeInfo {
+        id: settings.node.id.clone(),
+        addr,
+        incarnation: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    };
+    let greeting = Greeting {
+        cluster: settings.cluster.name.clone(),
+        secret: Secret::new(settings.cluster.secret.clone()),
+        max_frame_bytes: settings.cluster.max_frame_bytes,
+        timeout: settings.cluster.handshake_timeout(),
+    };
+    let max_connections = settings.cluster.max_connections;
+    let settings = Arc::new(settings);
+    let cluster = ClusterActor::new(me.clone(), settings, greeting.clone()).start();
+    actix_rt::spawn(accept_loop(
+        listener,
+        me,
+        greeting,
+        cluster.clone(),
+        max_connections,
+    ));
+    actix_rt::spawn(stop_on_signal(cluster.clone()));
+    Ok(cluster)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    me: NodeInfo,
+    greeting: Greeting,
+    cluster: Addr<ClusterActor>,
+    max_connections: usize,
+) {
+    // Bounds connections that are handshaking or serving a client, so idle or slow clients cannot
+    // pile up; member links live on in their peer actors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%from, "refusing connection: {max_connections} connections already open");
+            continue;
+        };
+        let (me, greeting, cluster) = (me.clone(), greeting.clone(), cluster.clone());
+        actix_rt::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = serve_connection(stream, &me, &greeting, cluster).await {
+                tracing::warn!(%from, "connection closed: {e}");
+            }
+        });
+    }
+}
+
+/// Handshakes an inbound connection and hands it to its owner: a member's to the cluster (which
+/// gives it to that member's peer actor), a client's to a client link served here.
+async fn serve_connection(
+    stream: TcpStream,
+    me: &NodeInfo,
+    greeting: &Greeting,
+    cluster: Addr<ClusterActor>,
+) -> Result<()> {
+    let (mut conn, role, tag) = net::accept(stream, me, greeting).await?;
+    let members = cluster
+        .send(crate::actors::GetMembers)
+        .await
+        .map_err(|e| Error::Other(e.to_string()))?;
+    conn.send(Message::Welcome { members }).await?;
+    match role {
+        Role::Member(node) => {
+            let initiator = node.id.clone();
+            cluster.do_send(MemberConnected {
+                conn,
+                node,
+                initiator,
+                tag,
+            });
+        }
+        Role::Client => {
+            let name = format!("client@{}", conn.get_ref().peer_addr()?);
+            let link = Link::spawn(conn, name, "client".into(), tag, cluster.recipient());
+            link.closed().await;
+        }
+    }
+    Ok(())
+}
+
+async fn stop_on_signal(cluster: Addr<ClusterActor>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    cluster.do_send(Shutdown);
+}
+
+/// Reads commands from stdin on a thread of its own and prints their answers in order. At end
+/// of input the node keeps running (it may have been started in the background).
+fn spawn_console(cluster: Addr<ClusterActor>, opts: ConsoleOptions) {
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else { break };
+            let answer = match console::parse(&line) {
+                Ok(None) => continue,
+                Ok(Some(command)) => {
+                    let quitting = command == console::Command::Quit;
+                    match futures::executor::block_on(cluster.send(Exec(command))) {
+                        Ok(_) if quitting => {
+                            // The node is leaving; in JSON mode `quit` prints nothing, so a
+                            // script reads exactly one line per other command.
+                            if !opts.json {
+                                println!("leaving the cluster");
+                            }
+                            return;
+                        }
+                        Ok(value) => value,
+                        Err(_) => return,
+                    }
+                }
+                Err(message) => console::error(message),
+            };
+            if opts.json {
+                println!("{answer}");
+            } else {
+                println!("{}", console::render_human(&answer));
+            }
+        }
+        tracing::debug!("stdin closed; the node keeps running");
+    });
+}

@@ -1,0 +1,306 @@
+//! Bytes ⇄ [`Message`]: tokio-util's length-delimited framing (4-byte big-endian length, bounded
+//! by `max_frame_length`) around a MessagePack body.
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use super::Message;
+
+/// What can be wrong with the bytes a peer sent (or with a frame we were asked to send).
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    Oversized { len: usize, max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encoder and decoder of whole frames.
+#[derive(Debug)]
+pub struct FrameCodec {
+    framing: LengthDelimitedCodec,
+    max: usize,
+    /// The framing has consumed a header and waits for that frame's body.
+    in_frame: bool,
+}
+
+impl FrameCodec {
+    pub fn new(max_frame_length: usize) -> Self {
+        FrameCodec {
+            framing: LengthDelimitedCodec::builder()
+                .length_field_length(4)
+                .big_endian()
+                .max_frame_length(max_frame_length)
+                .new_codec(),
+            max: max_frame_length,
+            in_frame: false,
+        }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Message;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+        // Read the announced length ourselves, to reject an oversized frame with its size before
+        // any of its body arrives (the framing would only say "too big").
+        let has_header = !self.in_frame && src.len() >= 4;
+        if has_header {
+            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+            if len > self.max {
+                return Err(ProtocolError::Oversized { len, max: self.max });
+            }
+        }
+        match self.framing.decode(src)? {
+            None => {
+                // With a whole header present, the framing consumed it and now waits for the body.
+                self.in_frame |= has_header;
+                Ok(None)
+            }
+            Some(body) => {
+                self.in_frame = false;
+                decode_body(&body)
+            }
+        }
+    }
+}
+
+fn decode_body(body: &[u8]) -> Result<Option<Message>, ProtocolError> {
+    rmp_serde::from_slice(body)
+        .map(Some)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+impl Encoder<Message> for FrameCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        let body = rmp_serde::to_vec(&msg).map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        if body.len() > self.max {
+            return Err(ProtocolError::Oversized {
+                len: body.len(),
+                max: self.max,
+            });
+        }
+        self.framing.encode(Bytes::from(body), dst)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{NodeInfo, Request, Response, Role, PROTOCOL_VERSION};
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            id: "n1".into(),
+            addr: "127.0.0.1:7101".parse().expect("addr"),
+            incarnation: 7,
+        }
+    }
+
+    fn every_message() -> Vec<Message> {
+        vec![
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                cluster: "c".into(),
+                role: Role::Member(node()),
+                nonce: Bytes::from_static(&[1, 2, 3]),
+            },
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                cluster: "c".into(),
+                role: Role::Client,
+                nonce: Bytes::new(),
+            },
+            Message::Challenge {
+                node: node(),
+                nonce: Bytes::from_static(b"n"),
+                proof: Bytes::from_static(b"p"),
+            },
+            Message::Auth {
+                proof: Bytes::from_static(b"p"),
+            },
+            Message::Welcome {
+                members: vec![node(), node()],
+            },
+            Message::Refused {
+                reason: "wrong cluster".into(),
+            },
+            Message::Heartbeat {
+                members: vec![node()],
+            },
+            Message::Leave,
+            Message::Request {
+                id: 1,
+                body: Request::Ping,
+            },
+            Message::Request {
+                id: u64::MAX,
+                body: Request::Command {
+                    line: "status".into(),
+                },
+            },
+            Message::Response {
+                id: 1,
+                body: Response::Pong,
+            },
+            Message::Response {
+                id: 2,
+                body: Response::Output {
+                    json: "{\"ok\":true}".into(),
+                },
+            },
+            Message::Response {
+                id: 3,
+                body: Response::Error {
+                    reason: "no".into(),
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let mut codec = FrameCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        for msg in every_message() {
+            codec.encode(msg.clone(), &mut buf).expect("encode");
+            let back = codec
+                .decode(&mut buf)
+                .expect("decode")
+                .expect("whole frame");
+            assert_eq!(back, msg);
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn bytes_payload_is_compact() {
+        // A 1000-byte payload costs its length plus a few bytes of framing, not ~2 bytes per
+        // element as an array of integers would.
+        let mut codec = FrameCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        let msg = Message::Auth {
+            proof: Bytes::from(vec![200u8; 1000]),
+        };
+        codec.encode(msg, &mut buf).expect("encode");
+        assert!(buf.len() < 1020, "frame is {} bytes", buf.len());
+    }
+
+    #[test]
+    fn truncated_frame_waits_for_more_bytes() {
+        let mut codec = FrameCodec::new(1 << 20);
+        let mut full = BytesMut::new();
+        codec
+            .encode(Message::Leave, &mut full)
+            .expect("encode leave");
+        codec
+            .encode(
+                Message::Welcome {
+                    members: vec![node()],
+                },
+                &mut full,
+            )
+            .expect("encode welcome");
+        // Feed byte by byte: nothing is decoded until a frame is complete.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in full.iter() {
+            buf.extend_from_slice(&[*b]);
+            if let Some(m) = codec.decode(&mut buf).expect("no error on partial input") {
+                got.push(m);
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], Message::Leave);
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_from_its_header() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        match codec.decode(&mut buf) {
+            Err(ProtocolError::Oversized { len, max }) => {
+                assert_eq!(len, u32::MAX as usize);
+                assert_eq!(max, 1024);
+            }
+            other => panic!("expected oversized, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_message_is_not_sent() {
+        let mut codec = FrameCodec::new(100);
+        let mut buf = BytesMut::new();
+        let msg = Message::Auth {
+            proof: Bytes::from(vec![0u8; 200]),
+        };
+        assert!(matches!(
+            codec.encode(msg, &mut buf),
+            Err(ProtocolError::Oversized { .. })
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn garbage_body_is_malformed() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_variant_is_malformed() {
+        // A map/array naming a variant index this version does not have.
+        let body = rmp_serde::to_vec(&(99u32, ())).expect("encode");
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&body);
+        let mut codec = FrameCodec::new(1024);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            /// Random bytes never panic the decoder: they decode, wait for more, or fail.
+            #[test]
+            fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let mut codec = FrameCodec::new(256);
+                let mut buf = BytesMut::from(&data[..]);
+                for _ in 0..64 {
+                    match codec.decode(&mut buf) {
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+
+            /// A valid frame behind a random length prefix never panics either.
+            #[test]
+            fn random_body_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let mut buf = BytesMut::new();
+                buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                buf.extend_from_slice(&body);
+                let mut codec = FrameCodec::new(256);
+                let _ = codec.decode(&mut buf);
+            }
+        }
+    }
+}

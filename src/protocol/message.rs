@@ -1,0 +1,95 @@
+//! The messages nodes and clients exchange. Binary payloads are `bytes::Bytes`, which MessagePack
+//! encodes as one `bin` value rather than an array of integers.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Who a member is: its id, the address it listens on, and when this run of it started, so a
+/// restarted node (a newer incarnation) is told apart from a stale view of its previous run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub incarnation: u64,
+}
+
+/// What the dialing side of a connection is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A cluster member that will keep this connection as its link to us.
+    Member(NodeInfo),
+    /// A one-shot client (`ensemble-node ctl`, `bench`): may send commands, is not a member.
+    Client,
+}
+
+/// One frame's body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Dialer → acceptor, first frame.
+    Hello {
+        version: u32,
+        cluster: String,
+        role: Role,
+        nonce: Bytes,
+    },
+    /// Acceptor → dialer: who the acceptor is, its nonce, and its proof that it knows the
+    /// cluster secret (empty when the acceptor has none).
+    Challenge {
+        node: NodeInfo,
+        nonce: Bytes,
+        proof: Bytes,
+    },
+    /// Dialer → acceptor: the dialer's proof (empty when it has no secret).
+    Auth {
+        proof: Bytes,
+    },
+    /// Acceptor → dialer: the handshake succeeded; here are the members the acceptor knows.
+    Welcome {
+        members: Vec<NodeInfo>,
+    },
+    /// Either side: the connection is refused, and why. The connection closes after it.
+    Refused {
+        reason: String,
+    },
+    /// Member → member, periodically: liveness, and the members the sender sees up (gossip).
+    Heartbeat {
+        members: Vec<NodeInfo>,
+    },
+    /// Member → member: the sender is leaving the cluster on purpose.
+    Leave,
+    Request {
+        id: u64,
+        body: Request,
+    },
+    Response {
+        id: u64,
+        body: Response,
+    },
+}
+
+/// Requests; each is answered by exactly one [`Response`] with the same id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// A bare round trip (benchmarks, probing).
+    Ping,
+    /// A console command line run on the receiving node (`ctl`); answered by `Output`.
+    Command { line: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Pong,
+    /// The JSON object a `--json` console prints for the command.
+    Output {
+        json: String,
+    },
+    /// The request could not be served.
+    Error {
+        reason: String,
+    },
+}
