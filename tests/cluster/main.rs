@@ -1,0 +1,17 @@
+//! Cluster tests: real `ensemble-node` processes on loopback, ephemeral ports, one scenario per
+//! file. [`util`] starts nodes and drives them through their console and `ctl`; every scenario
+//! synchronises by polling with a deadline, never by sleeping.
+//!
+//! A failing test prints the stderr log of each of its nodes and keeps its files (configs, logs,
+//! state dirs) under `target/tmp/cluster/`.
+
+mod util;
+
+mod test_bad_config;
+mod test_bad_frames;
+mod test_console;
+mod test_formation;
+mod test_join;
+mod test_kill_restart;
+mod test_pause;
+mod test_refusal;
