@@ -121,4 +121,24 @@ pub enum Response {
     Error {
         reason: String,
     },
+    Trained {
+        summary: ModelSummary,
+        model: Bytes,
+    },
+    Model {
+        summary: ModelSummary,
+        model: Bytes,
+    },
+    Evaluated {
+        eval: SplitEval,
+    },
+    Predictions {
+        node: String,
+        version: u64,
+        /// This node's weight in a weighted aggregation (from its validation score).
+        weight: f64,
+        preds: Predictions,
+    },
+    /// This node has no model yet.
+    NoModel,
 }
