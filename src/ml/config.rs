@@ -192,4 +192,18 @@ mod tests {
             ModelConfig::default()
         );
     }
+
+    #[test]
+    fn readable_through_the_config_crate() {
+        // The node reads its whole config with the `config` crate; the [model] table must work there.
+        let c = ::config::Config::builder()
+            .add_source(::config::File::from_str(
+                "[model]\nkind = \"forest\"\nn_trees = 7\nlearning_rate = 0.1\n",
+                ::config::FileFormat::Toml,
+            ))
+            .build()
+            .unwrap();
+        let m: ModelConfig = c.get("model").unwrap();
+        assert_eq!((m.kind, m.n_trees, m.learning_rate), (Kind::Forest, 7, 0.1));
+    }
 }

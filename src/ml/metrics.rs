@@ -315,7 +315,7 @@ mod tests {
         .is_err());
         assert!(aggregate(&[], None).is_err());
         let p = Predictions::Regression(vec![1.0]);
-        assert!(aggregate(&[p.clone()], Some(&[-1.0])).is_err());
+        assert!(aggregate(std::slice::from_ref(&p), Some(&[-1.0])).is_err());
         assert!(aggregate(&[p.clone(), p], Some(&[1.0])).is_err());
     }
 
