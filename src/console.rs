@@ -36,9 +36,15 @@ pub const HELP: &[(&str, &str)] = &[
     ("help", "this list"),
     ("status", "this node: id, address, members, peers up"),
     ("peers", "every known peer with its address and state"),
-    ("train", "train every node on its shard, cross-validate, print the score matrix"),
+    (
+        "train",
+        "train every node on its shard, cross-validate, print the score matrix",
+    ),
     ("train local", "retrain this node only"),
-    ("evaluate", "cross-validate the current models without retraining"),
+    (
+        "evaluate",
+        "cross-validate the current models without retraining",
+    ),
     (
         "predict [--explain] {json}",
         "predict one row with the whole cluster, e.g. predict {\"LotArea\": 8450}",

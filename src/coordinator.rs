@@ -322,7 +322,12 @@ pub async fn predict(plan: Plan, rows: Rows, explain: bool) -> Value {
 
 /// Global prediction of every row of a CSV file, in batches; writes `Id,<label>` lines when the
 /// input has an `Id` column, else one prediction per line.
-pub async fn predict_file(plan: Plan, input: PathBuf, output: Option<PathBuf>, label: String) -> Value {
+pub async fn predict_file(
+    plan: Plan,
+    input: PathBuf,
+    output: Option<PathBuf>,
+    label: String,
+) -> Value {
     let started = Instant::now();
     let path = input.clone();
     let rows = match actix_rt::task::spawn_blocking(move || load_rows(&path)).await {
@@ -372,7 +377,9 @@ pub async fn predict_file(plan: Plan, input: PathBuf, output: Option<PathBuf>, l
     }
     let out_path = output.unwrap_or_else(|| default_output(&input));
     let write_path = out_path.clone();
-    let written = actix_rt::task::spawn_blocking(move || write_predictions(&write_path, &label, ids, &parts)).await;
+    let written =
+        actix_rt::task::spawn_blocking(move || write_predictions(&write_path, &label, ids, &parts))
+            .await;
     match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return json!({"ok": false, "error": e}),

@@ -234,7 +234,7 @@ impl ClusterActor {
         json!({"ok": true, "peers": peers})
     }
 
-    /// The members a cluster-wide flow involves, this node first.
+    /// The members a cluster-wide flow involves, in id order.
     fn plan(&self) -> Plan {
         let quick = self.settings.cluster.request_timeout();
         let mut members = vec![Member {
@@ -259,6 +259,8 @@ impl ClusterActor {
                 _ => unreachable.push(peer.info.id.clone()),
             }
         }
+        // The same order on every node, so every coordinator aggregates identically.
+        members.sort_by(|a, b| a.id.cmp(&b.id));
         Plan {
             members,
             unreachable,
@@ -278,14 +280,22 @@ impl ClusterActor {
             Command::Help => ready(console::help()),
             Command::Status => ready(self.status()),
             Command::Peers => ready(self.peers_json()),
-            Command::Train => Box::pin(coordinator::cross_validate(self.plan(), true).into_actor(self)),
+            Command::Train => {
+                Box::pin(coordinator::cross_validate(self.plan(), true).into_actor(self))
+            }
             Command::Evaluate => {
                 Box::pin(coordinator::cross_validate(self.plan(), false).into_actor(self))
             }
             Command::TrainLocal => {
                 let local = self.local.clone();
                 let work = async move {
-                    match local.actor.send(Train { reason: "train local" }).await {
+                    match local
+                        .actor
+                        .send(Train {
+                            reason: "train local",
+                        })
+                        .await
+                    {
                         Ok(Ok(t)) => json!({
                             "ok": true,
                             "node": t.summary.node,

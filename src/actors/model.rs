@@ -143,12 +143,19 @@ fn load_persisted(dir: &Path) -> Option<Current> {
         .and_then(|s| current_from(s.summary, s.model));
     match loaded {
         Ok(current) => {
-            tracing::info!(version = current.summary.version, "loaded the persisted model");
+            tracing::info!(
+                version = current.summary.version,
+                "loaded the persisted model"
+            );
             Some(current)
         }
         Err(e) => {
             let aside = dir.join(format!("{MODEL_FILE}.corrupt"));
-            tracing::error!("{} is not a valid model ({e}); moved to {}", path.display(), aside.display());
+            tracing::error!(
+                "{} is not a valid model ({e}); moved to {}",
+                path.display(),
+                aside.display()
+            );
             let _ = fs::rename(&path, aside);
             None
         }
@@ -310,7 +317,9 @@ impl Handler<Train> for ModelActor {
         let state_dir = self.state_dir.clone();
         let reason = msg.reason;
         tracing::info!(version, reason, "training");
-        let work = blocking("training", move || train_blocking(&source, version, &state_dir));
+        let work = blocking("training", move || {
+            train_blocking(&source, version, &state_dir)
+        });
         Box::pin(work.into_actor(self).map(move |result, act, _ctx| {
             act.slot.0.training.store(false, Ordering::Release);
             match result {
@@ -348,7 +357,7 @@ impl Handler<Evaluate> for ModelActor {
     fn handle(&mut self, msg: Evaluate, _ctx: &mut Context<Self>) -> Self::Result {
         let Some(source) = self.source.clone() else {
             return Box::pin(fut::ready(Err(
-                "this node has no [data] shard to validate on".to_string()
+                "this node has no [data] shard to validate on".to_string(),
             )));
         };
         let cached = self.valid.clone();
@@ -412,7 +421,13 @@ impl LocalModel {
         let failed = |reason: String| Response::Error { reason };
         match request {
             Request::Ping => Response::Pong,
-            Request::Train => match self.actor.send(Train { reason: "cluster training" }).await {
+            Request::Train => match self
+                .actor
+                .send(Train {
+                    reason: "cluster training",
+                })
+                .await
+            {
                 Ok(Ok(t)) => Response::Trained {
                     summary: t.summary,
                     model: t.bytes,
@@ -433,7 +448,9 @@ impl LocalModel {
                 Err(e) => failed(format!("model actor unavailable: {e}")),
             },
             Request::Predict { rows } => self.predict(rows).await,
-            Request::Command { .. } => failed("commands are served by the node, not its model".into()),
+            Request::Command { .. } => {
+                failed("commands are served by the node, not its model".into())
+            }
         }
     }
 
