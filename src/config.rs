@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::ml::{DataSpec, ModelConfig, Task};
 
 /// Prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "ENSEMBLE";
@@ -25,6 +26,9 @@ pub struct Settings {
     /// The node's shard; a node without one joins the cluster but holds no model.
     #[serde(default)]
     pub data: Option<DataSettings>,
+    /// The weak learner and its hyperparameters; the defaults are strong (see `ml::ModelConfig`).
+    #[serde(default)]
+    pub model: ModelConfig,
 }
 
 /// `[node]`: who this node is and where it listens.
@@ -40,6 +44,24 @@ pub struct NodeSettings {
     pub seeds: Vec<String>,
     /// Where the node keeps its model between runs.
     pub state_dir: PathBuf,
+    /// Train on the local shard at start when there is no persisted model yet.
+    #[serde(default = "yes")]
+    pub train_on_join: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How the coordinator of a prediction combines the nodes' answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    /// Mean (regression) or majority vote (classification).
+    #[default]
+    Mean,
+    /// Each node weighted by its validation score.
+    Weighted,
 }
 
 /// `[cluster]`: what all members must agree on, and timing.
@@ -67,6 +89,8 @@ pub struct ClusterSettings {
     pub max_frame_bytes: usize,
     /// Connections accepted at once (members and clients); more are closed at accept.
     pub max_connections: usize,
+    /// How predictions are combined.
+    pub aggregation: Aggregation,
 }
 
 impl Default for ClusterSettings {
@@ -83,6 +107,7 @@ impl Default for ClusterSettings {
             reconnect_max_ms: 1_000,
             max_frame_bytes: 256 * 1024 * 1024,
             max_connections: 1_024,
+            aggregation: Aggregation::Mean,
         }
     }
 }
@@ -107,7 +132,7 @@ pub struct DataSettings {
     pub shard: PathBuf,
     pub label: String,
     #[serde(default = "default_task")]
-    pub task: String,
+    pub task: Task,
     #[serde(default)]
     pub drop: Vec<String>,
     #[serde(default = "default_valid_fraction")]
@@ -116,8 +141,18 @@ pub struct DataSettings {
     pub seed: u64,
 }
 
-fn default_task() -> String {
-    "regression".into()
+fn default_task() -> Task {
+    Task::Regression
+}
+
+impl DataSettings {
+    pub fn spec(&self) -> DataSpec {
+        DataSpec {
+            label: self.label.clone(),
+            task: self.task,
+            drop: self.drop.clone(),
+        }
+    }
 }
 fn default_valid_fraction() -> f64 {
     0.3
@@ -213,16 +248,11 @@ impl Settings {
             if d.label.trim().is_empty() {
                 return Err("data.label must not be empty".into());
             }
-            if d.task != "regression" && d.task != "classification" {
-                return Err(format!(
-                    "data.task must be \"regression\" or \"classification\", not {:?}",
-                    d.task
-                ));
-            }
             if !(d.valid_fraction > 0.0 && d.valid_fraction < 1.0) {
                 return Err("data.valid_fraction must be between 0 and 1 (exclusive)".into());
             }
         }
+        self.model.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 }
@@ -275,7 +305,7 @@ drop = ["Id"]
         assert_eq!(s.cluster.name, "house-prices");
         assert_eq!(s.cluster.heartbeat_ms, 500);
         let d = s.data.expect("data");
-        assert_eq!(d.task, "regression");
+        assert_eq!(d.task, Task::Regression);
         assert_eq!(d.valid_fraction, 0.3);
     }
 

@@ -2,7 +2,9 @@
 //! command's result, either as one JSON line (`--json`, for scripts) or as text for a person.
 //! The same JSON object is what `ensemble-node ctl` prints.
 
-use serde_json::{json, Value};
+use std::path::PathBuf;
+
+use serde_json::{json, Map, Value};
 
 /// A command typed on a node's stdin or sent with `ctl`.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,6 +12,22 @@ pub enum Command {
     Help,
     Status,
     Peers,
+    /// Global training with cross-validation.
+    Train,
+    /// Retrain this node only.
+    TrainLocal,
+    /// Cross-validation of the current models, without retraining.
+    Evaluate,
+    /// Global prediction of one row given as a JSON object.
+    Predict {
+        row: Map<String, Value>,
+        explain: bool,
+    },
+    /// Global prediction of every row of a CSV file.
+    PredictFile {
+        input: PathBuf,
+        output: Option<PathBuf>,
+    },
     Quit,
 }
 
@@ -18,6 +36,23 @@ pub const HELP: &[(&str, &str)] = &[
     ("help", "this list"),
     ("status", "this node: id, address, members, peers up"),
     ("peers", "every known peer with its address and state"),
+    (
+        "train",
+        "train every node on its shard, cross-validate, print the score matrix",
+    ),
+    ("train local", "retrain this node only"),
+    (
+        "evaluate",
+        "cross-validate the current models without retraining",
+    ),
+    (
+        "predict [--explain] {json}",
+        "predict one row with the whole cluster, e.g. predict {\"LotArea\": 8450}",
+    ),
+    (
+        "predict-file IN.csv [OUT.csv]",
+        "predict every row of a CSV (Id,<label> lines when it has an Id column)",
+    ),
     ("quit", "leave the cluster and stop this node"),
 ];
 
@@ -42,11 +77,53 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "help" | "?" => no_args(Command::Help),
         "status" => no_args(Command::Status),
         "peers" => no_args(Command::Peers),
+        "train" => match rest {
+            "" => Ok(Some(Command::Train)),
+            "local" => Ok(Some(Command::TrainLocal)),
+            other => Err(format!("`train` takes nothing or `local`, not {other:?}")),
+        },
+        "evaluate" => no_args(Command::Evaluate),
+        "predict" => parse_predict(rest).map(Some),
+        "predict-file" => {
+            let mut parts = rest.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(input), output, None) => Ok(Some(Command::PredictFile {
+                    input: input.into(),
+                    output: output.map(PathBuf::from),
+                })),
+                _ => Err("usage: predict-file IN.csv [OUT.csv]".into()),
+            }
+        }
         "quit" | "exit" => no_args(Command::Quit),
         other => Err(format!(
             "unknown command {other:?}; commands: {}",
-            HELP.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+            command_names().join(", ")
         )),
+    }
+}
+
+/// The distinct first words of the commands.
+fn command_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = HELP
+        .iter()
+        .filter_map(|(c, _)| c.split_whitespace().next())
+        .collect();
+    names.dedup();
+    names
+}
+
+fn parse_predict(rest: &str) -> Result<Command, String> {
+    let (explain, body) = match rest.strip_prefix("--explain") {
+        Some(body) => (true, body.trim()),
+        None => (false, rest),
+    };
+    if body.is_empty() {
+        return Err("usage: predict [--explain] {\"feature\": value, ...}".into());
+    }
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(row)) => Ok(Command::Predict { row, explain }),
+        Ok(_) => Err("predict takes one JSON object of feature: value".into()),
+        Err(e) => Err(format!("predict: invalid JSON: {e}")),
     }
 }
 
@@ -129,6 +206,38 @@ mod tests {
         assert_eq!(parse(""), Ok(None));
         assert_eq!(parse("   "), Ok(None));
         assert_eq!(parse("# a comment"), Ok(None));
+    }
+
+    #[test]
+    fn parses_ml_commands() {
+        assert_eq!(parse("train"), Ok(Some(Command::Train)));
+        assert_eq!(parse("train local"), Ok(Some(Command::TrainLocal)));
+        assert_eq!(parse("evaluate"), Ok(Some(Command::Evaluate)));
+        match parse(r#"predict --explain {"a": 1, "b": "x"}"#) {
+            Ok(Some(Command::Predict { row, explain })) => {
+                assert!(explain);
+                assert_eq!(row.len(), 2);
+                assert_eq!(row["a"], json!(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"predict {"a": 1}"#),
+            Ok(Some(Command::Predict { explain: false, .. }))
+        ));
+        assert_eq!(
+            parse("predict-file in.csv out.csv"),
+            Ok(Some(Command::PredictFile {
+                input: "in.csv".into(),
+                output: Some("out.csv".into())
+            }))
+        );
+        assert!(parse("predict").is_err());
+        assert!(parse("predict [1, 2]").is_err());
+        assert!(parse("predict {oops").is_err());
+        assert!(parse("predict-file").is_err());
+        assert!(parse("predict-file a b c").is_err());
+        assert!(parse("train everything").is_err());
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! - [`cluster`]: plain cluster logic (peer states, liveness, backoff, which duplicate link
 //!   survives, fan-out), unit-tested without sockets.
 //! - [`actors`]: the node's actors: [`actors::ClusterActor`] (members, commands, coordination)
-//!   and one supervised [`actors::PeerActor`] per remote member.
+//!   one supervised [`actors::PeerActor`] per remote member, and the supervised
+//!   [`actors::ModelActor`] that owns the node's model (double-buffered, persisted).
 //! - [`ml`]: data, preprocessing, learners, metrics, model files; no networking.
+//! - [`coordinator`]: the cluster-wide flows (global training with cross-validation, evaluation,
+//!   global prediction), run by whichever node got the command.
 //! - [`console`]: command parsing (pure) and rendering; [`ctl`]: the one-shot client.
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.
 
@@ -18,6 +21,7 @@ pub mod actors;
 pub mod cluster;
 pub mod config;
 pub mod console;
+pub mod coordinator;
 pub mod ctl;
 pub mod error;
 pub mod ml;

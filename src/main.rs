@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::ctl;
+use ensemble_cluster::ml::{run_offline, OfflineArgs};
 use ensemble_cluster::net::Secret;
 use ensemble_cluster::node::{self, ConsoleOptions};
 use ensemble_cluster::Error;
@@ -41,6 +42,9 @@ struct RunArgs {
 enum Tool {
     /// Run one console command on a running node and print its JSON answer.
     Ctl(CtlArgs),
+    /// Run the training / cross-validation protocol on shards in one process (no cluster);
+    /// prints one JSON line.
+    Offline(OfflineArgs),
 }
 
 #[derive(Args)]
@@ -77,6 +81,13 @@ fn main() -> ExitCode {
     match cli.tool {
         None => run_node(cli.run),
         Some(Tool::Ctl(args)) => run_ctl(args),
+        Some(Tool::Offline(args)) => match run_offline(&args) {
+            Ok(value) => {
+                println!("{value}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e.to_string()),
+        },
     }
 }
 
@@ -106,7 +117,7 @@ fn run_node(args: RunArgs) -> ExitCode {
 }
 
 /// Prints `{"ok": false, "error": ...}` and returns exit code 1.
-fn ctl_failure(message: String) -> ExitCode {
+fn failure(message: String) -> ExitCode {
     println!("{}", serde_json::json!({"ok": false, "error": message}));
     ExitCode::FAILURE
 }
@@ -115,13 +126,13 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
     let settings = match &args.config {
         Some(path) => match Settings::load(path) {
             Ok(s) => Some(s),
-            Err(e) => return ctl_failure(e.to_string()),
+            Err(e) => return failure(e.to_string()),
         },
         None => None,
     };
     let addr: SocketAddr = match config::parse_addr(&args.addr) {
         Ok(a) => a,
-        Err(e) => return ctl_failure(e),
+        Err(e) => return failure(e),
     };
     let secret = args
         .secret
@@ -152,6 +163,6 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => ctl_failure(e.to_string()),
+        Err(e) => failure(e.to_string()),
     }
 }

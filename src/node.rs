@@ -9,7 +9,10 @@ use actix::prelude::*;
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::actors::{ClusterActor, Exec, MemberConnected, Shutdown};
+use crate::actors::{
+    ClusterActor, Exec, LocalModel, MemberConnected, ModelActor, ModelSlot, Shutdown,
+    TrainingSource,
+};
 use crate::config::Settings;
 use crate::console;
 use crate::error::{Error, Result};
@@ -58,8 +61,9 @@ pub async fn start(settings: Settings) -> Result<Addr<ClusterActor>> {
         timeout: settings.cluster.handshake_timeout(),
     };
     let max_connections = settings.cluster.max_connections;
+    let local = start_model(&settings);
     let settings = Arc::new(settings);
-    let cluster = ClusterActor::new(me.clone(), settings, greeting.clone()).start();
+    let cluster = ClusterActor::new(me.clone(), settings, greeting.clone(), local).start();
     actix_rt::spawn(accept_loop(
         listener,
         me,
@@ -69,6 +73,30 @@ pub async fn start(settings: Settings) -> Result<Addr<ClusterActor>> {
     ));
     actix_rt::spawn(stop_on_signal(cluster.clone()));
     Ok(cluster)
+}
+
+/// Starts the supervised model actor, which loads the persisted model before anything asks.
+fn start_model(settings: &Settings) -> LocalModel {
+    let source = settings.data.as_ref().map(|d| TrainingSource {
+        node: settings.node.id.clone(),
+        shard: d.shard.clone(),
+        spec: d.spec(),
+        valid_fraction: d.valid_fraction,
+        seed: d.seed,
+        model: settings.model.clone(),
+    });
+    let slot = ModelSlot::default();
+    let actor = ModelActor::new(
+        source,
+        settings.node.state_dir.clone(),
+        slot.clone(),
+        settings.node.train_on_join,
+    );
+    LocalModel {
+        node: settings.node.id.clone(),
+        actor: Supervisor::start(move |_| actor),
+        slot,
+    }
 }
 
 async fn accept_loop(

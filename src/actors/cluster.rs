@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde_json::{json, Value};
 
+use super::model::{LocalModel, Train};
 use super::peer::{Attach, Gossip, PeerActor, Relocate, Timing};
 use crate::cluster::PeerState;
 use crate::config::Settings;
 use crate::console::{self, Command};
+use crate::coordinator::{self, Member, Plan, Target};
+use crate::ml::Rows;
 use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
 use crate::protocol::{Message, NodeInfo, Request, Response, Role};
 
@@ -33,6 +36,7 @@ pub struct ClusterActor {
     settings: Arc<Settings>,
     greeting: Greeting,
     timing: Timing,
+    local: LocalModel,
     peers: BTreeMap<String, Peer>,
     /// Incarnations that left on purpose: gossip about them is stale.
     left: HashMap<String, u64>,
@@ -43,7 +47,12 @@ pub struct ClusterActor {
 }
 
 impl ClusterActor {
-    pub fn new(me: NodeInfo, settings: Arc<Settings>, greeting: Greeting) -> Self {
+    pub fn new(
+        me: NodeInfo,
+        settings: Arc<Settings>,
+        greeting: Greeting,
+        local: LocalModel,
+    ) -> Self {
         let c = &settings.cluster;
         let timing = Timing {
             heartbeat: c.heartbeat(),
@@ -63,6 +72,7 @@ impl ClusterActor {
             settings,
             greeting,
             timing,
+            local,
             peers: BTreeMap::new(),
             left: HashMap::new(),
             seeds,
@@ -189,6 +199,8 @@ impl ClusterActor {
             .filter(|p| p.state != PeerState::Left)
             .count();
         let count = |s: PeerState| self.peers.values().filter(|p| p.state == s).count();
+        let model = self.local.slot.current();
+        let summary = model.as_ref().map(|m| &m.summary);
         json!({
             "ok": true,
             "node": self.me.id,
@@ -199,6 +211,11 @@ impl ClusterActor {
             "peers_suspect": count(PeerState::Suspect),
             "peers_down": count(PeerState::Down) + count(PeerState::Connecting),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
+            "model_version": summary.map(|s| s.version),
+            "training": self.local.slot.is_training(),
+            "models_held": self.local.slot.models_held(),
+            "rows_train": summary.map(|s| s.rows_train),
+            "rows_valid": summary.map(|s| s.rows_valid),
         })
     }
 
@@ -217,6 +234,41 @@ impl ClusterActor {
         json!({"ok": true, "peers": peers})
     }
 
+    /// The members a cluster-wide flow involves, in id order.
+    fn plan(&self) -> Plan {
+        let quick = self.settings.cluster.request_timeout();
+        let mut members = vec![Member {
+            id: self.me.id.clone(),
+            target: Target::Local(self.local.clone()),
+            deadline: quick,
+        }];
+        let mut unreachable = Vec::new();
+        for peer in self.peers.values() {
+            match (&peer.link, peer.state) {
+                (Some(link), state) if state.is_live() => members.push(Member {
+                    id: peer.info.id.clone(),
+                    target: Target::Remote(link.clone()),
+                    // A suspect peer may be gone: don't let it hold up the answer.
+                    deadline: if state == PeerState::Suspect {
+                        quick / 4
+                    } else {
+                        quick
+                    },
+                }),
+                (_, PeerState::Left) => {}
+                _ => unreachable.push(peer.info.id.clone()),
+            }
+        }
+        // The same order on every node, so every coordinator aggregates identically.
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        Plan {
+            members,
+            unreachable,
+            long_deadline: Duration::from_millis(self.settings.cluster.train_timeout_ms),
+            weighted: self.settings.cluster.aggregation == crate::config::Aggregation::Weighted,
+        }
+    }
+
     /// Runs a command; the answer is the JSON object the console prints.
     fn exec(
         &mut self,
@@ -228,6 +280,51 @@ impl ClusterActor {
             Command::Help => ready(console::help()),
             Command::Status => ready(self.status()),
             Command::Peers => ready(self.peers_json()),
+            Command::Train => {
+                Box::pin(coordinator::cross_validate(self.plan(), true).into_actor(self))
+            }
+            Command::Evaluate => {
+                Box::pin(coordinator::cross_validate(self.plan(), false).into_actor(self))
+            }
+            Command::TrainLocal => {
+                let local = self.local.clone();
+                let work = async move {
+                    match local
+                        .actor
+                        .send(Train {
+                            reason: "train local",
+                        })
+                        .await
+                    {
+                        Ok(Ok(t)) => json!({
+                            "ok": true,
+                            "node": t.summary.node,
+                            "version": t.summary.version,
+                            "rows_train": t.summary.rows_train,
+                            "rows_valid": t.summary.rows_valid,
+                            "train_ms": t.summary.train_ms,
+                            "valid": t.summary.valid,
+                        }),
+                        Ok(Err(e)) => console::error(e),
+                        Err(e) => console::error(format!("model actor unavailable: {e}")),
+                    }
+                };
+                Box::pin(work.into_actor(self))
+            }
+            Command::Predict { row, explain } => {
+                let rows = Rows::from_json_object(&row);
+                Box::pin(coordinator::predict(self.plan(), rows, explain).into_actor(self))
+            }
+            Command::PredictFile { input, output } => {
+                let label = self
+                    .settings
+                    .data
+                    .as_ref()
+                    .map(|d| d.label.clone())
+                    .unwrap_or_else(|| "prediction".into());
+                let work = coordinator::predict_file(self.plan(), input, output, label);
+                Box::pin(work.into_actor(self))
+            }
             Command::Quit => {
                 ctx.notify(Shutdown);
                 ready(json!({"ok": true, "leaving": true}))
@@ -263,6 +360,13 @@ impl ClusterActor {
                     }
                 });
                 ctx.spawn(answer);
+            }
+            model_request => {
+                let local = self.local.clone();
+                actix_rt::spawn(async move {
+                    let response = local.serve(model_request).await;
+                    link.respond(id, response);
+                });
             }
         }
     }

@@ -1,2 +1,35 @@
-//! Machine learning core: loading shards, preprocessing, weak learners, metrics, model files.
-//! No networking here.
+//! Machine learning core: everything a node needs to learn from its own shard and to apply any
+//! node's model to raw rows. No networking here.
+//!
+//! # Layout
+//! - [`data`]: CSV → typed [`Table`] (numeric / categorical inference, missing values), raw
+//!   [`Rows`], the seeded train / validation split.
+//! - [`config`]: [`ModelConfig`], the `[model]` table; its `Default` is the tuned default.
+//! - [`preprocess`]: imputation and categorical encoding fitted on the training split.
+//! - [`tree`]: the histogram CART every tree learner grows.
+//! - [`learner`], [`linear`]: tree / forest / boosted / linear behind linfa's `Fit` / `Predict`.
+//! - [`pipeline`]: [`Pipeline`] = preprocessing + learner + label coding + [`ModelMeta`]; the
+//!   model file (MessagePack).
+//! - [`metrics`]: [`score`], [`aggregate`] (mean / vote).
+//! - [`eval`]: [`evaluate_split`], [`combine_splits`], and [`run_offline`], the whole protocol in
+//!   one process.
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod learner;
+pub mod linear;
+pub mod metrics;
+pub mod pipeline;
+pub mod preprocess;
+pub mod tree;
+
+pub use config::{Kind, ModelConfig, Target};
+pub use data::{
+    load_csv, load_rows, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
+};
+pub use error::{MlError, Result};
+pub use eval::{combine_splits, evaluate_split, run_offline, OfflineArgs, SplitEval};
+pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};
+pub use pipeline::{ModelMeta, Pipeline, FORMAT_VERSION};

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::ml::{Predictions, Rows, Scores, SplitEval};
+
 /// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -79,6 +81,33 @@ pub enum Request {
     Ping,
     /// A console command line run on the receiving node (`ctl`); answered by `Output`.
     Command { line: String },
+    /// Train on your own training split now; answered by `Trained`.
+    Train,
+    /// Send your current model; answered by `Model`.
+    GetModel,
+    /// Score these models (and their ensemble) on your validation split; answered by `Evaluated`.
+    Evaluate { models: Vec<ModelBlob> },
+    /// Predict these rows with your model; answered by `Predictions` or `NoModel`.
+    Predict { rows: Rows },
+}
+
+/// A serialized model and the node that trained it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelBlob {
+    pub node: String,
+    pub bytes: Bytes,
+}
+
+/// What a node says about its model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub node: String,
+    pub version: u64,
+    pub rows_train: usize,
+    pub rows_valid: usize,
+    pub train_ms: u64,
+    /// The model's scores on the node's own validation split.
+    pub valid: Option<Scores>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,4 +121,24 @@ pub enum Response {
     Error {
         reason: String,
     },
+    Trained {
+        summary: ModelSummary,
+        model: Bytes,
+    },
+    Model {
+        summary: ModelSummary,
+        model: Bytes,
+    },
+    Evaluated {
+        eval: SplitEval,
+    },
+    Predictions {
+        node: String,
+        version: u64,
+        /// This node's weight in a weighted aggregation (from its validation score).
+        weight: f64,
+        preds: Predictions,
+    },
+    /// This node has no model yet.
+    NoModel,
 }

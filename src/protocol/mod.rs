@@ -9,4 +9,6 @@ mod codec;
 mod message;
 
 pub use codec::{FrameCodec, ProtocolError};
-pub use message::{Message, NodeInfo, Request, Response, Role, PROTOCOL_VERSION};
+pub use message::{
+    Message, ModelBlob, ModelSummary, NodeInfo, Request, Response, Role, PROTOCOL_VERSION,
+};

@@ -1,0 +1,483 @@
+//! The [`ModelActor`] owns this node's model.
+//!
+//! Double buffering: the model that answers lives in a [`ModelSlot`], a shared cell that request
+//! handlers read without going through the actor's mailbox; training runs on the blocking pool
+//! and, once it succeeds, the new model is persisted and then swapped into the slot in one step.
+//! So predictions never wait for training, a failed training keeps the old model, and versions
+//! only go up. At start (and on a supervisor restart) the actor reloads the last persisted model,
+//! so a restarted node answers at once.
+
+use std::fs;
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::ml::{
+    evaluate_split, load_csv, score, DataSpec, ModelConfig, ModelMeta, Pipeline, Rows, Scores,
+    SplitEval, Table,
+};
+use crate::protocol::{ModelBlob, ModelSummary, Request, Response};
+
+/// The model file in the node's state dir.
+pub const MODEL_FILE: &str = "model.msgpack";
+/// Requests with at most this many rows are predicted inline; bigger batches go to the blocking
+/// pool so they cannot stall the node's network thread.
+const INLINE_ROWS: usize = 64;
+
+/// The model that answers, with what the node says about it.
+pub struct Current {
+    pub pipeline: Pipeline,
+    /// The pipeline's model file bytes, sent as-is when the cluster asks for this model.
+    pub bytes: Bytes,
+    pub summary: ModelSummary,
+    /// Weight in a weighted aggregation: accuracy for classification, 1 / error for regression.
+    pub weight: f64,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    current: RwLock<Option<Arc<Current>>>,
+    training: AtomicBool,
+    /// Other nodes' models held right now (only while scoring them).
+    foreign: AtomicUsize,
+}
+
+/// The shared cell holding the current model. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct ModelSlot(Arc<SlotInner>);
+
+impl ModelSlot {
+    pub fn current(&self) -> Option<Arc<Current>> {
+        self.0
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.0.training.load(Ordering::Relaxed)
+    }
+
+    /// Models in memory: this node's own, plus any foreign ones being scored.
+    pub fn models_held(&self) -> usize {
+        usize::from(self.current().is_some()) + self.0.foreign.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, current: Arc<Current>) {
+        *self.0.current.write().unwrap_or_else(|e| e.into_inner()) = Some(current);
+    }
+}
+
+/// Everything training needs: where the shard is and how to learn from it.
+#[derive(Debug, Clone)]
+pub struct TrainingSource {
+    pub node: String,
+    pub shard: PathBuf,
+    pub spec: DataSpec,
+    pub valid_fraction: f64,
+    pub seed: u64,
+    pub model: ModelConfig,
+}
+
+impl TrainingSource {
+    fn load_split(&self) -> Result<(Table, Table), String> {
+        let table = load_csv(&self.shard, &self.spec).map_err(|e| e.to_string())?;
+        Ok(table.split(self.valid_fraction, self.seed))
+    }
+}
+
+/// The model file: the pipeline and the summary that goes with it.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    summary: ModelSummary,
+    model: Bytes,
+}
+
+fn weight_of(valid: Option<&Scores>) -> f64 {
+    match valid.map(Scores::primary) {
+        Some(("accuracy", acc)) => acc.max(1e-9),
+        Some((_, err)) => 1.0 / err.max(1e-9),
+        None => 1.0,
+    }
+}
+
+fn current_from(summary: ModelSummary, bytes: Bytes) -> Result<Current, String> {
+    let pipeline = Pipeline::from_bytes(&bytes).map_err(|e| e.to_string())?;
+    Ok(Current {
+        weight: weight_of(summary.valid.as_ref()),
+        pipeline,
+        bytes,
+        summary,
+    })
+}
+
+/// Writes the model file atomically: a temp file, synced, renamed over the old one.
+fn persist(dir: &Path, stored: &Stored) -> Result<(), String> {
+    let body = rmp_serde::to_vec_named(stored).map_err(|e| e.to_string())?;
+    let tmp = dir.join(format!("{MODEL_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        fs::create_dir_all(dir)?;
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(MODEL_FILE))?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("cannot save the model in {}: {e}", dir.display()))
+}
+
+/// Loads the persisted model, if any. A file that does not parse is moved aside, not trusted.
+fn load_persisted(dir: &Path) -> Option<Current> {
+    let path = dir.join(MODEL_FILE);
+    let body = fs::read(&path).ok()?;
+    let loaded = rmp_serde::from_slice::<Stored>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|s| current_from(s.summary, s.model));
+    match loaded {
+        Ok(current) => {
+            tracing::info!(
+                version = current.summary.version,
+                "loaded the persisted model"
+            );
+            Some(current)
+        }
+        Err(e) => {
+            let aside = dir.join(format!("{MODEL_FILE}.corrupt"));
+            tracing::error!(
+                "{} is not a valid model ({e}); moved to {}",
+                path.display(),
+                aside.display()
+            );
+            let _ = fs::rename(&path, aside);
+            None
+        }
+    }
+}
+
+/// A trained model and the validation split it was scored on.
+pub struct Trained {
+    pub summary: ModelSummary,
+    pub bytes: Bytes,
+}
+
+fn train_blocking(
+    source: &TrainingSource,
+    version: u64,
+    state_dir: &Path,
+) -> Result<(Arc<Current>, Arc<Table>), String> {
+    let (train, valid) = source.load_split()?;
+    let started = Instant::now();
+    let meta = ModelMeta {
+        node: source.node.clone(),
+        version,
+        ..ModelMeta::default()
+    };
+    let mut pipeline = Pipeline::fit(&train, &source.model, meta).map_err(|e| e.to_string())?;
+    let train_ms = started.elapsed().as_millis() as u64;
+    pipeline.set_train_ms(train_ms);
+    let valid_scores = if valid.is_empty() {
+        None
+    } else {
+        let preds = pipeline.predict(&valid.rows()).map_err(|e| e.to_string())?;
+        Some(score(valid.labels(), &preds).map_err(|e| e.to_string())?)
+    };
+    let bytes = Bytes::from(pipeline.to_bytes().map_err(|e| e.to_string())?);
+    let summary = ModelSummary {
+        node: source.node.clone(),
+        version,
+        rows_train: train.len(),
+        rows_valid: valid.len(),
+        train_ms,
+        valid: valid_scores,
+    };
+    let stored = Stored {
+        summary: summary.clone(),
+        model: bytes.clone(),
+    };
+    persist(state_dir, &stored)?;
+    let current = Current {
+        weight: weight_of(summary.valid.as_ref()),
+        pipeline,
+        bytes,
+        summary,
+    };
+    Ok((Arc::new(current), Arc::new(valid)))
+}
+
+/// Runs `work` on the blocking pool; a panic in it becomes an error, not a dead actor.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    match actix_rt::task::spawn_blocking(move || std::panic::catch_unwind(AssertUnwindSafe(work)))
+        .await
+    {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("{what} failed: {msg}"))
+        }
+        Err(e) => Err(format!("{what} failed: {e}")),
+    }
+}
+
+pub struct ModelActor {
+    source: Option<Arc<TrainingSource>>,
+    state_dir: PathBuf,
+    slot: ModelSlot,
+    /// This node's validation split, cached for scoring other nodes' models.
+    valid: Option<Arc<Table>>,
+    /// Train at start when there is no persisted model.
+    train_on_start: bool,
+}
+
+impl ModelActor {
+    pub fn new(
+        source: Option<TrainingSource>,
+        state_dir: PathBuf,
+        slot: ModelSlot,
+        train_on_start: bool,
+    ) -> Self {
+        if let Some(current) = load_persisted(&state_dir) {
+            slot.publish(Arc::new(current));
+        }
+        ModelActor {
+            source: source.map(Arc::new),
+            state_dir,
+            slot,
+            valid: None,
+            train_on_start,
+        }
+    }
+}
+
+impl Actor for ModelActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.train_on_start && self.source.is_some() && self.slot.current().is_none() {
+            self.train_on_start = false;
+            tracing::info!("no model yet: training on the local shard");
+            ctx.notify(Train {
+                reason: "first start",
+            });
+        }
+    }
+}
+
+impl Supervised for ModelActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!("model actor restarting; reloading the persisted model");
+        self.slot.0.training.store(false, Ordering::Relaxed);
+        if let Some(current) = load_persisted(&self.state_dir) {
+            let newer = self
+                .slot
+                .current()
+                .is_none_or(|c| c.summary.version <= current.summary.version);
+            if newer {
+                self.slot.publish(Arc::new(current));
+            }
+        }
+        self.valid = None;
+    }
+}
+
+/// Retrain on the local shard now. Fails if a training is already running.
+#[derive(Message)]
+#[rtype(result = "Result<Trained, String>")]
+pub struct Train {
+    pub reason: &'static str,
+}
+
+impl Handler<Train> for ModelActor {
+    type Result = ResponseActFuture<Self, Result<Trained, String>>;
+
+    fn handle(&mut self, msg: Train, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(source) = self.source.clone() else {
+            return Box::pin(fut::ready(Err(
+                "this node has no [data] shard to train on".to_string()
+            )));
+        };
+        if self.slot.0.training.swap(true, Ordering::AcqRel) {
+            return Box::pin(fut::ready(Err("a training is already running".to_string())));
+        }
+        let version = self.slot.current().map_or(0, |c| c.summary.version) + 1;
+        let state_dir = self.state_dir.clone();
+        let reason = msg.reason;
+        tracing::info!(version, reason, "training");
+        let work = blocking("training", move || {
+            train_blocking(&source, version, &state_dir)
+        });
+        Box::pin(work.into_actor(self).map(move |result, act, _ctx| {
+            act.slot.0.training.store(false, Ordering::Release);
+            match result {
+                Ok((current, valid)) => {
+                    let summary = current.summary.clone();
+                    let bytes = current.bytes.clone();
+                    tracing::info!(
+                        version = summary.version,
+                        train_ms = summary.train_ms,
+                        rows = summary.rows_train,
+                        reason,
+                        "new model in service"
+                    );
+                    act.slot.publish(current);
+                    act.valid = Some(valid);
+                    Ok(Trained { summary, bytes })
+                }
+                Err(e) => {
+                    tracing::error!("training failed, keeping the previous model: {e}");
+                    Err(e)
+                }
+            }
+        }))
+    }
+}
+
+/// Score these models (and their ensemble) on this node's validation split.
+#[derive(Message)]
+#[rtype(result = "Result<SplitEval, String>")]
+pub struct Evaluate(pub Vec<ModelBlob>);
+
+impl Handler<Evaluate> for ModelActor {
+    type Result = ResponseActFuture<Self, Result<SplitEval, String>>;
+
+    fn handle(&mut self, msg: Evaluate, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(source) = self.source.clone() else {
+            return Box::pin(fut::ready(Err(
+                "this node has no [data] shard to validate on".to_string(),
+            )));
+        };
+        let cached = self.valid.clone();
+        let slot = self.slot.clone();
+        let work = blocking("evaluation", move || {
+            let valid = match cached {
+                Some(v) => v,
+                None => Arc::new(source.load_split()?.1),
+            };
+            let foreign = msg.0.iter().filter(|b| b.node != source.node).count();
+            slot.0.foreign.fetch_add(foreign, Ordering::Relaxed);
+            let result = (|| {
+                let models = msg
+                    .0
+                    .iter()
+                    .map(|b| {
+                        Pipeline::from_bytes(&b.bytes)
+                            .map_err(|e| format!("model of {}: {e}", b.node))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let refs: Vec<&Pipeline> = models.iter().collect();
+                evaluate_split(&refs, &valid, None).map_err(|e| e.to_string())
+            })();
+            // The foreign models are dropped here: a node keeps only its own.
+            slot.0.foreign.fetch_sub(foreign, Ordering::Relaxed);
+            Ok((result?, valid))
+        });
+        Box::pin(work.into_actor(self).map(|result, act, _ctx| {
+            result.map(|(eval, valid)| {
+                act.valid = Some(valid);
+                eval
+            })
+        }))
+    }
+}
+
+/// Makes the actor fail on purpose (fault injection): its supervisor restarts it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fail;
+
+impl Handler<Fail> for ModelActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Fail, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// This node's model services, as used for a peer's request and for the local part of a
+/// cluster-wide flow alike.
+#[derive(Clone)]
+pub struct LocalModel {
+    pub node: String,
+    pub actor: Addr<ModelActor>,
+    pub slot: ModelSlot,
+}
+
+impl LocalModel {
+    /// Serves one model request.
+    pub async fn serve(&self, request: Request) -> Response {
+        let failed = |reason: String| Response::Error { reason };
+        match request {
+            Request::Ping => Response::Pong,
+            Request::Train => match self
+                .actor
+                .send(Train {
+                    reason: "cluster training",
+                })
+                .await
+            {
+                Ok(Ok(t)) => Response::Trained {
+                    summary: t.summary,
+                    model: t.bytes,
+                },
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(format!("model actor unavailable: {e}")),
+            },
+            Request::GetModel => match self.slot.current() {
+                Some(c) => Response::Model {
+                    summary: c.summary.clone(),
+                    model: c.bytes.clone(),
+                },
+                None => Response::NoModel,
+            },
+            Request::Evaluate { models } => match self.actor.send(Evaluate(models)).await {
+                Ok(Ok(eval)) => Response::Evaluated { eval },
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(format!("model actor unavailable: {e}")),
+            },
+            Request::Predict { rows } => self.predict(rows).await,
+            Request::Command { .. } => {
+                failed("commands are served by the node, not its model".into())
+            }
+        }
+    }
+
+    /// Predicts with the current model; never waits for a training.
+    pub async fn predict(&self, rows: Rows) -> Response {
+        let Some(current) = self.slot.current() else {
+            return Response::NoModel;
+        };
+        let node = self.node.clone();
+        let inline = rows.len() <= INLINE_ROWS;
+        let run = move || {
+            current
+                .pipeline
+                .predict(&rows)
+                .map(|preds| Response::Predictions {
+                    node,
+                    version: current.summary.version,
+                    weight: current.weight,
+                    preds,
+                })
+                .map_err(|e| e.to_string())
+        };
+        let result = if inline {
+            run()
+        } else {
+            blocking("prediction", run).await
+        };
+        result.unwrap_or_else(|reason| Response::Error { reason })
+    }
+}

@@ -1,0 +1,209 @@
+//! Model settings: the `[model]` table of a node's config. `ModelConfig::default()` is the strong
+//! default a user gets without configuring anything (tuned on the seed protocol, see docs/ml.md).
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{MlError, Result};
+
+/// Which weak learner a node trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// One CART tree.
+    Tree,
+    /// Bagged trees with per-split feature subsampling.
+    Forest,
+    /// Gradient-boosted trees (squared loss; logistic / softmax for classification).
+    Boosted,
+    /// Ridge regression / L2-regularized logistic regression on one-hot, standardized features.
+    Linear,
+}
+
+/// Transform of a regression label before fitting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// `log` when every label is ≥ 0 and the training labels are right-skewed (skewness > 0.75),
+    /// else `identity`. Ignored for classification.
+    Auto,
+    Identity,
+    /// Fit on `ln(1 + y)`, predict `exp(ŷ) − 1`: squared loss there is RMSLE.
+    Log,
+}
+
+/// Hyperparameters. `None` means "the default of this kind" (see the field docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub kind: Kind,
+    /// Tree depth limit. Default: tree 6, forest 16, boosted 4.
+    pub max_depth: Option<usize>,
+    /// Leaf limit (best-first growth). Default: unlimited.
+    pub max_leaf_nodes: Option<usize>,
+    /// Minimum rows in a leaf. Default: tree / forest 1, boosted 3.
+    pub min_samples_leaf: Option<usize>,
+    /// Forest size.
+    pub n_trees: usize,
+    /// Boosting rounds.
+    pub n_rounds: usize,
+    /// Boosting shrinkage.
+    pub learning_rate: f64,
+    /// Boosting: fraction of rows drawn (without replacement) for each round.
+    pub subsample: f64,
+    /// Fraction of features considered: per split for forest (default √p / p for classification,
+    /// 1/3 for regression), per round for boosted (default 0.5). Unused by tree and linear.
+    pub colsample: Option<f64>,
+    /// L2 penalty on leaf values (boosted).
+    pub lambda: f64,
+    /// L2 penalty of the linear models (on standardized features).
+    pub alpha: f64,
+    /// Histogram bins per feature, 2..=256.
+    pub max_bins: usize,
+    /// Regression label transform.
+    pub target: Target,
+    /// Seed of every random choice in fitting (bootstrap, subsampling).
+    pub seed: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            kind: Kind::Boosted,
+            max_depth: None,
+            max_leaf_nodes: None,
+            min_samples_leaf: None,
+            n_trees: 200,
+            n_rounds: 400,
+            learning_rate: 0.05,
+            subsample: 0.8,
+            colsample: None,
+            lambda: 1.0,
+            alpha: 1.0,
+            max_bins: 256,
+            target: Target::Auto,
+            seed: 42,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Check every range; the error names the key, e.g. `model.max_depth must be ≥ 1`.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |key: &str, rule: &str| Err(MlError::Config(format!("model.{key} must be {rule}")));
+        if self.max_depth == Some(0) {
+            return bad("max_depth", "≥ 1");
+        }
+        if matches!(self.max_leaf_nodes, Some(n) if n < 2) {
+            return bad("max_leaf_nodes", "≥ 2");
+        }
+        if self.min_samples_leaf == Some(0) {
+            return bad("min_samples_leaf", "≥ 1");
+        }
+        if self.n_trees == 0 {
+            return bad("n_trees", "≥ 1");
+        }
+        if self.n_rounds == 0 {
+            return bad("n_rounds", "≥ 1");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
+            return bad("learning_rate", "in (0, 1]");
+        }
+        if !(self.subsample > 0.0 && self.subsample <= 1.0) {
+            return bad("subsample", "in (0, 1]");
+        }
+        if matches!(self.colsample, Some(c) if !(c > 0.0 && c <= 1.0)) {
+            return bad("colsample", "in (0, 1]");
+        }
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            return bad("lambda", "a finite number ≥ 0");
+        }
+        if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
+            return bad("alpha", "a finite number ≥ 0");
+        }
+        if !(2..=256).contains(&self.max_bins) {
+            return bad("max_bins", "in 2..=256");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn depth(&self) -> usize {
+        self.max_depth.unwrap_or(match self.kind {
+            Kind::Tree => 6,
+            Kind::Forest => 16,
+            Kind::Boosted | Kind::Linear => 4,
+        })
+    }
+
+    pub(crate) fn min_leaf(&self) -> usize {
+        self.min_samples_leaf.unwrap_or(match self.kind {
+            Kind::Boosted => 3,
+            _ => 1,
+        })
+    }
+
+    /// Parse the `[model]` table of a TOML document; no table means the defaults.
+    pub fn from_toml_str(doc: &str) -> Result<ModelConfig> {
+        #[derive(Deserialize)]
+        struct File {
+            model: Option<ModelConfig>,
+        }
+        let f: File = toml::from_str(doc).map_err(|e| MlError::Config(e.to_string()))?;
+        let cfg = f.model.unwrap_or_default();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ModelConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn error_names_the_key() {
+        let cfg = ModelConfig {
+            max_depth: Some(0),
+            ..Default::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("model.max_depth must be ≥ 1"), "{e}");
+        let e = ModelConfig::from_toml_str("[model]\nlearning_rate = 2.0\n").unwrap_err();
+        assert!(e.to_string().contains("model.learning_rate"), "{e}");
+    }
+
+    #[test]
+    fn toml_table_and_unknown_keys() {
+        let cfg = ModelConfig::from_toml_str(
+            "[node]\nid = 'a'\n[model]\nkind = 'tree'\nmax_depth = 3\nmax_leaf_nodes = 10\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.kind, Kind::Tree);
+        assert_eq!(cfg.max_depth, Some(3));
+        assert_eq!(cfg.n_rounds, ModelConfig::default().n_rounds);
+        let e = ModelConfig::from_toml_str("[model]\nmax_dept = 3\n").unwrap_err();
+        assert!(e.to_string().contains("max_dept"), "{e}");
+        assert_eq!(
+            ModelConfig::from_toml_str("").unwrap(),
+            ModelConfig::default()
+        );
+    }
+
+    #[test]
+    fn readable_through_the_config_crate() {
+        // The node reads its whole config with the `config` crate; the [model] table must work there.
+        let c = ::config::Config::builder()
+            .add_source(::config::File::from_str(
+                "[model]\nkind = \"forest\"\nn_trees = 7\nlearning_rate = 0.1\n",
+                ::config::FileFormat::Toml,
+            ))
+            .build()
+            .unwrap();
+        let m: ModelConfig = c.get("model").unwrap();
+        assert_eq!((m.kind, m.n_trees, m.learning_rate), (Kind::Forest, 7, 0.1));
+    }
+}

@@ -1,0 +1,533 @@
+//! Shards as typed tables: CSV loading with numeric / categorical inference and missing values,
+//! raw rows (what travels over the wire for prediction), and the seeded train / validation split.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use ndarray_rand::rand::seq::SliceRandom;
+use ndarray_rand::rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use super::error::{MlError, Result};
+
+/// What the label is: a number to regress or a class to predict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Regression,
+    Classification,
+}
+
+/// How to read a shard: the label column, the task, and columns to ignore (e.g. `Id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    pub label: String,
+    pub task: Task,
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+/// One raw cell, before any preprocessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Missing,
+    Num(f64),
+    Text(String),
+}
+
+/// Raw feature rows by column name: what a predict request carries. Columns may be in any order,
+/// missing (treated as missing values) or extra (ignored).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub data: Vec<Vec<Value>>,
+}
+
+/// Cells that mean "missing" in a CSV or a JSON string.
+pub fn is_missing_token(s: &str) -> bool {
+    matches!(s, "" | "NA" | "N/A" | "NaN" | "nan" | "null")
+}
+
+/// A finite number, or None.
+pub(crate) fn parse_num(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+impl Rows {
+    /// One row from a JSON object `{"feature": value, ...}`: numbers stay numbers, strings are text
+    /// (`"NA"` and `""` are missing), null is missing, booleans become the text `true` / `false`.
+    pub fn from_json_object(obj: &serde_json::Map<String, serde_json::Value>) -> Rows {
+        let mut columns = Vec::with_capacity(obj.len());
+        let mut row = Vec::with_capacity(obj.len());
+        for (k, v) in obj {
+            columns.push(k.clone());
+            row.push(match v {
+                serde_json::Value::Null => Value::Missing,
+                serde_json::Value::Number(n) => n.as_f64().map_or(Value::Missing, Value::Num),
+                serde_json::Value::String(s) => {
+                    let s = s.trim();
+                    if is_missing_token(s) {
+                        Value::Missing
+                    } else {
+                        Value::Text(s.to_string())
+                    }
+                }
+                serde_json::Value::Bool(b) => Value::Text(b.to_string()),
+                other => Value::Text(other.to_string()),
+            });
+        }
+        Rows {
+            columns,
+            data: vec![row],
+        }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// A typed column: numeric when every non-missing cell parses as a finite number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ColumnData {
+    Numeric(Vec<Option<f64>>),
+    Categorical(Vec<Option<String>>),
+}
+
+/// A named feature column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub data: ColumnData,
+}
+
+/// True labels of a table: numbers for regression, strings for classification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Labels {
+    Regression(Vec<f64>),
+    Classification(Vec<String>),
+}
+
+impl Labels {
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Regression(v) => v.len(),
+            Labels::Classification(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn task(&self) -> Task {
+        match self {
+            Labels::Regression(_) => Task::Regression,
+            Labels::Classification(_) => Task::Classification,
+        }
+    }
+
+    fn select(&self, idx: &[usize]) -> Labels {
+        match self {
+            Labels::Regression(v) => Labels::Regression(idx.iter().map(|&i| v[i]).collect()),
+            Labels::Classification(v) => {
+                Labels::Classification(idx.iter().map(|&i| v[i].clone()).collect())
+            }
+        }
+    }
+
+    /// Concatenation, for scoring the union of validation splits.
+    pub fn concat(parts: &[&Labels]) -> Result<Labels> {
+        let mut out: Option<Labels> = None;
+        for p in parts {
+            match (&mut out, p) {
+                (None, p) => out = Some((*p).clone()),
+                (Some(Labels::Regression(a)), Labels::Regression(b)) => a.extend_from_slice(b),
+                (Some(Labels::Classification(a)), Labels::Classification(b)) => {
+                    a.extend(b.iter().cloned())
+                }
+                _ => return Err(MlError::Mismatch("labels of different tasks".into())),
+            }
+        }
+        out.ok_or_else(|| MlError::Mismatch("no labels to concatenate".into()))
+    }
+}
+
+/// A loaded shard: typed feature columns and the label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub columns: Vec<Column>,
+    pub labels: Labels,
+    pub label_name: String,
+}
+
+impl Table {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn task(&self) -> Task {
+        self.labels.task()
+    }
+
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
+    /// The rows at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Table {
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                data: match &c.data {
+                    ColumnData::Numeric(v) => {
+                        ColumnData::Numeric(idx.iter().map(|&i| v[i]).collect())
+                    }
+                    ColumnData::Categorical(v) => {
+                        ColumnData::Categorical(idx.iter().map(|&i| v[i].clone()).collect())
+                    }
+                },
+            })
+            .collect();
+        Table {
+            columns,
+            labels: self.labels.select(idx),
+            label_name: self.label_name.clone(),
+        }
+    }
+
+    /// Seeded split into (train, validation): `round(len × valid_fraction)` rows go to validation,
+    /// chosen by a shuffle with `StdRng::seed_from_u64(seed)`; both parts keep the file order.
+    /// With at least 2 rows and a fraction in (0, 1), each part gets at least one row.
+    pub fn split(&self, valid_fraction: f64, seed: u64) -> (Table, Table) {
+        let n = self.len();
+        let frac = if valid_fraction.is_finite() {
+            valid_fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let mut n_valid = (n as f64 * frac).round() as usize;
+        if n >= 2 && frac > 0.0 && frac < 1.0 {
+            n_valid = n_valid.clamp(1, n - 1);
+        }
+        let mut idx: Vec<usize> = (0..n).collect();
+        let mut rng = StdRng::seed_from_u64(seed);
+        idx.shuffle(&mut rng);
+        let mut valid: Vec<usize> = idx[..n_valid].to_vec();
+        let mut train: Vec<usize> = idx[n_valid..].to_vec();
+        valid.sort_unstable();
+        train.sort_unstable();
+        (self.select(&train), self.select(&valid))
+    }
+
+    /// The feature columns as raw rows (no label), e.g. to predict a validation split.
+    pub fn rows(&self) -> Rows {
+        let columns = self.columns.iter().map(|c| c.name.clone()).collect();
+        let data = (0..self.len())
+            .map(|i| {
+                self.columns
+                    .iter()
+                    .map(|c| match &c.data {
+                        ColumnData::Numeric(v) => v[i].map_or(Value::Missing, Value::Num),
+                        ColumnData::Categorical(v) => v[i]
+                            .as_ref()
+                            .map_or(Value::Missing, |s| Value::Text(s.clone())),
+                    })
+                    .collect()
+            })
+            .collect();
+        Rows { columns, data }
+    }
+}
+
+/// Header and cells of a CSV file, each record with its 1-based line number.
+struct RawCsv {
+    header: Vec<String>,
+    records: Vec<(u64, Vec<String>)>,
+}
+
+fn csv_err(path: &Path, line: u64, message: impl Into<String>) -> MlError {
+    MlError::Csv {
+        path: path.to_path_buf(),
+        line,
+        message: message.into(),
+    }
+}
+
+fn read_raw(path: &Path) -> Result<RawCsv> {
+    let file = std::fs::File::open(path).map_err(|source| MlError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
+    let mut header: Option<Vec<String>> = None;
+    let mut records = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            csv_err(path, line, format!("unreadable CSV: {e}"))
+        })?;
+        let line = rec.position().map_or(0, |p| p.line());
+        // Blank lines are skipped by the csv crate; a line of only commas is data.
+        let cells: Vec<String> = rec.iter().map(|s| s.trim().to_string()).collect();
+        match &header {
+            None => {
+                let mut seen = BTreeSet::new();
+                for (i, name) in cells.iter().enumerate() {
+                    if name.is_empty() {
+                        return Err(csv_err(
+                            path,
+                            line,
+                            format!("header column {} has no name", i + 1),
+                        ));
+                    }
+                    if !seen.insert(name.as_str()) {
+                        return Err(csv_err(
+                            path,
+                            line,
+                            format!("header names column '{name}' twice"),
+                        ));
+                    }
+                }
+                header = Some(cells);
+            }
+            Some(h) => {
+                if cells.len() != h.len() {
+                    return Err(csv_err(
+                        path,
+                        line,
+                        format!(
+                            "ragged row: {} fields, the header has {}",
+                            cells.len(),
+                            h.len()
+                        ),
+                    ));
+                }
+                records.push((line, cells));
+            }
+        }
+    }
+    let header = header.ok_or_else(|| csv_err(path, 1, "empty file: no header"))?;
+    Ok(RawCsv { header, records })
+}
+
+/// Load a labelled shard. Columns in `spec.drop` are ignored (also when absent). A column is numeric
+/// when all its non-missing cells parse as finite numbers; `NA`, `N/A`, `NaN`, `null` and empty
+/// cells are missing. Errors name the file and line: empty file, no data rows, ragged row, label
+/// column absent, missing label, non-numeric label for regression.
+pub fn load_csv(path: &Path, spec: &DataSpec) -> Result<Table> {
+    let raw = read_raw(path)?;
+    let label_idx = raw
+        .header
+        .iter()
+        .position(|h| h == &spec.label)
+        .ok_or_else(|| {
+            csv_err(
+                path,
+                1,
+                format!(
+                    "label column '{}' not in the header ({} columns)",
+                    spec.label,
+                    raw.header.len()
+                ),
+            )
+        })?;
+    if raw.records.is_empty() {
+        return Err(csv_err(path, 2, "no data rows after the header"));
+    }
+    let labels = match spec.task {
+        Task::Regression => {
+            let mut v = Vec::with_capacity(raw.records.len());
+            for (line, cells) in &raw.records {
+                let cell = &cells[label_idx];
+                if is_missing_token(cell) {
+                    return Err(csv_err(
+                        path,
+                        *line,
+                        format!("label '{}' is missing", spec.label),
+                    ));
+                }
+                let x = parse_num(cell).ok_or_else(|| {
+                    csv_err(
+                        path,
+                        *line,
+                        format!(
+                            "label '{}' = '{cell}' is not a number (task is regression)",
+                            spec.label
+                        ),
+                    )
+                })?;
+                v.push(x);
+            }
+            Labels::Regression(v)
+        }
+        Task::Classification => {
+            let mut v = Vec::with_capacity(raw.records.len());
+            for (line, cells) in &raw.records {
+                let cell = &cells[label_idx];
+                if is_missing_token(cell) {
+                    return Err(csv_err(
+                        path,
+                        *line,
+                        format!("label '{}' is missing", spec.label),
+                    ));
+                }
+                v.push(cell.clone());
+            }
+            Labels::Classification(v)
+        }
+    };
+    let mut columns = Vec::new();
+    for (j, name) in raw.header.iter().enumerate() {
+        if j == label_idx || spec.drop.iter().any(|d| d == name) {
+            continue;
+        }
+        let cells = raw.records.iter().map(|(_, c)| c[j].as_str());
+        columns.push(Column {
+            name: name.clone(),
+            data: infer_column(cells),
+        });
+    }
+    Ok(Table {
+        columns,
+        labels,
+        label_name: spec.label.clone(),
+    })
+}
+
+fn infer_column<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> ColumnData {
+    let numeric = cells
+        .clone()
+        .all(|c| is_missing_token(c) || parse_num(c).is_some());
+    if numeric {
+        ColumnData::Numeric(
+            cells
+                .map(|c| {
+                    if is_missing_token(c) {
+                        None
+                    } else {
+                        parse_num(c)
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        ColumnData::Categorical(
+            cells
+                .map(|c| (!is_missing_token(c)).then(|| c.to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// Read a CSV for prediction (no label needed). Cells stay text (missing tokens become
+/// `Value::Missing`); the pipeline parses numbers for the columns it knows as numeric, so a
+/// categorical cell like `1.50` keeps its exact spelling.
+pub fn load_rows(path: &Path) -> Result<Rows> {
+    let raw = read_raw(path)?;
+    let data = raw
+        .records
+        .into_iter()
+        .map(|(_, cells)| {
+            cells
+                .into_iter()
+                .map(|c| {
+                    if is_missing_token(&c) {
+                        Value::Missing
+                    } else {
+                        Value::Text(c)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Rows {
+        columns: raw.header,
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        Table {
+            columns: vec![Column {
+                name: "x".into(),
+                data: ColumnData::Numeric((0..10).map(|i| Some(i as f64)).collect()),
+            }],
+            labels: Labels::Regression((0..10).map(|i| i as f64).collect()),
+            label_name: "y".into(),
+        }
+    }
+
+    #[test]
+    fn split_is_seeded_disjoint_and_sized() {
+        let t = table();
+        let (tr, va) = t.split(0.3, 7);
+        // round(10 × 0.3) = 3 validation rows, 7 training rows.
+        assert_eq!((tr.len(), va.len()), (7, 3));
+        let (tr2, va2) = t.split(0.3, 7);
+        assert_eq!((tr, va.clone()), (tr2, va2));
+        let Labels::Regression(v) = va.labels else {
+            panic!("task")
+        };
+        assert!(v.windows(2).all(|w| w[0] < w[1]), "file order kept");
+    }
+
+    #[test]
+    fn split_keeps_one_row_each_side() {
+        let t = table().select(&[0, 1]);
+        let (tr, va) = t.split(0.01, 1);
+        assert_eq!((tr.len(), va.len()), (1, 1));
+    }
+
+    #[test]
+    fn infer_numeric_and_categorical() {
+        let c = infer_column(["1", "NA", "2.5", ""].into_iter());
+        assert_eq!(
+            c,
+            ColumnData::Numeric(vec![Some(1.0), None, Some(2.5), None])
+        );
+        let c = infer_column(["1", "a", "NA"].into_iter());
+        assert_eq!(
+            c,
+            ColumnData::Categorical(vec![Some("1".into()), Some("a".into()), None])
+        );
+    }
+
+    #[test]
+    fn json_object_row() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"a": 1.5, "b": "x", "c": null, "d": "NA"}"#).unwrap();
+        let rows = Rows::from_json_object(v.as_object().unwrap());
+        assert_eq!(rows.columns, vec!["a", "b", "c", "d"]);
+        assert_eq!(
+            rows.data[0],
+            vec![
+                Value::Num(1.5),
+                Value::Text("x".into()),
+                Value::Missing,
+                Value::Missing
+            ]
+        );
+    }
+}

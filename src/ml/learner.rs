@@ -1,0 +1,446 @@
+//! The weak learners behind linfa's `Fit` / `Predict` traits: `LearnerParams` fits a `Regressor`
+//! (on `Array1<f64>` targets) or a `Classifier` (on class indices `Array1<usize>`); both predict
+//! through linfa's `PredictInplace`, hence `Predict`. Inputs are the dense, imputed matrices the
+//! preprocessing produces.
+
+use linfa::dataset::DatasetBase;
+use linfa::traits::{Fit, PredictInplace};
+use ndarray::{Array1, Array2, ArrayView2};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Kind, ModelConfig};
+use super::error::{MlError, Result};
+use super::linear::Linear;
+use super::tree::{grow, BinnedData, GrowParams, Tree};
+
+/// Fitted model: raw outputs per row (`n_outputs` of them). Regression: the prediction.
+/// Classification: class scores whose argmax is the class, or one logit for two classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Model {
+    /// Sum of trees plus a base score (a single tree or a forest has base 0 and pre-scaled leaves).
+    Trees {
+        base: Vec<f64>,
+        trees: Vec<Tree>,
+    },
+    Linear(Linear),
+}
+
+impl Model {
+    pub fn n_outputs(&self) -> usize {
+        match self {
+            Model::Trees { base, .. } => base.len(),
+            Model::Linear(l) => l.n_outputs(),
+        }
+    }
+
+    /// Raw outputs of one row into `out` (length `n_outputs`).
+    #[inline]
+    pub fn raw_row(&self, x: &[f64], out: &mut [f64]) {
+        match self {
+            Model::Trees { base, trees } => {
+                out.copy_from_slice(base);
+                for t in trees {
+                    t.add_to(x, out);
+                }
+            }
+            Model::Linear(l) => l.raw_row(x, out),
+        }
+    }
+}
+
+/// Hyperparameters as a linfa-style parameter set.
+#[derive(Debug, Clone)]
+pub struct LearnerParams(pub ModelConfig);
+
+/// A fitted regression learner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regressor {
+    pub model: Model,
+    pub n_features: usize,
+}
+
+/// A fitted classification learner over classes `0..n_classes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classifier {
+    pub model: Model,
+    pub n_features: usize,
+    pub n_classes: usize,
+}
+
+fn mix(seed: u64, i: u64) -> u64 {
+    // splitmix64 of (seed, i): independent, reproducible streams per tree.
+    let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn check_shapes(x: &ArrayView2<f64>, n_targets: usize) -> Result<()> {
+    if x.nrows() != n_targets {
+        return Err(linfa::Error::MismatchedShapes(x.nrows(), n_targets).into());
+    }
+    if x.nrows() == 0 {
+        return Err(linfa::Error::NotEnoughSamples.into());
+    }
+    Ok(())
+}
+
+impl Fit<Array2<f64>, Array1<f64>, MlError> for LearnerParams {
+    type Object = Regressor;
+
+    fn fit(&self, ds: &DatasetBase<Array2<f64>, Array1<f64>>) -> Result<Regressor> {
+        let cfg = &self.0;
+        cfg.validate()?;
+        let x = ds.records.view();
+        let y = ds
+            .targets
+            .as_slice()
+            .map_or_else(|| ds.targets.to_vec(), |s| s.to_vec());
+        check_shapes(&x, y.len())?;
+        let model = match cfg.kind {
+            Kind::Linear => Model::Linear(Linear::fit_ridge(x, &y, cfg.alpha)),
+            Kind::Tree | Kind::Forest => {
+                let g: Vec<f64> = y.iter().map(|v| -v).collect();
+                fit_averaged_trees(cfg, x, &g, 1, false)
+            }
+            Kind::Boosted => fit_boosted(cfg, x, Loss::Squared(&y)),
+        };
+        Ok(Regressor {
+            model,
+            n_features: x.ncols(),
+        })
+    }
+}
+
+impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
+    type Object = Classifier;
+
+    fn fit(&self, ds: &DatasetBase<Array2<f64>, Array1<usize>>) -> Result<Classifier> {
+        let cfg = &self.0;
+        cfg.validate()?;
+        let x = ds.records.view();
+        let y: Vec<usize> = ds.targets.iter().copied().collect();
+        check_shapes(&x, y.len())?;
+        let n_classes = y.iter().max().map_or(0, |m| m + 1).max(2);
+        let model = match cfg.kind {
+            Kind::Linear => Model::Linear(Linear::fit_logistic(x, &y, n_classes, cfg.alpha)),
+            Kind::Tree | Kind::Forest => {
+                let mut g = vec![0.0; y.len() * n_classes];
+                for (i, &c) in y.iter().enumerate() {
+                    g[i * n_classes + c] = -1.0;
+                }
+                fit_averaged_trees(cfg, x, &g, n_classes, true)
+            }
+            Kind::Boosted => fit_boosted(cfg, x, Loss::Classes(&y, n_classes)),
+        };
+        Ok(Classifier {
+            model,
+            n_features: x.ncols(),
+            n_classes,
+        })
+    }
+}
+
+/// One tree (`kind = tree`) or a bagged forest: leaves hold means / class frequencies, pre-divided
+/// by the number of trees so the sum is the average.
+fn fit_averaged_trees(
+    cfg: &ModelConfig,
+    x: ArrayView2<f64>,
+    g: &[f64],
+    k: usize,
+    classify: bool,
+) -> Model {
+    let n = x.nrows();
+    let data = BinnedData::new(x, cfg.max_bins);
+    let h = vec![1.0; g.len()];
+    let forest = cfg.kind == Kind::Forest;
+    let n_trees = if forest { cfg.n_trees } else { 1 };
+    let p = data.n_features().max(1) as f64;
+    let colsample = if forest {
+        Some(
+            cfg.colsample
+                .unwrap_or(if classify { p.sqrt() / p } else { 1.0 / 3.0 }),
+        )
+    } else {
+        None
+    };
+    let params = GrowParams {
+        max_depth: cfg.depth(),
+        max_leaves: cfg.max_leaf_nodes.unwrap_or(usize::MAX),
+        min_samples_leaf: cfg.min_leaf(),
+        lambda: 0.0,
+        min_child_weight: 0.0,
+        shrinkage: 1.0 / n_trees as f64,
+        features: None,
+        node_colsample: colsample,
+    };
+    let mut trees = Vec::with_capacity(n_trees);
+    for t in 0..n_trees {
+        let mut rng = StdRng::seed_from_u64(mix(cfg.seed, t as u64));
+        let mut rows: Vec<u32> = if forest {
+            use rand::Rng;
+            let mut r: Vec<u32> = (0..n).map(|_| rng.gen_range(0..n as u32)).collect();
+            r.sort_unstable();
+            r
+        } else {
+            (0..n as u32).collect()
+        };
+        trees.push(grow(&data, g, &h, k, &mut rows, &params, &mut rng));
+    }
+    Model::Trees {
+        base: vec![0.0; k],
+        trees,
+    }
+}
+
+enum Loss<'a> {
+    Squared(&'a [f64]),
+    Classes(&'a [usize], usize),
+}
+
+/// Gradient boosting: squared loss, logistic loss (one logit) for two classes, softmax with one
+/// multi-output tree per round for more.
+fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> Model {
+    let n = x.nrows();
+    let data = BinnedData::new(x, cfg.max_bins);
+    let xs = x.as_standard_layout();
+    let k = match loss {
+        Loss::Squared(_) => 1,
+        Loss::Classes(_, 2) => 1,
+        Loss::Classes(_, c) => c,
+    };
+    let base: Vec<f64> = match loss {
+        Loss::Squared(y) => vec![y.iter().sum::<f64>() / n as f64],
+        Loss::Classes(y, c) => {
+            let mut counts = vec![0.0; c];
+            for &v in y {
+                counts[v] += 1.0;
+            }
+            let prior: Vec<f64> = counts
+                .iter()
+                .map(|v| (v / n as f64).clamp(1e-6, 1.0 - 1e-6))
+                .collect();
+            if k == 1 {
+                vec![(prior[1] / prior[0]).ln()]
+            } else {
+                prior.iter().map(|p| p.ln()).collect()
+            }
+        }
+    };
+    let mut f: Vec<f64> = (0..n).flat_map(|_| base.iter().copied()).collect();
+    let mut g = vec![0.0; n * k];
+    let mut h = vec![1.0; n * k];
+    let p_feat = data.n_features();
+    let colsample = cfg.colsample.unwrap_or(0.5);
+    let n_feat = ((p_feat as f64 * colsample).round() as usize).clamp(1, p_feat.max(1));
+    let n_rows = ((n as f64 * cfg.subsample).round() as usize).clamp(1, n);
+    let mut params = GrowParams {
+        max_depth: cfg.depth(),
+        max_leaves: cfg.max_leaf_nodes.unwrap_or(usize::MAX),
+        min_samples_leaf: cfg.min_leaf(),
+        lambda: cfg.lambda,
+        min_child_weight: 1e-3,
+        shrinkage: cfg.learning_rate,
+        features: None,
+        node_colsample: None,
+    };
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut trees = Vec::with_capacity(cfg.n_rounds);
+    let mut prob = vec![0.0; k];
+    for _ in 0..cfg.n_rounds {
+        match loss {
+            Loss::Squared(y) => {
+                for i in 0..n {
+                    g[i] = f[i] - y[i];
+                }
+            }
+            Loss::Classes(y, _) if k == 1 => {
+                for i in 0..n {
+                    let p = 1.0 / (1.0 + (-f[i]).exp());
+                    g[i] = p - (y[i] == 1) as u8 as f64;
+                    h[i] = (p * (1.0 - p)).max(1e-6);
+                }
+            }
+            Loss::Classes(y, _) => {
+                for i in 0..n {
+                    let fi = &f[i * k..(i + 1) * k];
+                    let m = fi.iter().copied().fold(f64::MIN, f64::max);
+                    let mut z = 0.0;
+                    for (p, v) in prob.iter_mut().zip(fi) {
+                        *p = (v - m).exp();
+                        z += *p;
+                    }
+                    for j in 0..k {
+                        let p = prob[j] / z;
+                        g[i * k + j] = p - (y[i] == j) as u8 as f64;
+                        h[i * k + j] = (p * (1.0 - p)).max(1e-6);
+                    }
+                }
+            }
+        }
+        let mut rows: Vec<u32> = if n_rows < n {
+            let mut r: Vec<u32> = rand::seq::index::sample(&mut rng, n, n_rows)
+                .into_iter()
+                .map(|i| i as u32)
+                .collect();
+            r.sort_unstable();
+            r
+        } else {
+            (0..n as u32).collect()
+        };
+        params.features = if n_feat < p_feat {
+            let mut fs = rand::seq::index::sample(&mut rng, p_feat, n_feat).into_vec();
+            fs.sort_unstable();
+            Some(fs)
+        } else {
+            None
+        };
+        let tree = grow(&data, &g, &h, k, &mut rows, &params, &mut rng);
+        for i in 0..n {
+            if let Some(row) = xs.row(i).as_slice() {
+                tree.add_to(row, &mut f[i * k..(i + 1) * k]);
+            }
+        }
+        trees.push(tree);
+    }
+    Model::Trees { base, trees }
+}
+
+fn predict_raw(model: &Model, x: &Array2<f64>, mut each: impl FnMut(usize, &[f64])) {
+    let mut out = vec![0.0; model.n_outputs()];
+    let xs = x.as_standard_layout();
+    for (i, row) in xs.rows().into_iter().enumerate() {
+        if let Some(r) = row.as_slice() {
+            model.raw_row(r, &mut out);
+            each(i, &out);
+        }
+    }
+}
+
+impl PredictInplace<Array2<f64>, Array1<f64>> for Regressor {
+    fn predict_inplace(&self, x: &Array2<f64>, y: &mut Array1<f64>) {
+        predict_raw(&self.model, x, |i, out| y[i] = out[0]);
+    }
+
+    fn default_target(&self, x: &Array2<f64>) -> Array1<f64> {
+        Array1::zeros(x.nrows())
+    }
+}
+
+/// Class of a raw output vector: the sign of a single logit, else the first argmax.
+pub fn decide(out: &[f64]) -> usize {
+    if out.len() == 1 {
+        return (out[0] > 0.0) as usize;
+    }
+    let mut best = 0;
+    for (j, v) in out.iter().enumerate() {
+        if *v > out[best] {
+            best = j;
+        }
+    }
+    best
+}
+
+impl PredictInplace<Array2<f64>, Array1<usize>> for Classifier {
+    fn predict_inplace(&self, x: &Array2<f64>, y: &mut Array1<usize>) {
+        predict_raw(&self.model, x, |i, out| y[i] = decide(out));
+    }
+
+    fn default_target(&self, x: &Array2<f64>) -> Array1<usize> {
+        Array1::zeros(x.nrows())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linfa::traits::Predict;
+    use linfa::Dataset;
+
+    fn xor_like(n: usize) -> (Array2<f64>, Vec<f64>, Vec<usize>) {
+        let x = Array2::from_shape_fn((n, 3), |(i, j)| ((i * (j + 3) * 7919) % 101) as f64 / 10.0);
+        let y: Vec<f64> = x
+            .rows()
+            .into_iter()
+            .map(|r| 2.0 * r[0] + if r[1] > 5.0 { 10.0 } else { 0.0 })
+            .collect();
+        let c: Vec<usize> = x
+            .rows()
+            .into_iter()
+            .map(|r| ((r[0] > 5.0) ^ (r[1] > 5.0)) as usize)
+            .collect();
+        (x, y, c)
+    }
+
+    fn rmse(a: &[f64], b: &[f64]) -> f64 {
+        (a.iter().zip(b).map(|(p, q)| (p - q).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn every_kind_learns_regression() {
+        let (x, y, _) = xor_like(400);
+        let sd = rmse(&y, &vec![y.iter().sum::<f64>() / 400.0; 400]);
+        for kind in [Kind::Tree, Kind::Forest, Kind::Boosted, Kind::Linear] {
+            let cfg = ModelConfig {
+                kind,
+                n_trees: 20,
+                n_rounds: 100,
+                ..Default::default()
+            };
+            let ds = Dataset::new(x.clone(), Array1::from(y.clone()));
+            let m = LearnerParams(cfg).fit(&ds).unwrap();
+            let p: Array1<f64> = m.predict(&x);
+            let e = rmse(p.as_slice().unwrap(), &y);
+            assert!(e < 0.5 * sd, "{kind:?}: rmse {e} vs sd {sd}");
+        }
+    }
+
+    #[test]
+    fn trees_learn_xor_classes() {
+        let (x, _, c) = xor_like(400);
+        for kind in [Kind::Tree, Kind::Forest, Kind::Boosted] {
+            let cfg = ModelConfig {
+                kind,
+                n_trees: 20,
+                n_rounds: 100,
+                ..Default::default()
+            };
+            let ds = Dataset::new(x.clone(), Array1::from(c.clone()));
+            let m = LearnerParams(cfg).fit(&ds).unwrap();
+            let p: Array1<usize> = m.predict(&x);
+            let acc = p.iter().zip(&c).filter(|(a, b)| a == b).count() as f64 / 400.0;
+            assert!(acc > 0.9, "{kind:?}: accuracy {acc}");
+        }
+    }
+
+    #[test]
+    fn multiclass_boosting() {
+        let (x, _, _) = xor_like(300);
+        let c: Vec<usize> = x
+            .rows()
+            .into_iter()
+            .map(|r| (r[0] / 3.5) as usize)
+            .collect();
+        let ds = Dataset::new(x.clone(), Array1::from(c.clone()));
+        let m = LearnerParams(ModelConfig {
+            n_rounds: 60,
+            ..Default::default()
+        })
+        .fit(&ds)
+        .unwrap();
+        assert_eq!(m.n_classes, 3);
+        let p: Array1<usize> = m.predict(&x);
+        let acc = p.iter().zip(&c).filter(|(a, b)| a == b).count() as f64 / 300.0;
+        assert!(acc > 0.95, "accuracy {acc}");
+    }
+
+    #[test]
+    fn decide_breaks_ties_to_first_class() {
+        assert_eq!(decide(&[0.5, 0.5]), 0);
+        assert_eq!(decide(&[0.2, 0.5, 0.5]), 1);
+        assert_eq!(decide(&[0.0]), 0);
+        assert_eq!(decide(&[0.1]), 1);
+    }
+}

@@ -1,0 +1,331 @@
+//! A fitted pipeline: schema and preprocessing, learner, task, label encoding and metadata — the
+//! whole model file. Any node can apply any node's pipeline to raw rows.
+
+use linfa::traits::{Fit, Predict};
+use linfa::Dataset;
+use ndarray::Array1;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Kind, ModelConfig, Target};
+use super::data::{Labels, Rows, Table, Task};
+use super::error::{MlError, Result};
+use super::learner::{Classifier, LearnerParams, Model, Regressor};
+use super::metrics::Predictions;
+use super::preprocess::Preprocessor;
+
+/// Magic string at the top of every model file.
+pub const MODEL_MAGIC: &str = "ensemble-cluster-model";
+/// Version of the model file layout; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Who trained a model, on what, and how long it took.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub node: String,
+    pub version: u64,
+    /// Training rows (set by `Pipeline::fit`).
+    pub rows: usize,
+    /// Wall time of training, set by the caller with `Pipeline::set_train_ms` (`fit` leaves it as
+    /// given so that the model bytes are a function of data, config and seed only).
+    pub train_ms: u64,
+    /// The fitting seed (set by `Pipeline::fit` from `ModelConfig::seed`).
+    pub seed: u64,
+    /// The label column (set by `Pipeline::fit`).
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Learner {
+    Regressor(Regressor),
+    Classifier(Classifier),
+}
+
+/// A fitted pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    task: Task,
+    config: ModelConfig,
+    /// The resolved label transform (`identity` or `log`; never `auto`).
+    target: Target,
+    /// Class names, sorted; index = class code.
+    classes: Vec<String>,
+    prep: Preprocessor,
+    learner: Learner,
+    meta: ModelMeta,
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    magic: &'a str,
+    format_version: u32,
+    pipeline: &'a Pipeline,
+}
+
+#[derive(Deserialize)]
+struct FileHeader {
+    magic: String,
+    format_version: u32,
+}
+
+#[derive(Deserialize)]
+struct FileIn {
+    pipeline: Pipeline,
+}
+
+/// Skewness (third standardized moment) of a sample.
+fn skewness(y: &[f64]) -> f64 {
+    let n = y.len() as f64;
+    let m = y.iter().sum::<f64>() / n;
+    let v = y.iter().map(|a| (a - m).powi(2)).sum::<f64>() / n;
+    if v <= 0.0 {
+        return 0.0;
+    }
+    y.iter().map(|a| (a - m).powi(3)).sum::<f64>() / n / v.powf(1.5)
+}
+
+impl Pipeline {
+    /// Fit preprocessing and learner on a training table. `meta.rows`, `meta.seed` and
+    /// `meta.label` are filled in; the rest of `meta` is kept as given.
+    pub fn fit(train: &Table, cfg: &ModelConfig, mut meta: ModelMeta) -> Result<Pipeline> {
+        cfg.validate()?;
+        if train.is_empty() {
+            return Err(MlError::Data("no training rows".into()));
+        }
+        meta.rows = train.len();
+        meta.seed = cfg.seed;
+        meta.label = train.label_name.clone();
+        let params = LearnerParams(cfg.clone());
+        match &train.labels {
+            Labels::Regression(y) => {
+                let target = match cfg.target {
+                    Target::Auto if y.iter().all(|v| *v >= 0.0) && skewness(y) > 0.75 => {
+                        Target::Log
+                    }
+                    Target::Auto => Target::Identity,
+                    Target::Log if y.iter().any(|v| *v < 0.0) => {
+                        return Err(MlError::Config(
+                            "model.target = \"log\" needs labels ≥ 0".into(),
+                        ))
+                    }
+                    t => t,
+                };
+                let yf: Vec<f64> = match target {
+                    Target::Log => y.iter().map(|v| v.ln_1p()).collect(),
+                    _ => y.clone(),
+                };
+                let prep = Preprocessor::fit(train, Some(&yf), cfg.kind == Kind::Linear);
+                let x = prep.transform_table(train)?;
+                let model = params.fit(&Dataset::new(x, Array1::from(yf)))?;
+                Ok(Pipeline {
+                    task: Task::Regression,
+                    config: cfg.clone(),
+                    target,
+                    classes: Vec::new(),
+                    prep,
+                    learner: Learner::Regressor(model),
+                    meta,
+                })
+            }
+            Labels::Classification(y) => {
+                let mut classes: Vec<String> = y.clone();
+                classes.sort();
+                classes.dedup();
+                let codes: Vec<usize> = y
+                    .iter()
+                    .map(|c| classes.binary_search(c).unwrap_or(0))
+                    .collect();
+                let stat: Option<Vec<f64>> =
+                    (classes.len() == 2).then(|| codes.iter().map(|&c| c as f64).collect());
+                let prep = Preprocessor::fit(train, stat.as_deref(), cfg.kind == Kind::Linear);
+                let x = prep.transform_table(train)?;
+                let model = params.fit(&Dataset::new(x, Array1::from(codes)))?;
+                Ok(Pipeline {
+                    task: Task::Classification,
+                    config: cfg.clone(),
+                    target: Target::Identity,
+                    classes,
+                    prep,
+                    learner: Learner::Classifier(model),
+                    meta,
+                })
+            }
+        }
+    }
+
+    /// Predict raw rows (columns by name; absent columns and unseen categories count as missing).
+    pub fn predict(&self, rows: &Rows) -> Result<Predictions> {
+        let x = self.prep.transform_rows(rows)?;
+        Ok(match &self.learner {
+            Learner::Regressor(m) => {
+                let y: Array1<f64> = m.predict(&x);
+                Predictions::Regression(match self.target {
+                    Target::Log => y.iter().map(|v| v.exp_m1()).collect(),
+                    _ => y.to_vec(),
+                })
+            }
+            Learner::Classifier(m) => {
+                let y: Array1<usize> = m.predict(&x);
+                Predictions::Classification(
+                    y.iter()
+                        .map(|&c| {
+                            self.classes
+                                .get(c)
+                                .or(self.classes.first())
+                                .cloned()
+                                .unwrap_or_default()
+                        })
+                        .collect(),
+                )
+            }
+        })
+    }
+
+    /// Predict a typed table (e.g. a validation split).
+    pub fn predict_table(&self, t: &Table) -> Result<Predictions> {
+        self.predict(&t.rows())
+    }
+
+    /// The model file: MessagePack with named fields, a magic string and the format version.
+    /// Deterministic: the same pipeline always gives the same bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        rmp_serde::to_vec_named(&FileOut {
+            magic: MODEL_MAGIC,
+            format_version: FORMAT_VERSION,
+            pipeline: self,
+        })
+        .map_err(|e| MlError::ModelFile(format!("encode: {e}")))
+    }
+
+    /// Read a model file. Garbage, truncation, another format version or an inconsistent model
+    /// is an error, never a panic.
+    pub fn from_bytes(b: &[u8]) -> Result<Pipeline> {
+        let h: FileHeader = rmp_serde::from_slice(b)
+            .map_err(|e| MlError::ModelFile(format!("not a model file: {e}")))?;
+        if h.magic != MODEL_MAGIC {
+            return Err(MlError::ModelFile(format!(
+                "not a model file (magic '{}')",
+                h.magic
+            )));
+        }
+        if h.format_version != FORMAT_VERSION {
+            return Err(MlError::ModelFile(format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                h.format_version
+            )));
+        }
+        let f: FileIn = rmp_serde::from_slice(b)
+            .map_err(|e| MlError::ModelFile(format!("corrupt model: {e}")))?;
+        f.pipeline.check()?;
+        Ok(f.pipeline)
+    }
+
+    /// Structural checks so that a decoded model can never index out of bounds or loop.
+    fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(MlError::ModelFile(format!("inconsistent model: {m}")));
+        let (model, n_features, outs_ok): (&Model, usize, Vec<usize>) = match &self.learner {
+            Learner::Regressor(r) => (&r.model, r.n_features, vec![1]),
+            Learner::Classifier(c) => {
+                if self.classes.is_empty() {
+                    return bad("no classes");
+                }
+                // one logit (two classes, boosted or linear) or one score per class
+                (&c.model, c.n_features, vec![1, c.n_classes])
+            }
+        };
+        if n_features != self.prep.n_features {
+            return bad("feature count");
+        }
+        if !outs_ok.contains(&model.n_outputs()) {
+            return bad("output count");
+        }
+        match model {
+            Model::Trees { trees, base } => {
+                for t in trees {
+                    if t.n_outputs != base.len() || t.nodes.is_empty() {
+                        return bad("tree outputs");
+                    }
+                    for (i, n) in t.nodes.iter().enumerate() {
+                        if n.feature == u32::MAX {
+                            if n.left as usize + t.n_outputs > t.values.len() {
+                                return bad("leaf value index");
+                            }
+                        } else if n.feature as usize >= n_features
+                            || n.left as usize <= i
+                            || n.right as usize <= i
+                            || n.left as usize >= t.nodes.len()
+                            || n.right as usize >= t.nodes.len()
+                        {
+                            return bad("tree node");
+                        }
+                    }
+                }
+            }
+            Model::Linear(l) => {
+                if l.mean.len() != n_features
+                    || l.scale.len() != n_features
+                    || l.weights.len() != l.bias.len()
+                    || l.weights.iter().any(|w| w.len() != n_features)
+                {
+                    return bad("linear weights");
+                }
+            }
+        }
+        for c in &self.prep.columns {
+            if let super::preprocess::ColumnPrep::Categorical {
+                levels,
+                codes,
+                missing,
+                width,
+                ..
+            } = c
+            {
+                if levels.len() != codes.len() {
+                    return bad("categorical levels");
+                }
+                if self.prep.one_hot && codes.iter().chain([missing]).any(|v| *v >= *width as f64) {
+                    return bad("one-hot slot");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// Record the measured training time (kept out of `fit` so bytes stay deterministic).
+    pub fn set_train_ms(&mut self, ms: u64) {
+        self.meta.train_ms = ms;
+    }
+
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The resolved label transform (`Identity` or `Log`).
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// Class names (classification), sorted.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// Names of the input columns the model uses.
+    pub fn feature_names(&self) -> Vec<&str> {
+        self.prep
+            .columns
+            .iter()
+            .map(|c| match c {
+                super::preprocess::ColumnPrep::Numeric { name, .. }
+                | super::preprocess::ColumnPrep::Categorical { name, .. } => name.as_str(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,403 @@
+//! Preprocessing fitted on a node's training split and shipped inside its model: median
+//! imputation of numbers; categoricals with a "missing" level (when training saw missing cells) or
+//! the most frequent level; unseen categories and absent columns are treated as missing.
+//!
+//! Two encodings. For trees, each categorical becomes one ordinal column whose codes rank the
+//! levels by their (smoothed) mean training target, so one threshold separates cheap from
+//! expensive neighbourhoods. For linear models, one-hot columns for the 30 most frequent levels.
+
+use std::collections::BTreeMap;
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use super::data::{parse_num, ColumnData, Rows, Table, Value};
+use super::error::{MlError, Result};
+
+/// Levels kept as one-hot columns per categorical (the rest act as unseen).
+const MAX_ONE_HOT: usize = 30;
+/// Pseudo-count pulling a rare level's mean target towards the global mean when ranking levels.
+const SMOOTHING: f64 = 5.0;
+
+/// How one input column is imputed and encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ColumnPrep {
+    Numeric {
+        name: String,
+        median: f64,
+    },
+    Categorical {
+        name: String,
+        /// Sorted levels seen in training.
+        levels: Vec<String>,
+        /// Ordinal code of each level (trees), or its one-hot slot (`-1` = no column).
+        codes: Vec<f64>,
+        /// Code (or slot) used for missing and unseen cells.
+        missing: f64,
+        /// Number of one-hot columns (0 in ordinal mode).
+        width: usize,
+    },
+}
+
+/// The fitted preprocessing of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessor {
+    pub columns: Vec<ColumnPrep>,
+    pub one_hot: bool,
+    pub n_features: usize,
+}
+
+/// One cell on its way into the encoder.
+enum Cell<'a> {
+    Missing,
+    Num(f64),
+    Text(&'a str),
+}
+
+/// How a number is spelled when it reaches a categorical column (`2.0` → `"2"`).
+fn num_text(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+impl Preprocessor {
+    /// Fit on a training table. `stat` ranks categorical levels for the ordinal encoding (the
+    /// fitted target, or the class-1 indicator); `None` ranks by frequency.
+    pub fn fit(train: &Table, stat: Option<&[f64]>, one_hot: bool) -> Preprocessor {
+        let mut columns = Vec::with_capacity(train.columns.len());
+        let mut n_features = 0;
+        for col in &train.columns {
+            match &col.data {
+                ColumnData::Numeric(v) => {
+                    let mut present: Vec<f64> = v.iter().flatten().copied().collect();
+                    present.sort_unstable_by(f64::total_cmp);
+                    let median = match present.len() {
+                        0 => 0.0,
+                        m if m % 2 == 1 => present[m / 2],
+                        m => (present[m / 2 - 1] + present[m / 2]) / 2.0,
+                    };
+                    columns.push(ColumnPrep::Numeric {
+                        name: col.name.clone(),
+                        median,
+                    });
+                    n_features += 1;
+                }
+                ColumnData::Categorical(v) => {
+                    let prep = fit_categorical(&col.name, v, stat, one_hot);
+                    n_features += if one_hot {
+                        match &prep {
+                            ColumnPrep::Categorical { width, .. } => *width,
+                            ColumnPrep::Numeric { .. } => 1,
+                        }
+                    } else {
+                        1
+                    };
+                    columns.push(prep);
+                }
+            }
+        }
+        Preprocessor {
+            columns,
+            one_hot,
+            n_features,
+        }
+    }
+
+    fn encode(&self, col: &ColumnPrep, cell: Cell, out: &mut [f64]) {
+        match col {
+            ColumnPrep::Numeric { median, .. } => {
+                out[0] = match cell {
+                    Cell::Num(v) if v.is_finite() => v,
+                    Cell::Text(s) => parse_num(s).unwrap_or(*median),
+                    _ => *median,
+                };
+            }
+            ColumnPrep::Categorical {
+                levels,
+                codes,
+                missing,
+                ..
+            } => {
+                let owned;
+                let key = match cell {
+                    Cell::Missing => None,
+                    Cell::Text(s) => Some(s),
+                    Cell::Num(v) => {
+                        owned = num_text(v);
+                        Some(owned.as_str())
+                    }
+                };
+                let code = key
+                    .and_then(|k| levels.binary_search_by(|l| l.as_str().cmp(k)).ok())
+                    .map_or(*missing, |i| codes[i]);
+                if self.one_hot {
+                    out.iter_mut().for_each(|v| *v = 0.0);
+                    if code >= 0.0 {
+                        out[code as usize] = 1.0;
+                    }
+                } else {
+                    out[0] = code;
+                }
+            }
+        }
+    }
+
+    fn width(&self, col: &ColumnPrep) -> usize {
+        match col {
+            ColumnPrep::Categorical { width, .. } if self.one_hot => *width,
+            _ => 1,
+        }
+    }
+
+    /// Encode a typed table (training or validation data).
+    pub fn transform_table(&self, t: &Table) -> Result<Array2<f64>> {
+        let n = t.len();
+        let mut x = Array2::zeros((n, self.n_features));
+        let by_name: BTreeMap<&str, usize> = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        let mut off = 0;
+        for col in &self.columns {
+            let w = self.width(col);
+            let src = by_name.get(col_name(col)).map(|&i| &t.columns[i].data);
+            for i in 0..n {
+                let cell = match src {
+                    None => Cell::Missing,
+                    Some(ColumnData::Numeric(v)) => v[i].map_or(Cell::Missing, Cell::Num),
+                    Some(ColumnData::Categorical(v)) => {
+                        v[i].as_deref().map_or(Cell::Missing, Cell::Text)
+                    }
+                };
+                let mut row = x.row_mut(i);
+                let slice = row
+                    .as_slice_mut()
+                    .ok_or_else(|| MlError::Mismatch("non-contiguous matrix".into()))?;
+                self.encode(col, cell, &mut slice[off..off + w]);
+            }
+            off += w;
+        }
+        Ok(x)
+    }
+
+    /// Encode raw rows: columns matched by name, absent columns are missing, extra ones ignored.
+    pub fn transform_rows(&self, rows: &Rows) -> Result<Array2<f64>> {
+        let n = rows.len();
+        let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, c) in rows.columns.iter().enumerate() {
+            by_name.entry(c.as_str()).or_insert(i);
+        }
+        let src: Vec<Option<usize>> = self
+            .columns
+            .iter()
+            .map(|c| by_name.get(col_name(c)).copied())
+            .collect();
+        let mut x = Array2::zeros((n, self.n_features));
+        for (i, r) in rows.data.iter().enumerate() {
+            if r.len() != rows.columns.len() {
+                return Err(MlError::Mismatch(format!(
+                    "row {} has {} values for {} columns",
+                    i + 1,
+                    r.len(),
+                    rows.columns.len()
+                )));
+            }
+            let mut row = x.row_mut(i);
+            let slice = row
+                .as_slice_mut()
+                .ok_or_else(|| MlError::Mismatch("non-contiguous matrix".into()))?;
+            let mut off = 0;
+            for (col, s) in self.columns.iter().zip(&src) {
+                let w = self.width(col);
+                let cell = match s.map(|j| &r[j]) {
+                    None | Some(Value::Missing) => Cell::Missing,
+                    Some(Value::Num(v)) => Cell::Num(*v),
+                    Some(Value::Text(t)) => Cell::Text(t),
+                };
+                self.encode(col, cell, &mut slice[off..off + w]);
+                off += w;
+            }
+        }
+        Ok(x)
+    }
+}
+
+fn col_name(c: &ColumnPrep) -> &str {
+    match c {
+        ColumnPrep::Numeric { name, .. } | ColumnPrep::Categorical { name, .. } => name,
+    }
+}
+
+/// Key of the "missing" level in the statistics (sorts apart from real levels).
+const MISSING_KEY: Option<&str> = None;
+
+fn fit_categorical(
+    name: &str,
+    v: &[Option<String>],
+    stat: Option<&[f64]>,
+    one_hot: bool,
+) -> ColumnPrep {
+    // count and target sum per level; None = missing level.
+    let mut acc: BTreeMap<Option<&str>, (f64, f64)> = BTreeMap::new();
+    for (i, cell) in v.iter().enumerate() {
+        let e = acc.entry(cell.as_deref()).or_insert((0.0, 0.0));
+        e.0 += 1.0;
+        e.1 += stat.map_or(0.0, |s| s[i]);
+    }
+    let levels: Vec<String> = acc.keys().flatten().map(|s| s.to_string()).collect();
+    let has_missing = acc.contains_key(&MISSING_KEY);
+    // The most frequent real level (first in sort order on ties) stands in for missing cells when
+    // training saw none.
+    let most_frequent = acc
+        .iter()
+        .filter_map(|(k, (c, _))| k.map(|k| (k, *c)))
+        .fold(None::<(&str, f64)>, |b, (k, c)| match b {
+            Some((_, bc)) if bc >= c => b,
+            _ => Some((k, c)),
+        })
+        .map(|(k, _)| k);
+    if one_hot {
+        // Slots for the MAX_ONE_HOT most frequent real levels (ties by name), then a missing slot.
+        let mut by_freq: Vec<(&str, f64)> = acc
+            .iter()
+            .filter_map(|(k, (c, _))| k.map(|k| (k, *c)))
+            .collect();
+        by_freq.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        by_freq.truncate(MAX_ONE_HOT);
+        let slot: BTreeMap<&str, usize> = by_freq
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (*k, i))
+            .collect();
+        let mut width = slot.len();
+        let codes: Vec<f64> = levels
+            .iter()
+            .map(|l| slot.get(l.as_str()).map_or(-1.0, |&i| i as f64))
+            .collect();
+        let missing = if has_missing {
+            width += 1;
+            (width - 1) as f64
+        } else {
+            most_frequent
+                .and_then(|m| slot.get(m))
+                .map_or(-1.0, |&i| i as f64)
+        };
+        return ColumnPrep::Categorical {
+            name: name.to_string(),
+            levels,
+            codes,
+            missing,
+            width: width.max(1),
+        };
+    }
+    // Ordinal: rank levels (missing included) by smoothed mean stat, or by frequency.
+    let total: (f64, f64) = acc.values().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let global = if total.0 > 0.0 {
+        total.1 / total.0
+    } else {
+        0.0
+    };
+    let mut ranked: Vec<(Option<&str>, f64)> = acc
+        .iter()
+        .map(|(k, (c, s))| {
+            let key = if stat.is_some() {
+                (s + SMOOTHING * global) / (c + SMOOTHING)
+            } else {
+                -c
+            };
+            (*k, key)
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let rank: BTreeMap<Option<&str>, f64> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (*k, i as f64))
+        .collect();
+    let codes = levels.iter().map(|l| rank[&Some(l.as_str())]).collect();
+    let missing = if has_missing {
+        rank[&MISSING_KEY]
+    } else {
+        most_frequent.map_or(0.0, |m| rank[&Some(m)])
+    };
+    ColumnPrep::Categorical {
+        name: name.to_string(),
+        levels,
+        codes,
+        missing,
+        width: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::data::{Column, Labels};
+
+    fn table() -> Table {
+        Table {
+            columns: vec![
+                Column {
+                    name: "n".into(),
+                    data: ColumnData::Numeric(vec![Some(1.0), None, Some(5.0), Some(3.0)]),
+                },
+                Column {
+                    name: "c".into(),
+                    data: ColumnData::Categorical(vec![
+                        Some("b".into()),
+                        Some("a".into()),
+                        Some("b".into()),
+                        None,
+                    ]),
+                },
+            ],
+            labels: Labels::Regression(vec![10.0, 0.0, 10.0, 20.0]),
+            label_name: "y".into(),
+        }
+    }
+
+    #[test]
+    fn ordinal_by_target_and_median() {
+        let t = table();
+        let p = Preprocessor::fit(&t, Some(&[10.0, 0.0, 10.0, 20.0]), false);
+        // median of 1, 3, 5 = 3. Global mean 10; smoothed means: a = (0 + 50)/6 = 8.33,
+        // b = (20 + 50)/7 = 10, missing = (20 + 50)/6 = 11.67 → codes a 0, b 1, missing 2.
+        let x = p.transform_table(&t).unwrap();
+        assert_eq!(x.column(0).to_vec(), vec![1.0, 3.0, 5.0, 3.0]);
+        assert_eq!(x.column(1).to_vec(), vec![1.0, 0.0, 1.0, 2.0]);
+        // Raw rows: unseen level → missing code; absent column "n" → median; number → text.
+        let rows = Rows {
+            columns: vec!["c".into(), "zzz".into()],
+            data: vec![
+                vec![Value::Text("new".into()), Value::Num(1.0)],
+                vec![Value::Text("a".into()), Value::Missing],
+            ],
+        };
+        let x = p.transform_rows(&rows).unwrap();
+        assert_eq!(x.row(0).to_vec(), vec![3.0, 2.0]);
+        assert_eq!(x.row(1).to_vec(), vec![3.0, 0.0]);
+    }
+
+    #[test]
+    fn one_hot_slots() {
+        let t = table();
+        let p = Preprocessor::fit(&t, None, true);
+        // slots: b (2 rows) then a (1 row), then the missing slot: width 3, plus the number.
+        assert_eq!(p.n_features, 4);
+        let x = p.transform_table(&t).unwrap();
+        assert_eq!(x.row(0).to_vec(), vec![1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(x.row(1).to_vec(), vec![3.0, 0.0, 1.0, 0.0]);
+        assert_eq!(x.row(3).to_vec(), vec![3.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn numbers_reach_categoricals_as_text() {
+        assert_eq!(num_text(20.0), "20");
+        assert_eq!(num_text(1.5), "1.5");
+    }
+}
