@@ -28,7 +28,16 @@ pub enum Command {
         input: PathBuf,
         output: Option<PathBuf>,
     },
+    /// Make one of this node's actors fail (only with `[testing] faults = true`).
+    Fault(Fault),
     Quit,
+}
+
+/// The actor a `fault` command makes fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    Model,
+    Peer(String),
 }
 
 /// One line per command, for `help` and for unknown commands.
@@ -52,6 +61,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "predict-file IN.csv [OUT.csv]",
         "predict every row of a CSV (Id,<label> lines when it has an Id column)",
+    ),
+    (
+        "fault model|peer ID",
+        "make an actor fail, to test supervision ([testing] faults = true only)",
     ),
     ("quit", "leave the cluster and stop this node"),
 ];
@@ -83,6 +96,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             other => Err(format!("`train` takes nothing or `local`, not {other:?}")),
         },
         "evaluate" => no_args(Command::Evaluate),
+        "fault" => match rest.split_whitespace().collect::<Vec<_>>()[..] {
+            ["model"] => Ok(Some(Command::Fault(Fault::Model))),
+            ["peer", id] => Ok(Some(Command::Fault(Fault::Peer(id.to_string())))),
+            _ => Err("usage: fault model | fault peer ID".into()),
+        },
         "predict" => parse_predict(rest).map(Some),
         "predict-file" => {
             let mut parts = rest.split_whitespace();
@@ -238,6 +256,13 @@ mod tests {
         assert!(parse("predict-file").is_err());
         assert!(parse("predict-file a b c").is_err());
         assert!(parse("train everything").is_err());
+        assert_eq!(parse("fault model"), Ok(Some(Command::Fault(Fault::Model))));
+        assert_eq!(
+            parse("fault peer n3"),
+            Ok(Some(Command::Fault(Fault::Peer("n3".into()))))
+        );
+        assert!(parse("fault").is_err());
+        assert!(parse("fault peer").is_err());
     }
 
     #[test]

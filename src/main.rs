@@ -104,7 +104,8 @@ fn run_node(args: RunArgs) -> ExitCode {
         }
     };
     match node::run(settings, ConsoleOptions { json: args.json }) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e @ Error::Config { .. }) => {
             eprintln!("error: {e}");
             ExitCode::from(2)

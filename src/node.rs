@@ -10,7 +10,7 @@ use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::actors::{
-    ClusterActor, Exec, LocalModel, MemberConnected, ModelActor, ModelSlot, Shutdown,
+    ClusterActor, Exec, LocalModel, MemberConnected, ModelActor, ModelSlot, Shutdown, Supervision,
     TrainingSource,
 };
 use crate::config::Settings;
@@ -26,8 +26,8 @@ pub struct ConsoleOptions {
     pub json: bool,
 }
 
-/// Runs a node until it is told to stop. Blocks the calling thread.
-pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<()> {
+/// Runs a node until it is told to stop; returns the exit code. Blocks the calling thread.
+pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<i32> {
     std::fs::create_dir_all(&settings.node.state_dir).map_err(|e| Error::Config {
         file: "node.state_dir".into(),
         reason: format!("cannot create {}: {e}", settings.node.state_dir.display()),
@@ -35,8 +35,7 @@ pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<()> {
     let system = actix_rt::System::new();
     let cluster = system.block_on(start(settings))?;
     spawn_console(cluster, console_opts);
-    system.run()?;
-    Ok(())
+    Ok(system.run_with_code()?)
 }
 
 /// Binds the listener and starts the actors on the current actix system; returns the cluster
@@ -61,9 +60,11 @@ pub async fn start(settings: Settings) -> Result<Addr<ClusterActor>> {
         timeout: settings.cluster.handshake_timeout(),
     };
     let max_connections = settings.cluster.max_connections;
-    let local = start_model(&settings);
+    let supervision = Supervision::default();
+    let local = start_model(&settings, &supervision);
     let settings = Arc::new(settings);
-    let cluster = ClusterActor::new(me.clone(), settings, greeting.clone(), local).start();
+    let cluster =
+        ClusterActor::new(me.clone(), settings, greeting.clone(), local, supervision).start();
     actix_rt::spawn(accept_loop(
         listener,
         me,
@@ -76,7 +77,7 @@ pub async fn start(settings: Settings) -> Result<Addr<ClusterActor>> {
 }
 
 /// Starts the supervised model actor, which loads the persisted model before anything asks.
-fn start_model(settings: &Settings) -> LocalModel {
+fn start_model(settings: &Settings, supervision: &Supervision) -> LocalModel {
     let source = settings.data.as_ref().map(|d| TrainingSource {
         node: settings.node.id.clone(),
         shard: d.shard.clone(),
@@ -91,6 +92,7 @@ fn start_model(settings: &Settings) -> LocalModel {
         settings.node.state_dir.clone(),
         slot.clone(),
         settings.node.train_on_join,
+        supervision.clone(),
     );
     LocalModel {
         node: settings.node.id.clone(),

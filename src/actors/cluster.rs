@@ -14,9 +14,11 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use super::model::{LocalModel, Train};
-use super::peer::{Attach, Gossip, PeerActor, Relocate, Timing};
+use super::peer::{self, Attach, Gossip, PeerActor, Relocate, Timing};
+use super::supervision::Supervision;
 use crate::cluster::PeerState;
 use crate::config::Settings;
+use crate::console::Fault;
 use crate::console::{self, Command};
 use crate::coordinator::{self, Member, Plan, Target};
 use crate::ml::Rows;
@@ -37,6 +39,7 @@ pub struct ClusterActor {
     greeting: Greeting,
     timing: Timing,
     local: LocalModel,
+    supervision: Supervision,
     peers: BTreeMap<String, Peer>,
     /// Incarnations that left on purpose: gossip about them is stale.
     left: HashMap<String, u64>,
@@ -52,12 +55,14 @@ impl ClusterActor {
         settings: Arc<Settings>,
         greeting: Greeting,
         local: LocalModel,
+        supervision: Supervision,
     ) -> Self {
         let c = &settings.cluster;
         let timing = Timing {
             heartbeat: c.heartbeat(),
-            suspect_after: Duration::from_millis(c.suspect_after_ms),
-            down_after: Duration::from_millis(c.down_after_ms),
+            acceptable_pause: Duration::from_millis(c.acceptable_pause_ms),
+            phi_suspect: c.phi_suspect,
+            phi_down: c.phi_down,
             reconnect_max: Duration::from_millis(c.reconnect_max_ms),
         };
         let seeds = settings
@@ -73,6 +78,7 @@ impl ClusterActor {
             greeting,
             timing,
             local,
+            supervision,
             peers: BTreeMap::new(),
             left: HashMap::new(),
             seeds,
@@ -126,15 +132,16 @@ impl ClusterActor {
         }
         tracing::info!(peer = %node.id, addr = %node.addr, "new member");
         let actor = {
-            let (me, info, greeting, timing) = (
+            let peer = PeerActor::new(
                 self.me.clone(),
                 node.clone(),
                 self.greeting.clone(),
                 self.timing,
+                ctx.address(),
+                Arc::new(self.members_view()),
+                self.supervision.clone(),
             );
-            let cluster = ctx.address();
-            let members = Arc::new(self.members_view());
-            Supervisor::start(move |_| PeerActor::new(me, info, greeting, timing, cluster, members))
+            Supervisor::start(move |_| peer)
         };
         self.peers.insert(
             node.id.clone(),
@@ -292,7 +299,8 @@ impl ClusterActor {
                     match local
                         .actor
                         .send(Train {
-                            reason: "train local",
+                            reason: "train local".into(),
+                            window: None,
                         })
                         .await
                     {
@@ -325,11 +333,27 @@ impl ClusterActor {
                 let work = coordinator::predict_file(self.plan(), input, output, label);
                 Box::pin(work.into_actor(self))
             }
+            Command::Fault(target) => ready(self.fault(target)),
             Command::Quit => {
                 ctx.notify(Shutdown);
                 ready(json!({"ok": true, "leaving": true}))
             }
         }
+    }
+
+    /// Makes one of this node's actors fail (tests of supervision only).
+    fn fault(&self, target: Fault) -> Value {
+        if !self.settings.testing.faults {
+            return console::error("fault injection is off (set [testing] faults = true)");
+        }
+        match target {
+            Fault::Model => self.local.actor.do_send(super::model::Fail),
+            Fault::Peer(id) => match self.peers.get(&id).and_then(|p| p.actor.as_ref()) {
+                Some(actor) => actor.do_send(peer::Fail),
+                None => return console::error(format!("no peer {id:?}")),
+            },
+        }
+        json!({"ok": true, "injected": true})
     }
 
     /// Answers a request that arrived on `link`.

@@ -5,7 +5,9 @@
 mod cluster;
 mod model;
 mod peer;
+mod supervision;
 
 pub use cluster::{ClusterActor, Exec, GetMembers, MemberConnected, Shutdown};
 pub use model::{LocalModel, ModelActor, ModelSlot, TrainingSource, MODEL_FILE};
 pub use peer::PeerActor;
+pub use supervision::{contain, Supervision, EXIT_TOO_MANY_RESTARTS};

@@ -19,9 +19,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::supervision::{contain, injected_fault, Supervision};
 use crate::ml::{
-    evaluate_split, load_csv, score, DataSpec, ModelConfig, ModelMeta, Pipeline, Rows, Scores,
-    SplitEval, Table,
+    evaluate_split, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline, Rows, Scores,
+    SplitEval, Table, Watermark,
 };
 use crate::protocol::{ModelBlob, ModelSummary, Request, Response};
 
@@ -39,6 +40,8 @@ pub struct Current {
     pub summary: ModelSummary,
     /// Weight in a weighted aggregation: accuracy for classification, 1 / error for regression.
     pub weight: f64,
+    /// How far the shard had been read when this model was trained.
+    pub watermark: Watermark,
 }
 
 #[derive(Default)]
@@ -88,17 +91,27 @@ pub struct TrainingSource {
 }
 
 impl TrainingSource {
-    fn load_split(&self) -> Result<(Table, Table), String> {
-        let table = load_csv(&self.shard, &self.spec).map_err(|e| e.to_string())?;
-        Ok(table.split(self.valid_fraction, self.seed))
+    /// The shard's train and validation splits (of its last `window` rows when given), and how
+    /// far each file was read.
+    fn load_split(&self, window: Option<usize>) -> Result<(Table, Table, Watermark), String> {
+        let (mut table, mark) = load_shard(&self.shard, &self.spec).map_err(|e| e.to_string())?;
+        if let Some(w) = window.filter(|&w| w < table.len()) {
+            let recent: Vec<usize> = (table.len() - w..table.len()).collect();
+            table = table.select(&recent);
+        }
+        let (train, valid) = table.split(self.valid_fraction, self.seed);
+        Ok((train, valid, mark))
     }
 }
 
-/// The model file: the pipeline and the summary that goes with it.
+/// The model file: the pipeline, the summary that goes with it, and how far the shard had been
+/// read when it was trained (new rows start there).
 #[derive(Serialize, Deserialize)]
 struct Stored {
     summary: ModelSummary,
     model: Bytes,
+    #[serde(default)]
+    watermark: Watermark,
 }
 
 fn weight_of(valid: Option<&Scores>) -> f64 {
@@ -109,13 +122,14 @@ fn weight_of(valid: Option<&Scores>) -> f64 {
     }
 }
 
-fn current_from(summary: ModelSummary, bytes: Bytes) -> Result<Current, String> {
-    let pipeline = Pipeline::from_bytes(&bytes).map_err(|e| e.to_string())?;
+fn current_from(stored: Stored) -> Result<Current, String> {
+    let pipeline = Pipeline::from_bytes(&stored.model).map_err(|e| e.to_string())?;
     Ok(Current {
-        weight: weight_of(summary.valid.as_ref()),
+        weight: weight_of(stored.summary.valid.as_ref()),
         pipeline,
-        bytes,
-        summary,
+        bytes: stored.model,
+        summary: stored.summary,
+        watermark: stored.watermark,
     })
 }
 
@@ -140,7 +154,7 @@ fn load_persisted(dir: &Path) -> Option<Current> {
     let body = fs::read(&path).ok()?;
     let loaded = rmp_serde::from_slice::<Stored>(&body)
         .map_err(|e| e.to_string())
-        .and_then(|s| current_from(s.summary, s.model));
+        .and_then(current_from);
     match loaded {
         Ok(current) => {
             tracing::info!(
@@ -171,9 +185,10 @@ pub struct Trained {
 fn train_blocking(
     source: &TrainingSource,
     version: u64,
+    window: Option<usize>,
     state_dir: &Path,
 ) -> Result<(Arc<Current>, Arc<Table>), String> {
-    let (train, valid) = source.load_split()?;
+    let (train, valid, watermark) = source.load_split(window)?;
     let started = Instant::now();
     let meta = ModelMeta {
         node: source.node.clone(),
@@ -201,6 +216,7 @@ fn train_blocking(
     let stored = Stored {
         summary: summary.clone(),
         model: bytes.clone(),
+        watermark: watermark.clone(),
     };
     persist(state_dir, &stored)?;
     let current = Current {
@@ -208,6 +224,7 @@ fn train_blocking(
         pipeline,
         bytes,
         summary,
+        watermark,
     };
     Ok((Arc::new(current), Arc::new(valid)))
 }
@@ -241,6 +258,7 @@ pub struct ModelActor {
     valid: Option<Arc<Table>>,
     /// Train at start when there is no persisted model.
     train_on_start: bool,
+    supervision: Supervision,
 }
 
 impl ModelActor {
@@ -249,6 +267,7 @@ impl ModelActor {
         state_dir: PathBuf,
         slot: ModelSlot,
         train_on_start: bool,
+        supervision: Supervision,
     ) -> Self {
         if let Some(current) = load_persisted(&state_dir) {
             slot.publish(Arc::new(current));
@@ -259,6 +278,7 @@ impl ModelActor {
             slot,
             valid: None,
             train_on_start,
+            supervision,
         }
     }
 }
@@ -271,7 +291,8 @@ impl Actor for ModelActor {
             self.train_on_start = false;
             tracing::info!("no model yet: training on the local shard");
             ctx.notify(Train {
-                reason: "first start",
+                reason: "first start".into(),
+                window: None,
             });
         }
     }
@@ -279,7 +300,7 @@ impl Actor for ModelActor {
 
 impl Supervised for ModelActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!("model actor restarting; reloading the persisted model");
+        self.supervision.restarting("model");
         self.slot.0.training.store(false, Ordering::Relaxed);
         if let Some(current) = load_persisted(&self.state_dir) {
             let newer = self
@@ -298,7 +319,9 @@ impl Supervised for ModelActor {
 #[derive(Message)]
 #[rtype(result = "Result<Trained, String>")]
 pub struct Train {
-    pub reason: &'static str,
+    pub reason: String,
+    /// Train on the shard's last rows only.
+    pub window: Option<usize>,
 }
 
 impl Handler<Train> for ModelActor {
@@ -315,10 +338,10 @@ impl Handler<Train> for ModelActor {
         }
         let version = self.slot.current().map_or(0, |c| c.summary.version) + 1;
         let state_dir = self.state_dir.clone();
-        let reason = msg.reason;
-        tracing::info!(version, reason, "training");
+        let Train { reason, window } = msg;
+        tracing::info!(version, %reason, "training");
         let work = blocking("training", move || {
-            train_blocking(&source, version, &state_dir)
+            train_blocking(&source, version, window, &state_dir)
         });
         Box::pin(work.into_actor(self).map(move |result, act, _ctx| {
             act.slot.0.training.store(false, Ordering::Release);
@@ -330,7 +353,7 @@ impl Handler<Train> for ModelActor {
                         version = summary.version,
                         train_ms = summary.train_ms,
                         rows = summary.rows_train,
-                        reason,
+                        %reason,
                         "new model in service"
                     );
                     act.slot.publish(current);
@@ -365,7 +388,7 @@ impl Handler<Evaluate> for ModelActor {
         let work = blocking("evaluation", move || {
             let valid = match cached {
                 Some(v) => v,
-                None => Arc::new(source.load_split()?.1),
+                None => Arc::new(source.load_split(None)?.1),
             };
             let foreign = msg.0.iter().filter(|b| b.node != source.node).count();
             slot.0.foreign.fetch_add(foreign, Ordering::Relaxed);
@@ -402,7 +425,7 @@ pub struct Fail;
 impl Handler<Fail> for ModelActor {
     type Result = ();
     fn handle(&mut self, _msg: Fail, ctx: &mut Context<Self>) {
-        ctx.stop();
+        contain(ctx, "model actor", injected_fault);
     }
 }
 
@@ -424,7 +447,8 @@ impl LocalModel {
             Request::Train => match self
                 .actor
                 .send(Train {
-                    reason: "cluster training",
+                    reason: "cluster training".into(),
+                    window: None,
                 })
                 .await
             {

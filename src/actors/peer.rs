@@ -5,12 +5,13 @@
 //! It runs under an actix `Supervisor`: a restart drops the link and dials again.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::cluster::{ClusterActor, LearnMembers, PeerChanged, PeerLeft, Serve};
-use crate::cluster::{backoff, liveness, new_link_wins, LinkOrigin, PeerState};
+use super::supervision::{contain, injected_fault, Supervision};
+use crate::cluster::{backoff, liveness, new_link_wins, LinkOrigin, PeerState, PhiAccrual};
 use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
 use crate::protocol::{Message, NodeInfo, Request, Response, Role};
 
@@ -18,8 +19,9 @@ use crate::protocol::{Message, NodeInfo, Request, Response, Role};
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub heartbeat: Duration,
-    pub suspect_after: Duration,
-    pub down_after: Duration,
+    pub acceptable_pause: Duration,
+    pub phi_suspect: f64,
+    pub phi_down: f64,
     pub reconnect_max: Duration,
 }
 
@@ -30,6 +32,8 @@ pub struct PeerActor {
     timing: Timing,
     cluster: Addr<ClusterActor>,
     link: Option<Link>,
+    /// Heartbeat history of the current link.
+    detector: PhiAccrual,
     state: PeerState,
     /// Members to gossip in heartbeats, kept current by the cluster.
     members: Arc<Vec<NodeInfo>>,
@@ -38,6 +42,7 @@ pub struct PeerActor {
     redial: Option<SpawnHandle>,
     /// Set when the peer left on purpose: no more dialing.
     retired: bool,
+    supervision: Supervision,
 }
 
 impl PeerActor {
@@ -48,6 +53,7 @@ impl PeerActor {
         timing: Timing,
         cluster: Addr<ClusterActor>,
         members: Arc<Vec<NodeInfo>>,
+        supervision: Supervision,
     ) -> Self {
         PeerActor {
             me,
@@ -56,12 +62,14 @@ impl PeerActor {
             timing,
             cluster,
             link: None,
+            detector: PhiAccrual::new(timing.heartbeat, timing.acceptable_pause, Instant::now()),
             state: PeerState::Connecting,
             members,
             attempts: 0,
             dialing: false,
             redial: None,
             retired: false,
+            supervision,
         }
     }
 
@@ -98,10 +106,13 @@ impl PeerActor {
         let _ = link.send(Message::Heartbeat {
             members: self.members.as_ref().clone(),
         });
-        let silence = link.silence();
-        match liveness(silence, self.timing.suspect_after, self.timing.down_after) {
+        let phi = self.detector.phi(Instant::now());
+        match liveness(phi, self.timing.phi_suspect, self.timing.phi_down) {
             PeerState::Down => {
-                let why = format!("silent for {} ms", silence.as_millis());
+                let why = format!(
+                    "silent for {} ms (phi {phi:.1})",
+                    link.silence().as_millis()
+                );
                 link.close(&why);
                 self.link = None;
                 self.set_state(PeerState::Down, &why);
@@ -200,6 +211,11 @@ impl PeerActor {
             ctx.address().recipient(),
         );
         self.link = Some(link);
+        self.detector = PhiAccrual::new(
+            self.timing.heartbeat,
+            self.timing.acceptable_pause,
+            Instant::now(),
+        );
         self.attempts = 0;
         if let Some(handle) = self.redial.take() {
             ctx.cancel_future(handle);
@@ -224,7 +240,8 @@ impl Actor for PeerActor {
 
 impl Supervised for PeerActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(peer = %self.peer.id, "peer actor restarting; rebuilding its link");
+        self.supervision
+            .restarting(&format!("peer {}", self.peer.id));
         if let Some(link) = self.link.take() {
             link.close("peer actor restarted");
         }
@@ -299,7 +316,7 @@ pub struct Fail;
 impl Handler<Fail> for PeerActor {
     type Result = ();
     fn handle(&mut self, _msg: Fail, ctx: &mut Context<Self>) {
-        ctx.stop();
+        contain(ctx, "peer actor", injected_fault);
     }
 }
 
@@ -319,6 +336,7 @@ impl Handler<FromLink> for PeerActor {
             },
             LinkEvent::Heartbeat { members } => {
                 if current {
+                    self.detector.heartbeat(Instant::now());
                     self.cluster.do_send(LearnMembers(members));
                 }
             }

@@ -273,10 +273,15 @@ fn read_raw(path: &Path) -> Result<RawCsv> {
         path: path.to_path_buf(),
         source,
     })?;
+    read_raw_from(path, std::io::BufReader::new(file))
+}
+
+/// Reads CSV text from `reader`; `path` only names the source in errors.
+fn read_raw_from(path: &Path, reader: impl std::io::Read) -> Result<RawCsv> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(std::io::BufReader::new(file));
+        .from_reader(reader);
     let mut header: Option<Vec<String>> = None;
     let mut records = Vec::new();
     for rec in rdr.records() {
@@ -333,7 +338,47 @@ fn read_raw(path: &Path) -> Result<RawCsv> {
 /// cells are missing. Errors name the file and line: empty file, no data rows, ragged row, label
 /// column absent, missing label, non-numeric label for regression.
 pub fn load_csv(path: &Path, spec: &DataSpec) -> Result<Table> {
-    let raw = read_raw(path)?;
+    table_from_raw(path, read_raw(path)?, spec)
+}
+
+/// Like [`load_csv`], from CSV text in memory (header first); `path` names the source in errors.
+pub fn load_csv_bytes(path: &Path, bytes: &[u8], spec: &DataSpec) -> Result<Table> {
+    table_from_raw(path, read_raw_from(path, bytes)?, spec)
+}
+
+/// Loads several CSV files with the same header as one table (a shard folder). With more than
+/// one file, each is first checked on its own, so an error names the right file and line.
+pub fn load_csv_parts(parts: &[(&Path, &[u8])], spec: &DataSpec) -> Result<Table> {
+    if let [(path, bytes)] = parts {
+        return load_csv_bytes(path, bytes, spec);
+    }
+    let mut merged: Option<RawCsv> = None;
+    for (path, bytes) in parts {
+        let raw = read_raw_from(path, *bytes)?;
+        if merged.as_ref().is_some_and(|all| all.header != raw.header) {
+            return Err(csv_err(
+                path,
+                1,
+                "header differs from the shard's first file",
+            ));
+        }
+        if !raw.records.is_empty() {
+            let alone = RawCsv {
+                header: raw.header.clone(),
+                records: raw.records.clone(),
+            };
+            table_from_raw(path, alone, spec)?;
+        }
+        match &mut merged {
+            None => merged = Some(raw),
+            Some(all) => all.records.extend(raw.records),
+        }
+    }
+    let raw = merged.ok_or_else(|| MlError::Data("the shard has no CSV file".into()))?;
+    table_from_raw(parts[0].0, raw, spec)
+}
+
+fn table_from_raw(path: &Path, raw: RawCsv, spec: &DataSpec) -> Result<Table> {
     let label_idx = raw
         .header
         .iter()

@@ -23,13 +23,16 @@ pub mod linear;
 pub mod metrics;
 pub mod pipeline;
 pub mod preprocess;
+pub mod shard;
 pub mod tree;
 
 pub use config::{Kind, ModelConfig, Target};
 pub use data::{
-    load_csv, load_rows, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
+    load_csv, load_csv_bytes, load_rows, Column, ColumnData, DataSpec, Labels, Rows, Table, Task,
+    Value,
 };
 pub use error::{MlError, Result};
 pub use eval::{combine_splits, evaluate_split, run_offline, OfflineArgs, SplitEval};
 pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};
 pub use pipeline::{ModelMeta, Pipeline, FORMAT_VERSION};
+pub use shard::{load_shard, read_new, NewLines, Watermark};

@@ -1,0 +1,208 @@
+//! A node's shard on disk: one CSV file, or a folder of CSV files with the same header. Files are
+//! read up to their last complete line (a half-written last line waits for the next read), and a
+//! [`Watermark`] records how far each file was read, so that later reads return only new rows.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::data::{load_csv_parts, DataSpec, Table};
+use super::error::{MlError, Result};
+
+/// How many bytes of each shard file have been read (always at a line boundary).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub files: BTreeMap<PathBuf, u64>,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> MlError {
+    MlError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The shard's CSV files: the file itself, or the folder's `*.csv` files in name order.
+pub fn shard_files(shard: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(shard).map_err(|e| io_err(shard, e))?;
+    if !meta.is_dir() {
+        return Ok(vec![shard.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(shard)
+        .map_err(|e| io_err(shard, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(MlError::Data(format!(
+            "{}: the shard folder has no .csv file",
+            shard.display()
+        )));
+    }
+    Ok(files)
+}
+
+/// Reads `path` from byte `from` up to and including its last newline. Returns the bytes and
+/// the new offset; a file shorter than `from` (truncated or replaced) reads from the start.
+pub fn read_complete(path: &Path, from: u64) -> Result<(Vec<u8>, u64)> {
+    let mut file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let from = if len < from { 0 } else { from };
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| io_err(path, e))?;
+    let mut bytes = Vec::with_capacity((len - from) as usize);
+    file.take(len - from)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_err(path, e))?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    bytes.truncate(complete);
+    Ok((bytes, from + complete as u64))
+}
+
+/// Loads the whole shard (complete lines only) and where reading stopped.
+pub fn load_shard(shard: &Path, spec: &DataSpec) -> Result<(Table, Watermark)> {
+    let files = shard_files(shard)?;
+    let mut mark = Watermark::default();
+    let mut contents = Vec::with_capacity(files.len());
+    for file in &files {
+        let (bytes, end) = read_complete(file, 0)?;
+        mark.files.insert(file.clone(), end);
+        contents.push(bytes);
+    }
+    let parts: Vec<(&Path, &[u8])> = files
+        .iter()
+        .zip(&contents)
+        .map(|(f, b)| (f.as_path(), b.as_slice()))
+        .collect();
+    Ok((load_csv_parts(&parts, spec)?, mark))
+}
+
+/// New complete lines of the shard since `mark`, which moves past them.
+pub struct NewLines {
+    /// The header line (from the first file), newline included.
+    pub header: Vec<u8>,
+    /// Data lines only (headers of new files removed), each ending in a newline.
+    pub lines: Vec<u8>,
+    pub rows: usize,
+}
+
+/// Reads what was appended to the shard's files, and files added to its folder, since `mark`.
+pub fn read_new(shard: &Path, mark: &mut Watermark) -> Result<NewLines> {
+    let mut out = NewLines {
+        header: Vec::new(),
+        lines: Vec::new(),
+        rows: 0,
+    };
+    for file in shard_files(shard)? {
+        let from = mark.files.get(&file).copied().unwrap_or(0);
+        let (bytes, end) = read_complete(&file, from)?;
+        // A file read from its start begins with its header.
+        let data = if from == 0 || end < from {
+            let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+                continue; // not even a whole header yet
+            };
+            let header = &bytes[..=nl];
+            if out.header.is_empty() {
+                out.header = header.to_vec();
+            } else if out.header != header {
+                return Err(MlError::Csv {
+                    path: file.clone(),
+                    line: 1,
+                    message: "header differs from the shard's first file".into(),
+                });
+            }
+            &bytes[nl + 1..]
+        } else {
+            &bytes[..]
+        };
+        if out.header.is_empty() {
+            out.header = first_line(&file)?;
+        }
+        out.rows += data
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .count();
+        out.lines.extend_from_slice(data);
+        mark.files.insert(file, end);
+    }
+    Ok(out)
+}
+
+fn first_line(path: &Path) -> Result<Vec<u8>> {
+    let (bytes, _) = read_complete(path, 0)?;
+    let end = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+    Ok(bytes[..end].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::Task;
+    use std::io::Write;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ensemble-shard-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open");
+        f.write_all(text.as_bytes()).expect("write");
+    }
+
+    fn spec() -> DataSpec {
+        DataSpec {
+            label: "y".into(),
+            task: Task::Regression,
+            drop: vec![],
+        }
+    }
+
+    #[test]
+    fn half_written_last_line_waits_for_its_newline() {
+        let d = dir("half");
+        let f = d.join("s.csv");
+        append(&f, "x,y\n1,2\n3,4\n5,");
+        let (table, mark) = load_shard(&f, &spec()).expect("loads");
+        assert_eq!(table.len(), 2, "the partial row is not read");
+        let mut mark2 = mark.clone();
+        let new = read_new(&f, &mut mark2).expect("reads");
+        assert_eq!(new.rows, 0);
+        append(&f, "6\n7,8\n");
+        let new = read_new(&f, &mut mark2).expect("reads");
+        assert_eq!(new.rows, 2);
+        assert_eq!(new.lines, b"5,6\n7,8\n");
+        assert_eq!(new.header, b"x,y\n");
+        let again = read_new(&f, &mut mark2).expect("reads");
+        assert_eq!(again.rows, 0, "each line is read once");
+    }
+
+    #[test]
+    fn a_folder_shard_reads_new_files_without_their_header() {
+        let d = dir("folder");
+        append(&d.join("a.csv"), "x,y\n1,2\n");
+        let (table, mut mark) = load_shard(&d, &spec()).expect("loads");
+        assert_eq!(table.len(), 1);
+        append(&d.join("b.csv"), "x,y\n3,4\n5,6\n");
+        append(&d.join("notes.txt"), "ignored\n");
+        let new = read_new(&d, &mut mark).expect("reads");
+        assert_eq!(new.rows, 2);
+        assert_eq!(new.lines, b"3,4\n5,6\n");
+        let (all, _) = load_shard(&d, &spec()).expect("loads");
+        assert_eq!(all.len(), 3);
+        append(&d.join("c.csv"), "x,z\n1,2\n");
+        assert!(
+            read_new(&d, &mut mark).is_err(),
+            "another header is an error"
+        );
+    }
+}
