@@ -81,6 +81,7 @@ fn variant(response: &Response) -> &'static str {
         Response::Evaluated { .. } => "evaluated",
         Response::Predictions { .. } => "predictions",
         Response::NoModel => "no-model",
+        Response::Ensemble { .. } => "ensemble",
     }
 }
 
@@ -291,6 +292,19 @@ fn cell(preds: &Predictions, i: usize) -> Value {
     match preds {
         Predictions::Regression(v) => json!(v[i]),
         Predictions::Classification(v) => json!(v[i]),
+    }
+}
+
+/// Global prediction of `rows`, as a protocol answer (for clients such as `bench`).
+pub async fn ensemble(plan: Plan, rows: Rows) -> Response {
+    let g = gather(&plan.members, &rows, 1).await;
+    match combine(&g, plan.weighted) {
+        Ok(preds) => Response::Ensemble {
+            preds,
+            answered: g.preds.len() as u32,
+            asked: g.asked as u32,
+        },
+        Err(reason) => Response::Error { reason },
     }
 }
 

@@ -14,10 +14,12 @@
 //! - [`ml`]: data, preprocessing, learners, metrics, model files; no networking.
 //! - [`coordinator`]: the cluster-wide flows (global training with cross-validation, evaluation,
 //!   global prediction), run by whichever node got the command.
-//! - [`console`]: command parsing (pure) and rendering; [`ctl`]: the one-shot client.
+//! - [`console`]: command parsing (pure) and rendering; [`ctl`]: the one-shot client;
+//!   [`bench`]: the load client.
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.
 
 pub mod actors;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod console;

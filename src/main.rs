@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use ensemble_cluster::bench::BenchArgs;
 use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::ctl;
 use ensemble_cluster::ml::{run_offline, OfflineArgs};
@@ -45,15 +46,21 @@ enum Tool {
     /// Run the training / cross-validation protocol on shards in one process (no cluster);
     /// prints one JSON line.
     Offline(OfflineArgs),
+    /// Load a running node with predictions (or pings) and print latency and throughput.
+    Bench(BenchCli),
 }
 
 #[derive(Args)]
-struct CtlArgs {
-    /// The node's address (host:port).
-    addr: String,
-    /// The command and its arguments, as typed on the console.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+struct BenchCli {
+    #[command(flatten)]
+    bench: BenchArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// How a client proves it belongs to the cluster.
+#[derive(Args)]
+struct AuthArgs {
     /// The cluster secret (else $ENSEMBLE__CLUSTER__SECRET, else the one in --config).
     #[arg(long)]
     secret: Option<String>,
@@ -63,6 +70,17 @@ struct CtlArgs {
     /// The cluster name (else the one in --config, else "default").
     #[arg(long)]
     cluster: Option<String>,
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// The node's address (host:port).
+    addr: String,
+    /// The command and its arguments, as typed on the console.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    #[command(flatten)]
+    auth: AuthArgs,
     /// How long to wait for the answer, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
     timeout_ms: u64,
@@ -82,12 +100,10 @@ fn main() -> ExitCode {
         None => run_node(cli.run),
         Some(Tool::Ctl(args)) => run_ctl(args),
         Some(Tool::Offline(args)) => match run_offline(&args) {
-            Ok(value) => {
-                println!("{value}");
-                ExitCode::SUCCESS
-            }
+            Ok(value) => report(value),
             Err(e) => failure(e.to_string()),
         },
+        Some(Tool::Bench(args)) => run_bench(args),
     }
 }
 
@@ -123,47 +139,70 @@ fn failure(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
+impl AuthArgs {
+    /// Where and how to connect to the node at `addr`.
+    fn target(self, addr: &str, timeout: Duration) -> Result<ctl::Target, String> {
+        let settings = match &self.config {
+            Some(path) => Some(Settings::load(path).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let addr: SocketAddr = config::parse_addr(addr)?;
+        let secret = self
+            .secret
+            .or_else(|| std::env::var(config::ENV_SECRET).ok())
+            .or_else(|| settings.as_ref().and_then(|s| s.cluster.secret.clone()));
+        let cluster = self
+            .cluster
+            .or_else(|| settings.as_ref().map(|s| s.cluster.name.clone()))
+            .unwrap_or_else(|| "default".into());
+        Ok(ctl::Target {
+            addr,
+            cluster,
+            secret: Secret::new(secret),
+            timeout,
+            max_frame_bytes: settings
+                .as_ref()
+                .map(|s| s.cluster.max_frame_bytes)
+                .unwrap_or(256 * 1024 * 1024),
+        })
+    }
+}
+
+/// Prints a JSON report; exit code 0 when it says `"ok": true`.
+fn report(value: serde_json::Value) -> ExitCode {
+    println!("{value}");
+    if value.get("ok") == Some(&serde_json::Value::Bool(true)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn run_ctl(args: CtlArgs) -> ExitCode {
-    let settings = match &args.config {
-        Some(path) => match Settings::load(path) {
-            Ok(s) => Some(s),
-            Err(e) => return failure(e.to_string()),
-        },
-        None => None,
-    };
-    let addr: SocketAddr = match config::parse_addr(&args.addr) {
-        Ok(a) => a,
+    let target = match args
+        .auth
+        .target(&args.addr, Duration::from_millis(args.timeout_ms))
+    {
+        Ok(t) => t,
         Err(e) => return failure(e),
-    };
-    let secret = args
-        .secret
-        .or_else(|| std::env::var(config::ENV_SECRET).ok())
-        .or_else(|| settings.as_ref().and_then(|s| s.cluster.secret.clone()));
-    let cluster = args
-        .cluster
-        .or_else(|| settings.as_ref().map(|s| s.cluster.name.clone()))
-        .unwrap_or_else(|| "default".into());
-    let target = ctl::Target {
-        addr,
-        cluster,
-        secret: Secret::new(secret),
-        timeout: Duration::from_millis(args.timeout_ms),
-        max_frame_bytes: settings
-            .as_ref()
-            .map(|s| s.cluster.max_frame_bytes)
-            .unwrap_or(256 * 1024 * 1024),
     };
     let line = args.command.join(" ");
     let system = actix_rt::System::new();
     match system.block_on(ctl::run_command(&target, &line)) {
-        Ok(value) => {
-            println!("{value}");
-            if value.get("ok") == Some(&serde_json::Value::Bool(true)) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        Ok(value) => report(value),
+        Err(e) => failure(e.to_string()),
+    }
+}
+
+fn run_bench(args: BenchCli) -> ExitCode {
+    let timeout = Duration::from_millis(args.bench.timeout_ms);
+    let target = match args.auth.target(&args.bench.addr, timeout) {
+        Ok(t) => t,
+        Err(e) => return failure(e),
+    };
+    let system = actix_rt::System::new();
+    match system.block_on(ensemble_cluster::bench::run(&args.bench, &target)) {
+        Ok(value) => report(value),
         Err(e) => failure(e.to_string()),
     }
 }

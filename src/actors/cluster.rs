@@ -385,6 +385,10 @@ impl ClusterActor {
                 });
                 ctx.spawn(answer);
             }
+            Request::PredictEnsemble { rows } => {
+                let work = coordinator::ensemble(self.plan(), rows);
+                actix_rt::spawn(async move { link.respond(id, work.await) });
+            }
             model_request => {
                 let local = self.local.clone();
                 actix_rt::spawn(async move {

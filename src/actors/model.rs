@@ -472,8 +472,8 @@ impl LocalModel {
                 Err(e) => failed(format!("model actor unavailable: {e}")),
             },
             Request::Predict { rows } => self.predict(rows).await,
-            Request::Command { .. } => {
-                failed("commands are served by the node, not its model".into())
+            Request::Command { .. } | Request::PredictEnsemble { .. } => {
+                failed("cluster requests are served by the node, not its model".into())
             }
         }
     }

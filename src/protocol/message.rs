@@ -89,6 +89,9 @@ pub enum Request {
     Evaluate { models: Vec<ModelBlob> },
     /// Predict these rows with your model; answered by `Predictions` or `NoModel`.
     Predict { rows: Rows },
+    /// Predict these rows with the whole cluster (you coordinate); answered by `Ensemble`.
+    /// What clients such as `bench` send.
+    PredictEnsemble { rows: Rows },
 }
 
 /// A serialized model and the node that trained it.
@@ -141,4 +144,10 @@ pub enum Response {
     },
     /// This node has no model yet.
     NoModel,
+    /// The cluster's aggregated predictions, and how many nodes contributed.
+    Ensemble {
+        preds: Predictions,
+        answered: u32,
+        asked: u32,
+    },
 }

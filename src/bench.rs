@@ -1,0 +1,163 @@
+//! `ensemble-node bench`: a load client. Sends N global predictions (or bare protocol round
+//! trips with `--ping`) to one node, C at a time over one connection, and prints latency
+//! percentiles and throughput as one JSON line.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::ctl::{self, Target};
+use crate::error::{Error, Result};
+use crate::ml::{load_rows, Rows};
+use crate::protocol::{Request, Response};
+
+/// What to send, how many, how many at once.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The node to load (host:port).
+    pub addr: String,
+    /// Bare protocol round trips instead of predictions.
+    #[arg(long)]
+    pub ping: bool,
+    /// The row to predict, as a JSON object.
+    #[arg(long, conflicts_with = "rows_from")]
+    pub row_json: Option<String>,
+    /// Predict rows of this CSV, one per request, in turn.
+    #[arg(long)]
+    pub rows_from: Option<PathBuf>,
+    #[arg(long, default_value_t = 10_000)]
+    pub requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: usize,
+    /// Deadline of one request, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+/// Latency percentiles of sorted samples (µs).
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn requests_from(args: &BenchArgs) -> Result<Vec<Request>> {
+    if args.ping {
+        return Ok(vec![Request::Ping]);
+    }
+    if let Some(text) = &args.row_json {
+        let row = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(Error::Other("--row-json takes one JSON object".into())),
+        };
+        return Ok(vec![Request::PredictEnsemble {
+            rows: Rows::from_json_object(&row),
+        }]);
+    }
+    let Some(path) = &args.rows_from else {
+        return Err(Error::Other(
+            "give --ping, --row-json JSON or --rows-from FILE".into(),
+        ));
+    };
+    let rows = load_rows(path).map_err(|e| Error::Other(e.to_string()))?;
+    if rows.is_empty() {
+        return Err(Error::Other(format!("{} has no rows", path.display())));
+    }
+    Ok(rows
+        .data
+        .iter()
+        .map(|r| Request::PredictEnsemble {
+            rows: Rows {
+                columns: rows.columns.clone(),
+                data: vec![r.clone()],
+            },
+        })
+        .collect())
+}
+
+/// Runs the load and returns its report.
+pub async fn run(args: &BenchArgs, target: &Target) -> Result<Value> {
+    let requests = Rc::new(requests_from(args)?);
+    let link = ctl::connect(target).await?;
+    let deadline = Duration::from_millis(args.timeout_ms);
+    let next = Rc::new(RefCell::new(0usize));
+    let total = args.requests;
+    let started = Instant::now();
+    let workers = (0..args.in_flight.max(1)).map(|_| {
+        let (link, next, requests) = (link.clone(), next.clone(), requests.clone());
+        async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            let mut partial = 0usize;
+            loop {
+                let i = {
+                    let mut n = next.borrow_mut();
+                    if *n >= total {
+                        break;
+                    }
+                    *n += 1;
+                    *n - 1
+                };
+                let request = requests[i % requests.len()].clone();
+                let t0 = Instant::now();
+                match link.request(request, deadline).await {
+                    Ok(Response::Pong) => {}
+                    Ok(Response::Ensemble {
+                        answered, asked, ..
+                    }) => {
+                        if answered < asked {
+                            partial += 1;
+                        }
+                    }
+                    Ok(_) | Err(_) => errors += 1,
+                }
+                latencies.push(t0.elapsed().as_micros() as u64);
+            }
+            (latencies, errors, partial)
+        }
+    });
+    let results = futures::future::join_all(workers).await;
+    let secs = started.elapsed().as_secs_f64();
+    link.close("bench done");
+    let mut latencies: Vec<u64> = Vec::with_capacity(total);
+    let (mut errors, mut partial) = (0, 0);
+    for (l, e, p) in results {
+        latencies.extend(l);
+        errors += e;
+        partial += p;
+    }
+    latencies.sort_unstable();
+    Ok(json!({
+        "ok": errors == 0,
+        "kind": if args.ping { "ping" } else { "predict" },
+        "requests": latencies.len(),
+        "in_flight": args.in_flight,
+        "p50_us": percentile(&latencies, 50.0),
+        "p99_us": percentile(&latencies, 99.0),
+        "max_us": latencies.last().copied().unwrap_or(0),
+        "per_s": if secs > 0.0 { (latencies.len() as f64 / secs).round() } else { 0.0 },
+        "errors": errors,
+        "partial": partial,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_of_sorted_samples() {
+        let v: Vec<u64> = (1..=100).collect();
+        // rank = round(0.5 * 99) = 50 (round half away from zero) → the 51st value.
+        assert_eq!(percentile(&v, 50.0), 51);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 100.0), 100);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
+}
