@@ -80,7 +80,9 @@ impl Encoder<Message> for FrameCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        let body = rmp_serde::to_vec(&msg).map_err(|e| ProtocolError::Encode(e.to_string()))?;
+        // Structs as maps with field names: untagged enums (scores) need them to decode right.
+        let body =
+            rmp_serde::to_vec_named(&msg).map_err(|e| ProtocolError::Encode(e.to_string()))?;
         if body.len() > self.max {
             return Err(ProtocolError::Oversized {
                 len: body.len(),
@@ -182,16 +184,43 @@ mod tests {
     }
 
     #[test]
+    fn scores_keep_their_kind_over_the_wire() {
+        use crate::ml::{ClassificationScores, Predictions, Scores, SplitEval};
+        // Both score kinds have four numbers: encoded as bare arrays, an untagged decode would
+        // read classification scores as regression ones.
+        let scores = Scores::Classification(ClassificationScores {
+            accuracy: 0.9,
+            precision: 0.8,
+            recall: 0.7,
+            f1: 0.75,
+        });
+        let eval = SplitEval {
+            per_model: vec![scores.clone()],
+            ensemble: scores,
+            ensemble_pred: Predictions::Classification(vec!["a".into()]),
+            truth: crate::ml::Labels::Classification(vec!["a".into()]),
+        };
+        let msg = Message::Response {
+            id: 9,
+            body: Response::Evaluated { eval },
+        };
+        let mut codec = FrameCodec::new(1 << 20);
+        let mut buf = BytesMut::new();
+        codec.encode(msg.clone(), &mut buf).expect("encode");
+        assert_eq!(codec.decode(&mut buf).expect("decode"), Some(msg));
+    }
+
+    #[test]
     fn bytes_payload_is_compact() {
-        // A 1000-byte payload costs its length plus a few bytes of framing, not ~2 bytes per
-        // element as an array of integers would.
+        // A 1000-byte payload costs its length plus a few bytes of framing and names, not ~2
+        // bytes per element as an array of integers would.
         let mut codec = FrameCodec::new(1 << 20);
         let mut buf = BytesMut::new();
         let msg = Message::Auth {
             proof: Bytes::from(vec![200u8; 1000]),
         };
         codec.encode(msg, &mut buf).expect("encode");
-        assert!(buf.len() < 1020, "frame is {} bytes", buf.len());
+        assert!(buf.len() < 1040, "frame is {} bytes", buf.len());
     }
 
     #[test]
