@@ -316,7 +316,8 @@ pub struct Fail;
 impl Handler<Fail> for PeerActor {
     type Result = ();
     fn handle(&mut self, _msg: Fail, ctx: &mut Context<Self>) {
-        contain(ctx, "peer actor", injected_fault);
+        let what = format!("peer {} actor", self.peer.id);
+        contain(ctx, &what, injected_fault);
     }
 }
 

@@ -39,7 +39,7 @@ impl Supervision {
             .unwrap_or_else(|e| e.into_inner())
             .allow(Instant::now());
         if allowed {
-            tracing::warn!(actor, "restarting");
+            tracing::warn!("{actor} actor restarting");
         } else {
             tracing::error!(
                 actor,

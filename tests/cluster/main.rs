@@ -5,13 +5,17 @@
 //! A failing test prints the stderr log of each of its nodes and keeps its files (configs, logs,
 //! state dirs) under `target/tmp/cluster/`.
 
+mod shards;
 mod util;
 
 mod test_bad_config;
 mod test_bad_frames;
+mod test_classification;
 mod test_console;
+mod test_faults;
 mod test_formation;
 mod test_join;
 mod test_kill_restart;
 mod test_pause;
 mod test_refusal;
+mod test_training;
