@@ -3,6 +3,7 @@
 //! percentiles and throughput as one JSON line.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ pub struct BenchArgs {
     pub rows_from: Option<PathBuf>,
     #[arg(long, default_value_t = 10_000)]
     pub requests: usize,
+    /// Stop after this long even if not all requests were sent, in milliseconds.
+    #[arg(long)]
+    pub duration_ms: Option<u64>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
@@ -89,8 +93,14 @@ pub async fn run(args: &BenchArgs, target: &Target) -> Result<Value> {
     let next = Rc::new(RefCell::new(0usize));
     let total = args.requests;
     let started = Instant::now();
+    let stop_at = args
+        .duration_ms
+        .map(|ms| started + Duration::from_millis(ms));
+    // How many nodes contributed to each answer, in the order the answers arrived.
+    let answered_log: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::new()));
     let workers = (0..args.in_flight.max(1)).map(|_| {
         let (link, next, requests) = (link.clone(), next.clone(), requests.clone());
+        let answered_log = answered_log.clone();
         async move {
             let mut latencies = Vec::new();
             let mut errors = 0usize;
@@ -98,7 +108,7 @@ pub async fn run(args: &BenchArgs, target: &Target) -> Result<Value> {
             loop {
                 let i = {
                     let mut n = next.borrow_mut();
-                    if *n >= total {
+                    if *n >= total || stop_at.is_some_and(|t| Instant::now() >= t) {
                         break;
                     }
                     *n += 1;
@@ -114,6 +124,7 @@ pub async fn run(args: &BenchArgs, target: &Target) -> Result<Value> {
                         if answered < asked {
                             partial += 1;
                         }
+                        answered_log.borrow_mut().push(answered);
                     }
                     Ok(_) | Err(_) => errors += 1,
                 }
@@ -133,6 +144,11 @@ pub async fn run(args: &BenchArgs, target: &Target) -> Result<Value> {
         partial += p;
     }
     latencies.sort_unstable();
+    let answered_log = answered_log.borrow();
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for a in answered_log.iter() {
+        *answered.entry(a.to_string()).or_default() += 1;
+    }
     Ok(json!({
         "ok": errors == 0,
         "kind": if args.ping { "ping" } else { "predict" },
@@ -144,6 +160,9 @@ pub async fn run(args: &BenchArgs, target: &Target) -> Result<Value> {
         "per_s": if secs > 0.0 { (latencies.len() as f64 / secs).round() } else { 0.0 },
         "errors": errors,
         "partial": partial,
+        "answered": answered,
+        "answered_first": answered_log.first(),
+        "answered_last": answered_log.last(),
     }))
 }
 

@@ -159,7 +159,9 @@ async fn serve_connection(
             });
         }
         Role::Client => {
-            let name = format!("client@{}", conn.get_ref().peer_addr()?);
+            let from = conn.get_ref().peer_addr()?;
+            tracing::info!(%from, "client connected");
+            let name = format!("client@{from}");
             let link = Link::spawn(conn, name, "client".into(), tag, cluster.recipient());
             link.closed().await;
         }

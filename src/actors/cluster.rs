@@ -301,6 +301,7 @@ impl ClusterActor {
                         .send(Train {
                             reason: "train local".into(),
                             window: None,
+                            queue: true,
                         })
                         .await
                     {

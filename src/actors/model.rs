@@ -259,6 +259,8 @@ pub struct ModelActor {
     /// Train at start when there is no persisted model.
     train_on_start: bool,
     supervision: Supervision,
+    /// Bumped whenever a training ends, for requests waiting their turn.
+    trainings_done: tokio::sync::watch::Sender<u64>,
 }
 
 impl ModelActor {
@@ -279,6 +281,7 @@ impl ModelActor {
             valid: None,
             train_on_start,
             supervision,
+            trainings_done: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -293,6 +296,7 @@ impl Actor for ModelActor {
             ctx.notify(Train {
                 reason: "first start".into(),
                 window: None,
+                queue: false,
             });
         }
     }
@@ -301,7 +305,9 @@ impl Actor for ModelActor {
 impl Supervised for ModelActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.supervision.restarting("model");
+        // A training in flight is abandoned with the old context; wake whoever waits for it.
         self.slot.0.training.store(false, Ordering::Relaxed);
+        self.trainings_done.send_modify(|n| *n += 1);
         if let Some(current) = load_persisted(&self.state_dir) {
             let newer = self
                 .slot
@@ -315,36 +321,50 @@ impl Supervised for ModelActor {
     }
 }
 
-/// Retrain on the local shard now. Fails if a training is already running.
+/// Retrain on the local shard now. If a training is already running, waits for it to end and
+/// then trains (`queue`), or fails at once.
 #[derive(Message)]
 #[rtype(result = "Result<Trained, String>")]
 pub struct Train {
     pub reason: String,
     /// Train on the shard's last rows only.
     pub window: Option<usize>,
+    pub queue: bool,
 }
 
 impl Handler<Train> for ModelActor {
     type Result = ResponseActFuture<Self, Result<Trained, String>>;
 
-    fn handle(&mut self, msg: Train, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Train, ctx: &mut Context<Self>) -> Self::Result {
         let Some(source) = self.source.clone() else {
             return Box::pin(fut::ready(Err(
                 "this node has no [data] shard to train on".to_string()
             )));
         };
         if self.slot.0.training.swap(true, Ordering::AcqRel) {
-            return Box::pin(fut::ready(Err("a training is already running".to_string())));
+            if !msg.queue {
+                return Box::pin(fut::ready(Err("a training is already running".to_string())));
+            }
+            let mut done = self.trainings_done.subscribe();
+            let me = ctx.address();
+            let retry = async move {
+                let _ = done.changed().await;
+                me.send(msg)
+                    .await
+                    .unwrap_or_else(|e| Err(format!("model actor unavailable: {e}")))
+            };
+            return Box::pin(retry.into_actor(self));
         }
         let version = self.slot.current().map_or(0, |c| c.summary.version) + 1;
         let state_dir = self.state_dir.clone();
-        let Train { reason, window } = msg;
+        let Train { reason, window, .. } = msg;
         tracing::info!(version, %reason, "training");
         let work = blocking("training", move || {
             train_blocking(&source, version, window, &state_dir)
         });
         Box::pin(work.into_actor(self).map(move |result, act, _ctx| {
             act.slot.0.training.store(false, Ordering::Release);
+            act.trainings_done.send_modify(|n| *n += 1);
             match result {
                 Ok((current, valid)) => {
                     let summary = current.summary.clone();
@@ -449,6 +469,7 @@ impl LocalModel {
                 .send(Train {
                     reason: "cluster training".into(),
                     window: None,
+                    queue: true,
                 })
                 .await
             {
