@@ -273,10 +273,15 @@ fn read_raw(path: &Path) -> Result<RawCsv> {
         path: path.to_path_buf(),
         source,
     })?;
+    read_raw_from(path, std::io::BufReader::new(file))
+}
+
+/// `path` only names the origin in error messages.
+fn read_raw_from(path: &Path, reader: impl std::io::Read) -> Result<RawCsv> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(std::io::BufReader::new(file));
+        .from_reader(reader);
     let mut header: Option<Vec<String>> = None;
     let mut records = Vec::new();
     for rec in rdr.records() {
@@ -333,7 +338,17 @@ fn read_raw(path: &Path) -> Result<RawCsv> {
 /// cells are missing. Errors name the file and line: empty file, no data rows, ragged row, label
 /// column absent, missing label, non-numeric label for regression.
 pub fn load_csv(path: &Path, spec: &DataSpec) -> Result<Table> {
-    let raw = read_raw(path)?;
+    table_from_raw(path, read_raw(path)?, spec)
+}
+
+/// [`load_csv`] on CSV text already in memory (header line first), e.g. the lines appended to a
+/// shard since the last poll with the header put in front. `origin` names the source in error
+/// messages (line numbers count from the header line of `bytes`).
+pub fn parse_csv(origin: &Path, bytes: &[u8], spec: &DataSpec) -> Result<Table> {
+    table_from_raw(origin, read_raw_from(origin, bytes)?, spec)
+}
+
+fn table_from_raw(path: &Path, raw: RawCsv, spec: &DataSpec) -> Result<Table> {
     let label_idx = raw
         .header
         .iter()
