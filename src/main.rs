@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::ctl;
-use ensemble_cluster::ml::{run_offline, OfflineArgs};
+use ensemble_cluster::ml::{run_gen, run_offline, GenArgs, OfflineArgs};
 use ensemble_cluster::net::Secret;
 use ensemble_cluster::node::{self, ConsoleOptions};
 use ensemble_cluster::Error;
@@ -45,6 +45,9 @@ enum Tool {
     /// Run the training / cross-validation protocol on shards in one process (no cluster);
     /// prints one JSON line.
     Offline(OfflineArgs),
+    /// Write a seeded synthetic shard (Friedman #1 regression or classification); prints one
+    /// JSON line.
+    Gen(GenArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +85,13 @@ fn main() -> ExitCode {
         None => run_node(cli.run),
         Some(Tool::Ctl(args)) => run_ctl(args),
         Some(Tool::Offline(args)) => match run_offline(&args) {
+            Ok(value) => {
+                println!("{value}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e.to_string()),
+        },
+        Some(Tool::Gen(args)) => match run_gen(&args) {
             Ok(value) => {
                 println!("{value}");
                 ExitCode::SUCCESS

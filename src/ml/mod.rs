@@ -11,6 +11,7 @@
 //! - [`pipeline`]: [`Pipeline`] = preprocessing + learner + label coding + [`ModelMeta`]; the
 //!   model file (MessagePack).
 //! - [`metrics`]: [`score`], [`aggregate`] (mean / vote).
+//! - [`synth`]: the `gen` synthetic data generator.
 //! - [`eval`]: [`evaluate_split`], [`combine_splits`], and [`run_offline`], the whole protocol in
 //!   one process.
 
@@ -23,13 +24,15 @@ pub mod linear;
 pub mod metrics;
 pub mod pipeline;
 pub mod preprocess;
+pub mod synth;
 pub mod tree;
 
 pub use config::{Kind, ModelConfig, Target};
 pub use data::{
-    load_csv, load_rows, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
+    load_csv, load_rows, parse_csv, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
 };
 pub use error::{MlError, Result};
 pub use eval::{combine_splits, evaluate_split, run_offline, OfflineArgs, SplitEval};
 pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};
 pub use pipeline::{ModelMeta, Pipeline, FORMAT_VERSION};
+pub use synth::{run_gen, GenArgs};
