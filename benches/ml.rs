@@ -4,11 +4,14 @@
 //! `cargo bench --bench ml`
 
 use std::hint::black_box;
+use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ensemble_cluster::ml::learner::LearnerParams;
+use ensemble_cluster::ml::synth::write_rows;
 use ensemble_cluster::ml::{
-    Column, ColumnData, Kind, Labels, ModelConfig, ModelMeta, Pipeline, Rows, Table, Value,
+    detect, parse_csv, Column, ColumnData, DataSpec, DriftSettings, GenArgs, Kind, Labels,
+    ModelConfig, ModelMeta, Pipeline, Reference, Rows, Table, Task, Value,
 };
 use linfa::traits::Fit;
 use linfa::Dataset;
@@ -100,5 +103,44 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// `gen` of 400,000 × 15 rows into memory (formatting included, no disk), the drift reference of
+/// that table, and one drift check of 500 new rows against it.
+fn bench_drift(c: &mut Criterion) {
+    let mut args = GenArgs::new(ROWS, "bench.csv");
+    args.features = FEATURES;
+    let mut g = c.benchmark_group("drift_400k_x15");
+    g.sample_size(10);
+    g.bench_function("gen_to_memory", |b| {
+        b.iter(|| {
+            let mut buf = Vec::with_capacity(60 << 20);
+            write_rows(black_box(&args), true, &mut buf).expect("gen");
+            buf.len()
+        })
+    });
+    let spec = DataSpec {
+        label: "y".into(),
+        task: Task::Regression,
+        drop: vec![],
+    };
+    let mut buf = Vec::new();
+    write_rows(&args, true, &mut buf).expect("gen");
+    let table = parse_csv(Path::new("bench.csv"), &buf, &spec).expect("parse");
+    g.bench_function("reference_from_table", |b| {
+        b.iter(|| Reference::from_table(black_box(&table)).expect("reference"))
+    });
+    let reference = Reference::from_table(&table).expect("reference");
+    args.rows = 500;
+    args.seed = 7;
+    args.shift = 1.0;
+    let mut buf = Vec::new();
+    write_rows(&args, true, &mut buf).expect("gen");
+    let new = parse_csv(Path::new("new.csv"), &buf, &spec).expect("parse");
+    let settings = DriftSettings::default();
+    g.bench_function("detect_500_rows", |b| {
+        b.iter(|| detect(&reference, black_box(&new), None, &settings).expect("detect"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_drift);
 criterion_main!(benches);

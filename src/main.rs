@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ensemble_cluster::bench::BenchArgs;
 use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::ctl;
-use ensemble_cluster::ml::{run_offline, OfflineArgs};
+use ensemble_cluster::ml::{run_gen, run_offline, GenArgs, OfflineArgs};
 use ensemble_cluster::net::Secret;
 use ensemble_cluster::node::{self, ConsoleOptions};
 use ensemble_cluster::Error;
@@ -48,6 +48,9 @@ enum Tool {
     Offline(OfflineArgs),
     /// Load a running node with predictions (or pings) and print latency and throughput.
     Bench(BenchCli),
+    /// Write a seeded synthetic shard (Friedman #1 regression or classification); prints one
+    /// JSON line.
+    Gen(GenArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +107,10 @@ fn main() -> ExitCode {
             Err(e) => failure(e.to_string()),
         },
         Some(Tool::Bench(args)) => run_bench(args),
+        Some(Tool::Gen(args)) => match run_gen(&args) {
+            Ok(value) => report(value),
+            Err(e) => failure(e.to_string()),
+        },
     }
 }
 

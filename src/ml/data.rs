@@ -276,7 +276,7 @@ fn read_raw(path: &Path) -> Result<RawCsv> {
     read_raw_from(path, std::io::BufReader::new(file))
 }
 
-/// Reads CSV text from `reader`; `path` only names the source in errors.
+/// `path` only names the origin in error messages.
 fn read_raw_from(path: &Path, reader: impl std::io::Read) -> Result<RawCsv> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -341,16 +341,18 @@ pub fn load_csv(path: &Path, spec: &DataSpec) -> Result<Table> {
     table_from_raw(path, read_raw(path)?, spec)
 }
 
-/// Like [`load_csv`], from CSV text in memory (header first); `path` names the source in errors.
-pub fn load_csv_bytes(path: &Path, bytes: &[u8], spec: &DataSpec) -> Result<Table> {
-    table_from_raw(path, read_raw_from(path, bytes)?, spec)
+/// [`load_csv`] on CSV text already in memory (header line first), e.g. the lines appended to a
+/// shard since the last poll with the header put in front. `origin` names the source in error
+/// messages (line numbers count from the header line of `bytes`).
+pub fn parse_csv(origin: &Path, bytes: &[u8], spec: &DataSpec) -> Result<Table> {
+    table_from_raw(origin, read_raw_from(origin, bytes)?, spec)
 }
 
 /// Loads several CSV files with the same header as one table (a shard folder). With more than
 /// one file, each is first checked on its own, so an error names the right file and line.
 pub fn load_csv_parts(parts: &[(&Path, &[u8])], spec: &DataSpec) -> Result<Table> {
     if let [(path, bytes)] = parts {
-        return load_csv_bytes(path, bytes, spec);
+        return parse_csv(path, bytes, spec);
     }
     let mut merged: Option<RawCsv> = None;
     for (path, bytes) in parts {

@@ -11,11 +11,15 @@
 //! - [`pipeline`]: [`Pipeline`] = preprocessing + learner + label coding + [`ModelMeta`]; the
 //!   model file (MessagePack).
 //! - [`metrics`]: [`score`], [`aggregate`] (mean / vote).
+//! - [`drift`]: [`Reference`] (summary of the training data) and [`detect`] (PSI / KS per
+//!   feature, label, model error → [`DriftReport`]).
+//! - [`synth`]: the `gen` synthetic data generator.
 //! - [`eval`]: [`evaluate_split`], [`combine_splits`], and [`run_offline`], the whole protocol in
 //!   one process.
 
 pub mod config;
 pub mod data;
+pub mod drift;
 pub mod error;
 pub mod eval;
 pub mod learner;
@@ -24,15 +28,17 @@ pub mod metrics;
 pub mod pipeline;
 pub mod preprocess;
 pub mod shard;
+pub mod synth;
 pub mod tree;
 
 pub use config::{Kind, ModelConfig, Target};
 pub use data::{
-    load_csv, load_csv_bytes, load_rows, Column, ColumnData, DataSpec, Labels, Rows, Table, Task,
-    Value,
+    load_csv, load_rows, parse_csv, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
 };
+pub use drift::{detect, DriftReport, DriftSettings, ErrorDrift, FeatureDrift, Reference};
 pub use error::{MlError, Result};
 pub use eval::{combine_splits, evaluate_split, run_offline, OfflineArgs, SplitEval};
 pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};
 pub use pipeline::{ModelMeta, Pipeline, FORMAT_VERSION};
 pub use shard::{load_shard, read_new, NewLines, Watermark};
+pub use synth::{run_gen, GenArgs};

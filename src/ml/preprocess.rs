@@ -55,7 +55,7 @@ enum Cell<'a> {
 }
 
 /// How a number is spelled when it reaches a categorical column (`2.0` → `"2"`).
-fn num_text(v: f64) -> String {
+pub(crate) fn num_text(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
