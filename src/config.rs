@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::ml::{DataSpec, ModelConfig, Task};
+use crate::ml::{DataSpec, DriftSettings, ModelConfig, Task};
 
 /// Prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "ENSEMBLE";
@@ -30,7 +30,78 @@ pub struct Settings {
     #[serde(default)]
     pub model: ModelConfig,
     #[serde(default)]
+    pub drift: DriftConfig,
+    #[serde(default)]
     pub testing: TestingSettings,
+}
+
+/// Which rows a local retrain (on drift, or `train local`) learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrainOn {
+    /// The whole shard.
+    #[default]
+    All,
+    /// The shard's last `drift.window_rows` rows.
+    Recent,
+}
+
+/// `[drift]`: when the DataWatcher checks the shard for new rows, and what counts as drift.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Watch the shard at all.
+    pub enabled: bool,
+    pub check_interval_ms: u64,
+    /// New rows needed before they are compared with the training data.
+    pub min_rows: usize,
+    /// A feature drifted at PSI ≥ this.
+    pub psi: f64,
+    /// Dataset drift when at least this share of the features drifted.
+    pub share: f64,
+    /// ... or when the model's error on the new rows is ≥ this × its validation error.
+    pub error_ratio: f64,
+    /// Quantile bins of numeric features.
+    pub bins: usize,
+    /// No drift retrain within this time of the last one.
+    pub cooldown_ms: u64,
+    pub retrain_on: RetrainOn,
+    pub window_rows: usize,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        let stats = DriftSettings::default();
+        DriftConfig {
+            enabled: true,
+            check_interval_ms: 1_000,
+            min_rows: 200,
+            psi: stats.psi,
+            share: stats.share,
+            error_ratio: stats.error_ratio,
+            bins: stats.bins,
+            cooldown_ms: 30_000,
+            retrain_on: RetrainOn::All,
+            window_rows: 10_000,
+        }
+    }
+}
+
+impl DriftConfig {
+    /// The statistics' thresholds.
+    pub fn stats(&self) -> DriftSettings {
+        DriftSettings {
+            psi: self.psi,
+            share: self.share,
+            error_ratio: self.error_ratio,
+            bins: self.bins,
+        }
+    }
+
+    /// Rows a local retrain keeps (`None` = all).
+    pub fn window(&self) -> Option<usize> {
+        (self.retrain_on == RetrainOn::Recent).then_some(self.window_rows)
+    }
 }
 
 /// `[testing]`: switches for tests only, all off by default.
@@ -263,6 +334,17 @@ impl Settings {
             }
         }
         self.model.validate().map_err(|e| e.to_string())?;
+        self.drift.stats().validate().map_err(|e| e.to_string())?;
+        let d = &self.drift;
+        if d.check_interval_ms == 0 {
+            return Err("drift.check_interval_ms must be greater than 0".into());
+        }
+        if d.min_rows == 0 {
+            return Err("drift.min_rows must be greater than 0".into());
+        }
+        if d.retrain_on == RetrainOn::Recent && d.window_rows < 10 {
+            return Err("drift.window_rows must be at least 10 with retrain_on = \"recent\"".into());
+        }
         Ok(())
     }
 }

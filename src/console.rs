@@ -28,6 +28,8 @@ pub enum Command {
         input: PathBuf,
         output: Option<PathBuf>,
     },
+    /// The latest drift report of this node's shard.
+    Drift,
     /// Make one of this node's actors fail (only with `[testing] faults = true`).
     Fault(Fault),
     Quit,
@@ -37,6 +39,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     Model,
+    Watcher,
     Peer(String),
 }
 
@@ -51,6 +54,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("train local", "retrain this node only"),
     (
+        "drift",
+        "new rows since the last training and how they compare with it",
+    ),
+    (
         "evaluate",
         "cross-validate the current models without retraining",
     ),
@@ -63,7 +70,7 @@ pub const HELP: &[(&str, &str)] = &[
         "predict every row of a CSV (Id,<label> lines when it has an Id column)",
     ),
     (
-        "fault model|peer ID",
+        "fault model|watcher|peer ID",
         "make an actor fail, to test supervision ([testing] faults = true only)",
     ),
     ("quit", "leave the cluster and stop this node"),
@@ -96,10 +103,12 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             other => Err(format!("`train` takes nothing or `local`, not {other:?}")),
         },
         "evaluate" => no_args(Command::Evaluate),
+        "drift" => no_args(Command::Drift),
         "fault" => match rest.split_whitespace().collect::<Vec<_>>()[..] {
             ["model"] => Ok(Some(Command::Fault(Fault::Model))),
+            ["watcher"] => Ok(Some(Command::Fault(Fault::Watcher))),
             ["peer", id] => Ok(Some(Command::Fault(Fault::Peer(id.to_string())))),
-            _ => Err("usage: fault model | fault peer ID".into()),
+            _ => Err("usage: fault model | fault watcher | fault peer ID".into()),
         },
         "predict" => parse_predict(rest).map(Some),
         "predict-file" => {
@@ -261,6 +270,8 @@ mod tests {
             parse("fault peer n3"),
             Ok(Some(Command::Fault(Fault::Peer("n3".into()))))
         );
+        assert_eq!(parse("drift"), Ok(Some(Command::Drift)));
+        assert_eq!(parse("fault watcher"), Ok(Some(Command::Fault(Fault::Watcher))));
         assert!(parse("fault").is_err());
         assert!(parse("fault peer").is_err());
     }

@@ -10,8 +10,8 @@ use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::actors::{
-    ClusterActor, Exec, LocalModel, MemberConnected, ModelActor, ModelSlot, Shutdown, Supervision,
-    TrainingSource,
+    ClusterActor, DataWatcher, Exec, LocalModel, MemberConnected, ModelActor, ModelSlot, Notices,
+    Shutdown, Supervision, TrainingSource,
 };
 use crate::config::Settings;
 use crate::console;
@@ -33,14 +33,17 @@ pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<i32> {
         reason: format!("cannot create {}: {e}", settings.node.state_dir.display()),
     })?;
     let system = actix_rt::System::new();
-    let cluster = system.block_on(start(settings))?;
+    let notices = Notices {
+        json: console_opts.json,
+    };
+    let cluster = system.block_on(start(settings, notices))?;
     spawn_console(cluster, console_opts);
     Ok(system.run_with_code()?)
 }
 
 /// Binds the listener and starts the actors on the current actix system; returns the cluster
 /// actor, the node's entry point.
-pub async fn start(settings: Settings) -> Result<Addr<ClusterActor>> {
+pub async fn start(settings: Settings, notices: Notices) -> Result<Addr<ClusterActor>> {
     let listener = TcpListener::bind(settings.node.listen)
         .await
         .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", settings.node.listen)))?;
@@ -61,10 +64,17 @@ pub async fn start(settings: Settings) -> Result<Addr<ClusterActor>> {
     };
     let max_connections = settings.cluster.max_connections;
     let supervision = Supervision::default();
-    let local = start_model(&settings, &supervision);
+    let (local, watcher) = start_model(&settings, &supervision, notices);
     let settings = Arc::new(settings);
-    let cluster =
-        ClusterActor::new(me.clone(), settings, greeting.clone(), local, supervision).start();
+    let cluster = ClusterActor::new(
+        me.clone(),
+        settings,
+        greeting.clone(),
+        local,
+        watcher,
+        supervision,
+    )
+    .start();
     actix_rt::spawn(accept_loop(
         listener,
         me,
@@ -76,8 +86,13 @@ pub async fn start(settings: Settings) -> Result<Addr<ClusterActor>> {
     Ok(cluster)
 }
 
-/// Starts the supervised model actor, which loads the persisted model before anything asks.
-fn start_model(settings: &Settings, supervision: &Supervision) -> LocalModel {
+/// Starts the supervised model actor, which loads the persisted model before anything asks,
+/// and, for a node with a shard, the supervised data watcher.
+fn start_model(
+    settings: &Settings,
+    supervision: &Supervision,
+    notices: Notices,
+) -> (LocalModel, Option<Addr<DataWatcher>>) {
     let source = settings.data.as_ref().map(|d| TrainingSource {
         node: settings.node.id.clone(),
         shard: d.shard.clone(),
@@ -85,20 +100,34 @@ fn start_model(settings: &Settings, supervision: &Supervision) -> LocalModel {
         valid_fraction: d.valid_fraction,
         seed: d.seed,
         model: settings.model.clone(),
+        drift_bins: settings.drift.bins,
     });
     let slot = ModelSlot::default();
     let actor = ModelActor::new(
-        source,
+        source.clone(),
         settings.node.state_dir.clone(),
         slot.clone(),
         settings.node.train_on_join,
         supervision.clone(),
     );
-    LocalModel {
+    let actor = Supervisor::start(move |_| actor);
+    let watcher = source.filter(|_| settings.drift.enabled).map(|source| {
+        let watcher = DataWatcher::new(
+            Arc::new(source),
+            settings.drift.clone(),
+            slot.clone(),
+            actor.clone(),
+            notices,
+            supervision.clone(),
+        );
+        Supervisor::start(move |_| watcher)
+    });
+    let local = LocalModel {
         node: settings.node.id.clone(),
-        actor: Supervisor::start(move |_| actor),
+        actor,
         slot,
-    }
+    };
+    (local, watcher)
 }
 
 async fn accept_loop(

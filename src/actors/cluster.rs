@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::model::{LocalModel, Train};
 use super::peer::{self, Attach, Gossip, PeerActor, Relocate, Timing};
 use super::supervision::Supervision;
+use super::watcher::{self, DataWatcher, GetReport};
 use crate::cluster::PeerState;
 use crate::config::Settings;
 use crate::console::Fault;
@@ -39,6 +40,7 @@ pub struct ClusterActor {
     greeting: Greeting,
     timing: Timing,
     local: LocalModel,
+    watcher: Option<Addr<DataWatcher>>,
     supervision: Supervision,
     peers: BTreeMap<String, Peer>,
     /// Incarnations that left on purpose: gossip about them is stale.
@@ -55,6 +57,7 @@ impl ClusterActor {
         settings: Arc<Settings>,
         greeting: Greeting,
         local: LocalModel,
+        watcher: Option<Addr<DataWatcher>>,
         supervision: Supervision,
     ) -> Self {
         let c = &settings.cluster;
@@ -78,6 +81,7 @@ impl ClusterActor {
             greeting,
             timing,
             local,
+            watcher,
             supervision,
             peers: BTreeMap::new(),
             left: HashMap::new(),
@@ -295,12 +299,13 @@ impl ClusterActor {
             }
             Command::TrainLocal => {
                 let local = self.local.clone();
+                let window = self.settings.drift.window();
                 let work = async move {
                     match local
                         .actor
                         .send(Train {
                             reason: "train local".into(),
-                            window: None,
+                            window,
                             queue: true,
                         })
                         .await
@@ -335,6 +340,19 @@ impl ClusterActor {
                 Box::pin(work.into_actor(self))
             }
             Command::Fault(target) => ready(self.fault(target)),
+            Command::Drift => match self.watcher.clone() {
+                Some(w) => Box::pin(
+                    async move {
+                        w.send(GetReport)
+                            .await
+                            .unwrap_or_else(|e| console::error(format!("watcher unavailable: {e}")))
+                    }
+                    .into_actor(self),
+                ),
+                None => ready(console::error(
+                    "this node watches no shard (no [data], or drift.enabled = false)",
+                )),
+            },
             Command::Quit => {
                 ctx.notify(Shutdown);
                 ready(json!({"ok": true, "leaving": true}))
@@ -349,6 +367,10 @@ impl ClusterActor {
         }
         match target {
             Fault::Model => self.local.actor.do_send(super::model::Fail),
+            Fault::Watcher => match &self.watcher {
+                Some(w) => w.do_send(watcher::Fail),
+                None => return console::error("this node has no data watcher"),
+            },
             Fault::Peer(id) => match self.peers.get(&id).and_then(|p| p.actor.as_ref()) {
                 Some(actor) => actor.do_send(peer::Fail),
                 None => return console::error(format!("no peer {id:?}")),

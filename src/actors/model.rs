@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::supervision::{contain, injected_fault, Supervision};
 use crate::ml::{
-    evaluate_split, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline, Rows, Scores,
-    SplitEval, Table, Watermark,
+    evaluate_split, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline, Reference,
+    Rows, Scores, SplitEval, Table, Watermark,
 };
 use crate::protocol::{ModelBlob, ModelSummary, Request, Response};
 
@@ -42,6 +42,8 @@ pub struct Current {
     pub weight: f64,
     /// How far the shard had been read when this model was trained.
     pub watermark: Watermark,
+    /// Its training data, summarized: what new rows are compared with to detect drift.
+    pub reference: Option<Arc<Reference>>,
 }
 
 #[derive(Default)]
@@ -88,6 +90,8 @@ pub struct TrainingSource {
     pub valid_fraction: f64,
     pub seed: u64,
     pub model: ModelConfig,
+    /// Quantile bins of the drift reference built at each training.
+    pub drift_bins: usize,
 }
 
 impl TrainingSource {
@@ -112,6 +116,9 @@ struct Stored {
     model: Bytes,
     #[serde(default)]
     watermark: Watermark,
+    /// The drift reference (`ml::Reference` bytes).
+    #[serde(default)]
+    reference: Option<Bytes>,
 }
 
 fn weight_of(valid: Option<&Scores>) -> f64 {
@@ -124,7 +131,14 @@ fn weight_of(valid: Option<&Scores>) -> f64 {
 
 fn current_from(stored: Stored) -> Result<Current, String> {
     let pipeline = Pipeline::from_bytes(&stored.model).map_err(|e| e.to_string())?;
+    let reference = match &stored.reference {
+        Some(b) => Some(Arc::new(
+            Reference::from_bytes(b).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
     Ok(Current {
+        reference,
         weight: weight_of(stored.summary.valid.as_ref()),
         pipeline,
         bytes: stored.model,
@@ -150,6 +164,8 @@ fn persist(dir: &Path, stored: &Stored) -> Result<(), String> {
 
 /// Loads the persisted model, if any. A file that does not parse is moved aside, not trusted.
 fn load_persisted(dir: &Path) -> Option<Current> {
+    // A temp file is what a crash in the middle of saving leaves; the model file is intact.
+    let _ = fs::remove_file(dir.join(format!("{MODEL_FILE}.tmp")));
     let path = dir.join(MODEL_FILE);
     let body = fs::read(&path).ok()?;
     let loaded = rmp_serde::from_slice::<Stored>(&body)
@@ -205,6 +221,8 @@ fn train_blocking(
         Some(score(valid.labels(), &preds).map_err(|e| e.to_string())?)
     };
     let bytes = Bytes::from(pipeline.to_bytes().map_err(|e| e.to_string())?);
+    let reference = Reference::with_bins(&train, source.drift_bins).map_err(|e| e.to_string())?;
+    let reference_bytes = Bytes::from(reference.to_bytes().map_err(|e| e.to_string())?);
     let summary = ModelSummary {
         node: source.node.clone(),
         version,
@@ -217,9 +235,11 @@ fn train_blocking(
         summary: summary.clone(),
         model: bytes.clone(),
         watermark: watermark.clone(),
+        reference: Some(reference_bytes),
     };
     persist(state_dir, &stored)?;
     let current = Current {
+        reference: Some(Arc::new(reference)),
         weight: weight_of(summary.valid.as_ref()),
         pipeline,
         bytes,
@@ -230,7 +250,7 @@ fn train_blocking(
 }
 
 /// Runs `work` on the blocking pool; a panic in it becomes an error, not a dead actor.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
