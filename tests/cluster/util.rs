@@ -171,6 +171,19 @@ impl NodeSpec {
         self
     }
 
+    /// Adds a `[data]` table; `shard` is relative to the repository (e.g.
+    /// `shards/house_prices/A.csv`), since nodes run in their test directory.
+    pub fn data(self, shard: &str, label: &str, task: &str, drop: &[&str]) -> Self {
+        let drop: Vec<String> = drop.iter().map(|c| quote(c)).collect();
+        self.toml(&format!(
+            "[data]\nshard = {}\nlabel = {}\ntask = {}\ndrop = [{}]",
+            quote(&repo_file(shard).display().to_string()),
+            quote(label),
+            quote(task),
+            drop.join(", ")
+        ))
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -198,6 +211,11 @@ impl NodeSpec {
         }
         toml
     }
+}
+
+/// A file of the repository, by its path from the repository's root.
+pub fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 /// A TOML basic string (JSON's escapes are a subset of TOML's for the strings we write).

@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# Starts a local cluster of N ensemble-node processes (default 4).
+#
+#   ./run_cluster.sh [N]            nodes 2..N in the background (logs in logs/nK.log), node 1 in
+#                                   the foreground with its console on this terminal; when node 1
+#                                   stops (quit, Ctrl-C, an error) the script stops the nodes it
+#                                   started, and only those.
+#   ./run_cluster.sh [N] --detach   all N in the background; prints their addresses and writes
+#                                   their PIDs to state/cluster.pids.
+#   ./run_cluster.sh stop           stops the nodes listed in state/cluster.pids.
+#
+# Nodes 1-4 use conf/node1.toml ... conf/node4.toml. Node K > 4 gets state/conf/nodeK.toml: a copy
+# of conf/node((K-1)%4+1).toml (so the House Prices shards are reused round-robin) with its own id,
+# state dir and a free port, seeded by node 1.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+PID_FILE=state/cluster.pids
+LOG_DIR=logs
+GEN_CONF_DIR=state/conf
+BIN="${CARGO_TARGET_DIR:-target}/release/ensemble-node"
+# How long a node gets to answer its first `status`.
+START_SECONDS=20
+
+usage() {
+    sed -n '2,14s/^# \{0,1\}//p' "$0"
+}
+
+die() {
+    echo "run_cluster.sh: $*" >&2
+    exit 1
+}
+
+# The quoted value of `key = "..."` in the [node] table of a config file.
+node_key() {
+    local file=$1 key=$2
+    sed -n '/^\[node\]/,/^\[/{s/^'"$key"' *= *"\(.*\)".*/\1/p}' "$file" | head -n 1
+}
+
+# Whether something accepts connections on 127.0.0.1:PORT (or whichever host:port is given).
+listening() {
+    local host=${1%:*} port=${1##*:}
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+# Whether PID is alive and is an ensemble-node (a PID from an old file may have been reused).
+is_our_node() {
+    local pid=$1 cmd
+    kill -0 "$pid" 2>/dev/null || return 1
+    if [[ -d /proc/$pid ]]; then
+        cmd=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || return 1
+    else
+        cmd=$(ps -p "$pid" -o args= 2>/dev/null || true)
+    fi
+    [[ $cmd == *ensemble-node* ]]
+}
+
+# Stops the given PIDs: SIGTERM (a node leaves the cluster cleanly), then SIGKILL after 5 s.
+stop_pids() {
+    local pid alive i
+    for pid in "$@"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for ((i = 0; i < 50; i++)); do
+        alive=0
+        for pid in "$@"; do
+            kill -0 "$pid" 2>/dev/null && alive=1
+        done
+        ((alive)) || return 0
+        sleep 0.1
+    done
+    for pid in "$@"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "node pid $pid did not stop after SIGTERM; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
+# A detached cluster's nodes that still run, as "pid id addr" lines.
+running_from_pid_file() {
+    [[ -f $PID_FILE ]] || return 0
+    local pid id addr
+    while read -r pid id addr; do
+        [[ -n ${pid:-} ]] || continue
+        if is_our_node "$pid"; then
+            echo "$pid $id $addr"
+        fi
+    done <"$PID_FILE"
+}
+
+cmd_stop() {
+    if [[ ! -f $PID_FILE ]]; then
+        echo "no detached cluster ($PID_FILE does not exist)"
+        return 0
+    fi
+    local pids=() pid id addr
+    while read -r pid id addr; do
+        pids+=("$pid")
+        echo "stopping $id ($addr, pid $pid)"
+    done < <(running_from_pid_file)
+    if ((${#pids[@]})); then
+        stop_pids "${pids[@]}"
+    else
+        echo "none of the nodes in $PID_FILE is running"
+    fi
+    rm -f "$PID_FILE"
+}
+
+# The config file of node K; writes it for K > 4.
+config_of() {
+    local k=$1
+    if ((k <= 4)); then
+        echo "conf/node$k.toml"
+        return
+    fi
+    local template="conf/node$(((k - 1) % 4 + 1)).toml"
+    local file="$GEN_CONF_DIR/node$k.toml"
+    local seed port
+    seed=$(node_key conf/node1.toml listen)
+    port=$((7100 + k))
+    while listening "127.0.0.1:$port" || [[ " ${USED_PORTS[*]} " == *" $port "* ]]; do
+        port=$((port + 1))
+        ((port < 65535)) || die "no free port for node $k"
+    done
+    USED_PORTS+=("$port")
+    mkdir -p "$GEN_CONF_DIR"
+    {
+        echo "# Written by run_cluster.sh from $template: node $k, same shard, its own port."
+        sed -e '/^\[node\]/,/^\[/{' \
+            -e "s|^id *=.*|id = \"n$k\"|" \
+            -e "s|^listen *=.*|listen = \"127.0.0.1:$port\"|" \
+            -e "s|^seeds *=.*|seeds = [\"$seed\"]|" \
+            -e "s|^state_dir *=.*|state_dir = \"state/n$k\"|" \
+            -e '}' -e '/^# Node [0-9]* of/d' "$template"
+    } >"$file"
+    echo "$file"
+}
+
+# Waits until the node at ADDR (config FILE, process PID) answers `status`; dies if it exits.
+wait_ready() {
+    local pid=$1 addr=$2 file=$3 log=$4 i
+    for ((i = 0; i < START_SECONDS * 10; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "node with $file exited; the end of $log:" >&2
+            tail -n 20 "$log" >&2 || true
+            return 1
+        fi
+        if "$BIN" ctl "$addr" --config "$file" --timeout-ms 2000 status >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "node with $file does not answer at $addr after ${START_SECONDS}s (see $log)" >&2
+    return 1
+}
+
+# Waits (at most 10 s) until node 1 sees all N members up; only warns if it does not.
+wait_formed() {
+    local i answer
+    for ((i = 0; i < 100; i++)); do
+        answer=$("$BIN" ctl "${ADDRS[0]}" --config "${CONFIGS[0]}" --timeout-ms 2000 status \
+            2>/dev/null || true)
+        if [[ $answer =~ \"members\":$N[,}] && $answer =~ \"peers_up\":$((N - 1))[,}] ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "warning: n1 does not see all $N nodes up yet: $answer" >&2
+}
+
+N=4
+DETACH=0
+for arg in "$@"; do
+    case $arg in
+    stop)
+        cmd_stop
+        exit 0
+        ;;
+    --detach) DETACH=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *[!0-9]* | '') die "unknown argument '$arg' (see --help)" ;;
+    *) N=$arg ;;
+    esac
+done
+((N >= 1)) || die "N must be at least 1"
+
+if [[ -n $(running_from_pid_file) ]]; then
+    die "a detached cluster is running (see $PID_FILE); stop it first: ./run_cluster.sh stop"
+fi
+
+echo "building the release binary (cargo build --release)..."
+cargo build --release --quiet
+
+USED_PORTS=()
+CONFIGS=()
+ADDRS=()
+for ((k = 1; k <= N; k++)); do
+    file=$(config_of "$k")
+    addr=$(node_key "$file" listen)
+    [[ -n $addr ]] || die "$file has no [node] listen address"
+    if listening "$addr"; then
+        die "something already listens on $addr (node $k, $file)"
+    fi
+    CONFIGS+=("$file")
+    ADDRS+=("$addr")
+done
+mkdir -p "$LOG_DIR"
+
+STARTED=()
+DETACHED=()
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    local pid alive=()
+    for pid in "${STARTED[@]}"; do
+        is_our_node "$pid" && alive+=("$pid")
+    done
+    if ((${#alive[@]})); then
+        echo "stopping the nodes this script started (pids ${alive[*]})..." >&2
+        stop_pids "${alive[@]}"
+    fi
+    # A detached start that failed half-way leaves no pid file behind.
+    if ((DETACH && status != 0 && ${#DETACHED[@]} == 0)); then
+        rm -f "$PID_FILE"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Starts node K in the background (stdin closed: the node keeps running), logs in logs/nK.log.
+start_background() {
+    local k=$1 log="$LOG_DIR/n$1.log"
+    if ((DETACH)) && command -v setsid >/dev/null; then
+        # Its own session: a later Ctrl-C or a closed terminal does not reach it.
+        setsid "$BIN" --config "${CONFIGS[k - 1]}" </dev/null >"$log" 2>&1 &
+    else
+        nohup "$BIN" --config "${CONFIGS[k - 1]}" </dev/null >"$log" 2>&1 &
+    fi
+    STARTED+=("$!")
+}
+
+if ((DETACH)); then
+    for ((k = 1; k <= N; k++)); do
+        start_background "$k"
+    done
+    : >"$PID_FILE"
+    for ((k = 1; k <= N; k++)); do
+        wait_ready "${STARTED[k - 1]}" "${ADDRS[k - 1]}" "${CONFIGS[k - 1]}" "$LOG_DIR/n$k.log"
+        echo "${STARTED[k - 1]} n$k ${ADDRS[k - 1]}" >>"$PID_FILE"
+    done
+    wait_formed
+    # From here on the nodes belong to the pid file, not to this script.
+    DETACHED=("${STARTED[@]}")
+    STARTED=()
+    echo "cluster of $N nodes running in the background:"
+    for ((k = 1; k <= N; k++)); do
+        printf '  n%-3s %-21s pid %-8s config %-24s log %s\n' "$k" "${ADDRS[k - 1]}" \
+            "${DETACHED[k - 1]}" "${CONFIGS[k - 1]}" "$LOG_DIR/n$k.log"
+    done
+    echo "drive a node:  $BIN ctl ${ADDRS[0]} --config ${CONFIGS[0]} status"
+    echo "stop them:     ./run_cluster.sh stop"
+    exit 0
+fi
+
+for ((k = 2; k <= N; k++)); do
+    start_background "$k"
+done
+for ((k = 2; k <= N; k++)); do
+    wait_ready "${STARTED[k - 2]}" "${ADDRS[k - 1]}" "${CONFIGS[k - 1]}" "$LOG_DIR/n$k.log"
+done
+case $N in
+1) others="no other node" ;;
+2) others="n2 in the background (logs in $LOG_DIR/)" ;;
+*) others="n2..n$N in the background (logs in $LOG_DIR/)" ;;
+esac
+cat <<EOF
+cluster of $N nodes: $others, n1 (${ADDRS[0]}) here.
+n1's log: $LOG_DIR/n1.log. Type 'help' for the commands; 'quit' or Ctrl-C stops the cluster.
+EOF
+# Node 1 runs as a child we wait for, so that a SIGTERM to this script stops it too. A background
+# child's stdin would be /dev/null; hand it this script's stdin (the terminal) through fd 3.
+exec 3<&0
+"$BIN" --config "${CONFIGS[0]}" <&3 3<&- 2>"$LOG_DIR/n1.log" &
+NODE1=$!
+STARTED+=("$NODE1")
+exec 3<&-
+set +e
+wait "$NODE1"
+status=$?
+set -e
+if ((status != 0)); then
+    echo "n1 exited with status $status; the end of $LOG_DIR/n1.log:" >&2
+    tail -n 20 "$LOG_DIR/n1.log" >&2 || true
+fi
+exit "$status"
