@@ -343,7 +343,9 @@ impl Settings {
             return Err("drift.min_rows must be greater than 0".into());
         }
         if d.retrain_on == RetrainOn::Recent && d.window_rows < 10 {
-            return Err("drift.window_rows must be at least 10 with retrain_on = \"recent\"".into());
+            return Err(
+                "drift.window_rows must be at least 10 with retrain_on = \"recent\"".into(),
+            );
         }
         Ok(())
     }

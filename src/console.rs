@@ -271,7 +271,10 @@ mod tests {
             Ok(Some(Command::Fault(Fault::Peer("n3".into()))))
         );
         assert_eq!(parse("drift"), Ok(Some(Command::Drift)));
-        assert_eq!(parse("fault watcher"), Ok(Some(Command::Fault(Fault::Watcher))));
+        assert_eq!(
+            parse("fault watcher"),
+            Ok(Some(Command::Fault(Fault::Watcher)))
+        );
         assert!(parse("fault").is_err());
         assert!(parse("fault peer").is_err());
     }

@@ -19,6 +19,10 @@ pub enum Error {
     #[error("refused by {addr}: {reason}")]
     Refused { addr: String, reason: String },
 
+    /// We refused a connection from `addr` during its handshake.
+    #[error("closed the connection from {addr}: {reason}")]
+    Rejected { addr: String, reason: String },
+
     /// A request or a handshake step did not complete in time.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -157,7 +157,7 @@ async fn accept_loop(
         actix_rt::spawn(async move {
             let _slot = slot;
             if let Err(e) = serve_connection(stream, &me, &greeting, cluster).await {
-                tracing::warn!(%from, "connection closed: {e}");
+                tracing::warn!(%from, "{e}");
             }
         });
     }

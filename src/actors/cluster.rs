@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::console::Fault;
 use crate::console::{self, Command};
 use crate::coordinator::{self, Member, Plan, Target};
+use crate::error::Error;
 use crate::ml::Rows;
 use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
 use crate::protocol::{Message, NodeInfo, Request, Response, Role};
@@ -179,6 +180,9 @@ impl ClusterActor {
                             act.ensure_peer(member, ctx);
                         }
                     }
+                    // A refusal will not heal by retrying: say it loudly. An absent seed may
+                    // simply not have started yet.
+                    Err(e @ Error::Refused { .. }) => tracing::warn!("seed {seed}: {e}"),
                     Err(e) => tracing::debug!("seed {seed}: {e}"),
                 }
             }));

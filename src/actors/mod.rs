@@ -11,5 +11,5 @@ mod watcher;
 pub use cluster::{ClusterActor, Exec, GetMembers, MemberConnected, Shutdown};
 pub use model::{LocalModel, ModelActor, ModelSlot, TrainingSource, MODEL_FILE};
 pub use peer::PeerActor;
-pub use watcher::{DataWatcher, Notices};
 pub use supervision::{contain, Supervision, EXIT_TOO_MANY_RESTARTS};
+pub use watcher::{DataWatcher, Notices};

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::supervision::{contain, injected_fault, Supervision};
 use crate::ml::{
-    evaluate_split, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline, Reference,
-    Rows, Scores, SplitEval, Table, Watermark,
+    evaluate_split, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline, Reference, Rows,
+    Scores, SplitEval, Table, Watermark,
 };
 use crate::protocol::{ModelBlob, ModelSummary, Request, Response};
 

@@ -42,6 +42,7 @@ pub struct PeerActor {
     redial: Option<SpawnHandle>,
     /// Set when the peer left on purpose: no more dialing.
     retired: bool,
+    heartbeats: Option<SpawnHandle>,
     supervision: Supervision,
 }
 
@@ -69,6 +70,7 @@ impl PeerActor {
             dialing: false,
             redial: None,
             retired: false,
+            heartbeats: None,
             supervision,
         }
     }
@@ -93,12 +95,19 @@ impl PeerActor {
         }
     }
 
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.retired {
-            // Once the cluster has dropped its address this stop is final.
-            ctx.stop();
-            return;
+    /// The peer left: stop everything, so the actor ends once nobody holds its address (a
+    /// stop would make the supervisor restart it).
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        self.retired = true;
+        for handle in [self.heartbeats.take(), self.redial.take()]
+            .into_iter()
+            .flatten()
+        {
+            ctx.cancel_future(handle);
         }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
         let Some(link) = self.live_link().cloned() else {
             self.schedule_dial(ctx);
             return;
@@ -202,7 +211,6 @@ impl PeerActor {
             old.close("replaced by a newer link");
         }
         self.peer = node;
-        self.retired = false;
         let link = Link::spawn(
             conn,
             self.peer.id.clone(),
@@ -231,7 +239,10 @@ impl Actor for PeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.timing.heartbeat, |act, ctx| act.tick(ctx));
+        if self.retired {
+            return;
+        }
+        self.heartbeats = Some(ctx.run_interval(self.timing.heartbeat, |act, ctx| act.tick(ctx)));
         if self.live_link().is_none() {
             self.schedule_dial(ctx);
         }
@@ -240,6 +251,9 @@ impl Actor for PeerActor {
 
 impl Supervised for PeerActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
         self.supervision
             .restarting(&format!("peer {}", self.peer.id));
         if let Some(link) = self.link.take() {
@@ -296,7 +310,6 @@ impl Handler<Relocate> for PeerActor {
             return;
         }
         self.peer = msg.0;
-        self.retired = false;
         if let Some(link) = self.link.take() {
             link.close("the peer restarted");
         }
@@ -343,7 +356,7 @@ impl Handler<FromLink> for PeerActor {
             }
             LinkEvent::Leave => {
                 tracing::info!(peer = %self.peer.id, "left the cluster");
-                self.retired = true;
+                self.retire(ctx);
                 msg.link.close("the peer left");
                 self.link = None;
                 self.state = PeerState::Left;

@@ -140,8 +140,8 @@ impl DataWatcher {
                 let mut text = header.clone();
                 text.extend_from_slice(&pending);
                 let origin = format!("new rows of {}", source.shard.display());
-                let table = parse_csv(origin.as_ref(), &text, &source.spec)
-                    .map_err(|e| e.to_string())?;
+                let table =
+                    parse_csv(origin.as_ref(), &text, &source.spec).map_err(|e| e.to_string())?;
                 let model = current
                     .summary
                     .valid
@@ -210,14 +210,18 @@ impl DataWatcher {
             window: self.config.window(),
             queue: false,
         });
-        ctx.spawn(train.into_actor(self).map(move |result, _act, _ctx| match result {
-            Ok(Ok(t)) => notices.say(&format!(
-                "model v{before} → v{}: local retrain, {why}",
-                t.summary.version
-            )),
-            Ok(Err(e)) => notices.say(&format!("local retrain on drift failed: {e}")),
-            Err(e) => notices.say(&format!("local retrain on drift failed: {e}")),
-        }));
+        ctx.spawn(
+            train
+                .into_actor(self)
+                .map(move |result, _act, _ctx| match result {
+                    Ok(Ok(t)) => notices.say(&format!(
+                        "model v{before} → v{}: local retrain, {why}",
+                        t.summary.version
+                    )),
+                    Ok(Err(e)) => notices.say(&format!("local retrain on drift failed: {e}")),
+                    Err(e) => notices.say(&format!("local retrain on drift failed: {e}")),
+                }),
+        );
     }
 
     fn report_json(&self) -> Value {

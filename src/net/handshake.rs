@@ -145,9 +145,17 @@ pub async fn dial(addr: SocketAddr, role: Role, me: &Greeting) -> Result<Dialed>
             .secret
             .verify("acceptor", &me.cluster, &my_nonce, &their_nonce, &proof)
         {
-            return Err(refused(
-                "the node did not prove it knows the cluster secret".into(),
-            ));
+            let reason =
+                "authentication failed: the node does not share our cluster secret".to_string();
+            // Tell the node why we hang up, so that its log says so too.
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                conn.send(Message::Refused {
+                    reason: reason.clone(),
+                }),
+            )
+            .await;
+            return Err(refused(reason));
         }
         let my_proof = me
             .secret
@@ -222,9 +230,11 @@ pub async fn accept(
             {
                 Ok((role, tag_of(&their_nonce)))
             }
-            Message::Auth { .. } => {
-                Err("authentication failed: wrong or missing cluster secret".to_string())
-            }
+            Message::Auth { .. } => Err(
+                "authentication failed: the cluster secrets differ (or the dialer has none)"
+                    .to_string(),
+            ),
+            Message::Refused { reason } => Err(format!("the dialer gave up: {reason}")),
             other => Err(format!("expected auth, got {}", name(&other))),
         }
     };
@@ -246,7 +256,7 @@ pub async fn accept(
                 }),
             )
             .await;
-            Err(Error::Refused { addr: peer, reason })
+            Err(Error::Rejected { addr: peer, reason })
         }
     }
 }

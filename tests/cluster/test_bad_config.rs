@@ -63,12 +63,22 @@ fn a_bad_config_exits_2_naming_the_key() {
             "data.task",
         ),
         (
-            "suspect before heartbeat",
+            "down before suspect",
             good.replace(
                 "[cluster]\n",
-                "[cluster]\nheartbeat_ms = 900\nsuspect_after_ms = 800\n",
+                "[cluster]\nphi_suspect = 5.0\nphi_down = 3.0\n",
             ),
-            "cluster.suspect_after_ms",
+            "cluster.phi_down",
+        ),
+        (
+            "drift share out of range",
+            good.clone() + "\n[drift]\nshare = 1.5\n",
+            "drift.share",
+        ),
+        (
+            "unknown model kind",
+            good.clone() + "\n[model]\nkind = \"svm\"\n",
+            "kind",
         ),
     ];
     for (i, (case, contents, key)) in cases.into_iter().enumerate() {
