@@ -54,6 +54,8 @@ pub struct DataWatcher {
     report_version: Option<u64>,
     last_error: Option<String>,
     checked: Option<Instant>,
+    /// Polls done so far.
+    checks: u64,
     last_retrain: Option<Instant>,
     busy: bool,
 }
@@ -83,6 +85,7 @@ impl DataWatcher {
             report_version: None,
             last_error: None,
             checked: None,
+            checks: 0,
             last_retrain: None,
             busy: false,
         }
@@ -154,6 +157,7 @@ impl DataWatcher {
         ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
             act.busy = false;
             act.checked = Some(Instant::now());
+            act.checks += 1;
             let (mark, header, pending, rows, outcome) = match result {
                 Ok(r) => r,
                 Err(e) => {
@@ -231,6 +235,7 @@ impl DataWatcher {
             "min_rows": self.config.min_rows,
             "model_version": self.mark_version,
             "checked_ms_ago": self.checked.map(|t| t.elapsed().as_millis() as u64),
+            "checks": self.checks,
             "last_retrain_ms_ago": self.last_retrain.map(|t| t.elapsed().as_millis() as u64),
             "error": self.last_error,
             "report": self.report,

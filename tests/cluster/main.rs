@@ -12,6 +12,7 @@ mod test_bad_config;
 mod test_bad_frames;
 mod test_classification;
 mod test_console;
+mod test_drift;
 mod test_faults;
 mod test_formation;
 mod test_grow_shrink;
