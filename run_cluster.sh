@@ -8,10 +8,15 @@
 #   ./run_cluster.sh [N] --detach   all N in the background; prints their addresses and writes
 #                                   their PIDs to state/cluster.pids.
 #   ./run_cluster.sh stop           stops the nodes listed in state/cluster.pids.
+#   ./run_cluster.sh [N] --synthetic [--detach]
+#                                   a cluster on synthetic shards: node K gets its own generated
+#                                   shard (ensemble-node gen, SYNTH_ROWS rows, default 5000) and a
+#                                   config in state/conf/synthK.toml (cluster "synthetic").
 #
 # Nodes 1-4 use conf/node1.toml ... conf/node4.toml. Node K > 4 gets state/conf/nodeK.toml: a copy
 # of conf/node((K-1)%4+1).toml (so the House Prices shards are reused round-robin) with its own id,
-# state dir and a free port, seeded by node 1.
+# state dir and a free port, seeded by node 1. With --detach the script reports how long the
+# cluster took to converge and each node's memory (resident set).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -24,7 +29,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/ensemble-node"
 START_SECONDS=20
 
 usage() {
-    sed -n '2,14s/^# \{0,1\}//p' "$0"
+    sed -n '2,20s/^# \{0,1\}//p' "$0"
 }
 
 die() {
@@ -108,9 +113,51 @@ cmd_stop() {
     rm -f "$PID_FILE"
 }
 
+# A free port at or above $1, not already given to another node.
+free_port() {
+    local port=$1
+    while listening "127.0.0.1:$port" || [[ " ${USED_PORTS[*]} " == *" $port "* ]]; do
+        port=$((port + 1))
+        ((port < 65535)) || die "no free port"
+    done
+    echo "$port"
+}
+
+# The config of synthetic node K, with its generated shard (written once, then reused).
+synthetic_config_of() {
+    local k=$1 file="$GEN_CONF_DIR/synth$1.toml" shard="state/shards/synth$1.csv"
+    local port seed=""
+    mkdir -p "$GEN_CONF_DIR" state/shards
+    if [[ ! -s $shard ]]; then
+        "$BIN" gen --rows "${SYNTH_ROWS:-5000}" --features 10 --seed "$k" --out "$shard" >/dev/null
+    fi
+    port=$(free_port $((7300 + k)))
+    ((k == 1)) || seed="\"$SYNTH_SEED\""
+    cat >"$file" <<EOF
+# Written by run_cluster.sh --synthetic: node $k of the synthetic cluster.
+[node]
+id = "s$k"
+listen = "127.0.0.1:$port"
+seeds = [$seed]
+state_dir = "state/synthetic/s$k"
+
+[cluster]
+name = "synthetic"
+
+[data]
+shard = "$shard"
+label = "y"
+EOF
+    echo "$file"
+}
+
 # The config file of node K; writes it for K > 4.
 config_of() {
     local k=$1
+    if ((SYNTHETIC)); then
+        synthetic_config_of "$k"
+        return
+    fi
     if ((k <= 4)); then
         echo "conf/node$k.toml"
         return
@@ -119,12 +166,7 @@ config_of() {
     local file="$GEN_CONF_DIR/node$k.toml"
     local seed port
     seed=$(node_key conf/node1.toml listen)
-    port=$((7100 + k))
-    while listening "127.0.0.1:$port" || [[ " ${USED_PORTS[*]} " == *" $port "* ]]; do
-        port=$((port + 1))
-        ((port < 65535)) || die "no free port for node $k"
-    done
-    USED_PORTS+=("$port")
+    port=$(free_port $((7100 + k)))
     mkdir -p "$GEN_CONF_DIR"
     {
         echo "# Written by run_cluster.sh from $template: node $k, same shard, its own port."
@@ -156,22 +198,31 @@ wait_ready() {
     return 1
 }
 
-# Waits (at most 10 s) until node 1 sees all N members up; only warns if it does not.
+# Whether node K sees all N members up.
+sees_all() {
+    local k=$1 answer
+    answer=$("$BIN" ctl "${ADDRS[k - 1]}" --config "${CONFIGS[k - 1]}" --timeout-ms 2000 status \
+        2>/dev/null || true)
+    [[ $answer =~ \"members\":$N[,}] && $answer =~ \"peers_up\":$((N - 1))[,}] ]]
+}
+
+# Waits (at most 10 s) until every node sees all N members up; only warns if they do not.
 wait_formed() {
-    local i answer
+    local i k=1
     for ((i = 0; i < 100; i++)); do
-        answer=$("$BIN" ctl "${ADDRS[0]}" --config "${CONFIGS[0]}" --timeout-ms 2000 status \
-            2>/dev/null || true)
-        if [[ $answer =~ \"members\":$N[,}] && $answer =~ \"peers_up\":$((N - 1))[,}] ]]; then
-            return 0
-        fi
+        while ((k <= N)) && sees_all "$k"; do
+            k=$((k + 1))
+        done
+        ((k <= N)) || return 0
         sleep 0.1
     done
-    echo "warning: n1 does not see all $N nodes up yet: $answer" >&2
+    echo "warning: n$k does not see all $N nodes up yet" >&2
+    return 1
 }
 
 N=4
 DETACH=0
+SYNTHETIC=0
 for arg in "$@"; do
     case $arg in
     stop)
@@ -179,6 +230,7 @@ for arg in "$@"; do
         exit 0
         ;;
     --detach) DETACH=1 ;;
+    --synthetic) SYNTHETIC=1 ;;
     -h | --help)
         usage
         exit 0
@@ -202,6 +254,8 @@ ADDRS=()
 for ((k = 1; k <= N; k++)); do
     file=$(config_of "$k")
     addr=$(node_key "$file" listen)
+    USED_PORTS+=("${addr##*:}")
+    ((k > 1)) || SYNTH_SEED=$addr
     [[ -n $addr ]] || die "$file has no [node] listen address"
     if listening "$addr"; then
         die "something already listens on $addr (node $k, $file)"
@@ -247,6 +301,7 @@ start_background() {
 }
 
 if ((DETACH)); then
+    started_at=$(date +%s%N)
     for ((k = 1; k <= N; k++)); do
         start_background "$k"
     done
@@ -255,15 +310,20 @@ if ((DETACH)); then
         wait_ready "${STARTED[k - 1]}" "${ADDRS[k - 1]}" "${CONFIGS[k - 1]}" "$LOG_DIR/n$k.log"
         echo "${STARTED[k - 1]} n$k ${ADDRS[k - 1]}" >>"$PID_FILE"
     done
-    wait_formed
+    wait_formed && converged_ms=$((($(date +%s%N) - started_at) / 1000000))
     # From here on the nodes belong to the pid file, not to this script.
     DETACHED=("${STARTED[@]}")
     STARTED=()
     echo "cluster of $N nodes running in the background:"
     for ((k = 1; k <= N; k++)); do
-        printf '  n%-3s %-21s pid %-8s config %-24s log %s\n' "$k" "${ADDRS[k - 1]}" \
-            "${DETACHED[k - 1]}" "${CONFIGS[k - 1]}" "$LOG_DIR/n$k.log"
+        rss=$(awk '/^VmRSS:/ {printf "%.1f MB", $2 / 1024}' "/proc/${DETACHED[k - 1]}/status" \
+            2>/dev/null || echo "?")
+        printf '  n%-3s %-21s pid %-8s rss %-9s config %-26s log %s\n' "$k" "${ADDRS[k - 1]}" \
+            "${DETACHED[k - 1]}" "$rss" "${CONFIGS[k - 1]}" "$LOG_DIR/n$k.log"
     done
+    if [[ -n ${converged_ms:-} ]]; then
+        echo "all $N nodes started, and each sees all the others up, in ${converged_ms} ms"
+    fi
     echo "drive a node:  $BIN ctl ${ADDRS[0]} --config ${CONFIGS[0]} status"
     echo "stop them:     ./run_cluster.sh stop"
     exit 0

@@ -15,7 +15,7 @@ use crate::actors::LocalModel;
 use crate::error::Result;
 use crate::ml::{aggregate, combine_splits, load_rows, Predictions, Rows, Scores, SplitEval};
 use crate::net::Link;
-use crate::protocol::{ModelBlob, ModelSummary, Request, Response};
+use crate::protocol::{EncodedBody, ModelBlob, ModelSummary, PredictRef, Request, Response};
 
 /// Rows per request in a batch prediction.
 const BATCH_ROWS: usize = 8192;
@@ -238,12 +238,19 @@ struct Gathered {
 }
 
 async fn gather(members: &[Member], rows: &Rows, deadline_scale: u32) -> Gathered {
-    let request = Request::Predict { rows: rows.clone() };
-    let answers = join_all(
-        members
-            .iter()
-            .map(|m| m.call(request.clone(), m.deadline * deadline_scale)),
-    )
+    // Encoded once for all the remote members; this node predicts from the rows themselves.
+    let encoded = EncodedBody::new(&PredictRef::Predict { rows });
+    let answers = join_all(members.iter().map(|m| {
+        let deadline = m.deadline * deadline_scale;
+        let encoded = &encoded;
+        async move {
+            match (&m.target, encoded) {
+                (Target::Local(local), _) => Ok(local.predict(rows.clone()).await),
+                (Target::Remote(link), Ok(body)) => link.request_encoded(body, deadline).await,
+                (Target::Remote(_), Err(e)) => Err(crate::Error::Other(e.to_string())),
+            }
+        }
+    }))
     .await;
     let mut g = Gathered {
         preds: Vec::new(),

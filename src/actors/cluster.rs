@@ -14,7 +14,7 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use super::model::{LocalModel, Train};
-use super::peer::{self, Attach, Gossip, PeerActor, Relocate, Timing};
+use super::peer::{self, Attach, Gossip, PeerActor, PeerEnv, Relocate, Timing};
 use super::supervision::Supervision;
 use super::watcher::{self, DataWatcher, GetReport};
 use crate::cluster::PeerState;
@@ -137,15 +137,15 @@ impl ClusterActor {
         }
         tracing::info!(peer = %node.id, addr = %node.addr, "new member");
         let actor = {
-            let peer = PeerActor::new(
-                self.me.clone(),
-                node.clone(),
-                self.greeting.clone(),
-                self.timing,
-                ctx.address(),
-                Arc::new(self.members_view()),
-                self.supervision.clone(),
-            );
+            let env = PeerEnv {
+                me: self.me.clone(),
+                greeting: self.greeting.clone(),
+                timing: self.timing,
+                cluster: ctx.address(),
+                local: self.local.clone(),
+                supervision: self.supervision.clone(),
+            };
+            let peer = PeerActor::new(env, node.clone(), Arc::new(self.members_view()));
             Supervisor::start(move |_| peer)
         };
         self.peers.insert(

@@ -519,30 +519,38 @@ impl LocalModel {
         }
     }
 
-    /// Predicts with the current model; never waits for a training.
+    /// Predicts with the current model; never waits for a training. Big batches run on the
+    /// blocking pool.
     pub async fn predict(&self, rows: Rows) -> Response {
+        if rows.len() <= INLINE_ROWS {
+            return self.predict_now(&rows);
+        }
+        let me = self.clone();
+        blocking("prediction", move || Ok(me.predict_now(&rows)))
+            .await
+            .unwrap_or_else(|reason| Response::Error { reason })
+    }
+
+    /// Predicts on the calling thread.
+    pub fn predict_now(&self, rows: &Rows) -> Response {
         let Some(current) = self.slot.current() else {
             return Response::NoModel;
         };
-        let node = self.node.clone();
-        let inline = rows.len() <= INLINE_ROWS;
-        let run = move || {
-            current
-                .pipeline
-                .predict(&rows)
-                .map(|preds| Response::Predictions {
-                    node,
-                    version: current.summary.version,
-                    weight: current.weight,
-                    preds,
-                })
-                .map_err(|e| e.to_string())
-        };
-        let result = if inline {
-            run()
-        } else {
-            blocking("prediction", run).await
-        };
-        result.unwrap_or_else(|reason| Response::Error { reason })
+        match current.pipeline.predict(rows) {
+            Ok(preds) => Response::Predictions {
+                node: self.node.clone(),
+                version: current.summary.version,
+                weight: current.weight,
+                preds,
+            },
+            Err(e) => Response::Error {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// Whether `rows` is small enough for [`LocalModel::predict_now`] on a network thread.
+    pub fn is_quick(rows: &Rows) -> bool {
+        rows.len() <= INLINE_ROWS
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::cluster::{ClusterActor, LearnMembers, PeerChanged, PeerLeft, Serve};
+use super::model::LocalModel;
 use super::supervision::{contain, injected_fault, Supervision};
 use crate::cluster::{backoff, liveness, new_link_wins, LinkOrigin, PeerState, PhiAccrual};
 use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
@@ -40,22 +41,37 @@ pub struct PeerActor {
     attempts: u32,
     dialing: bool,
     redial: Option<SpawnHandle>,
+    /// This node's model, to answer the peer's predictions directly.
+    local: LocalModel,
     /// Set when the peer left on purpose: no more dialing.
     retired: bool,
     heartbeats: Option<SpawnHandle>,
     supervision: Supervision,
 }
 
+/// What all the peer actors of a node share.
+#[derive(Clone)]
+pub struct PeerEnv {
+    /// This node.
+    pub me: NodeInfo,
+    pub greeting: Greeting,
+    pub timing: Timing,
+    pub cluster: Addr<ClusterActor>,
+    pub local: LocalModel,
+    pub supervision: Supervision,
+}
+
 impl PeerActor {
-    pub fn new(
-        me: NodeInfo,
-        peer: NodeInfo,
-        greeting: Greeting,
-        timing: Timing,
-        cluster: Addr<ClusterActor>,
-        members: Arc<Vec<NodeInfo>>,
-        supervision: Supervision,
-    ) -> Self {
+    /// The actor for `peer`, which gossips `members` until told otherwise.
+    pub fn new(env: PeerEnv, peer: NodeInfo, members: Arc<Vec<NodeInfo>>) -> Self {
+        let PeerEnv {
+            me,
+            greeting,
+            timing,
+            cluster,
+            local,
+            supervision,
+        } = env;
         PeerActor {
             me,
             peer,
@@ -69,6 +85,7 @@ impl PeerActor {
             attempts: 0,
             dialing: false,
             redial: None,
+            local,
             retired: false,
             heartbeats: None,
             supervision,
@@ -342,6 +359,10 @@ impl Handler<FromLink> for PeerActor {
         match msg.event {
             LinkEvent::Request { id, body } => match body {
                 Request::Ping => msg.link.respond(id, Response::Pong),
+                // The hot path of a global prediction: answered here, without another hop.
+                Request::Predict { rows } if LocalModel::is_quick(&rows) => {
+                    msg.link.respond(id, self.local.predict_now(&rows));
+                }
                 body => self.cluster.do_send(Serve {
                     link: msg.link,
                     id,

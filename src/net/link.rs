@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::handshake::name;
 use super::Conn;
 use crate::error::{Error, Result};
-use crate::protocol::{Message, NodeInfo, Request, Response};
+use crate::protocol::{EncodedBody, Message, NodeInfo, Outbound, Request, Response};
 
 /// Frames queued for sending before a link counts as stuck and refuses more.
 const SEND_QUEUE: usize = 8192;
@@ -53,7 +53,7 @@ pub struct FromLink {
 }
 
 enum Outgoing {
-    Frame(Message),
+    Frame(Outbound),
     /// Resolved once every frame queued before it has been written and flushed.
     Flushed(oneshot::Sender<()>),
 }
@@ -148,10 +148,33 @@ impl Link {
 
     /// Sends `body` and waits for its response, at most `deadline`.
     pub async fn request(&self, body: Request, deadline: Duration) -> Result<Response> {
+        self.call(
+            |id| Outbound::Message(Message::Request { id, body }),
+            deadline,
+        )
+        .await
+    }
+
+    /// Like [`Link::request`], with a body encoded beforehand (one encoding for many peers).
+    pub async fn request_encoded(
+        &self,
+        body: &EncodedBody,
+        deadline: Duration,
+    ) -> Result<Response> {
+        let body = body.clone();
+        self.call(|id| Outbound::Request { id, body }, deadline)
+            .await
+    }
+
+    async fn call(
+        &self,
+        frame: impl FnOnce(u64) -> Outbound,
+        deadline: Duration,
+    ) -> Result<Response> {
         let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
-        if let Err(e) = self.send(Message::Request { id, body }) {
+        if let Err(e) = self.queue(frame(id)) {
             self.lock_pending().remove(&id);
             return Err(e);
         }
@@ -178,12 +201,16 @@ impl Link {
 
     /// Queues a one-way frame.
     pub fn send(&self, msg: Message) -> Result<()> {
+        self.queue(Outbound::Message(msg))
+    }
+
+    fn queue(&self, frame: Outbound) -> Result<()> {
         if self.is_closed() {
             return Err(Error::Closed(self.reason()));
         }
         self.inner
             .tx
-            .try_send(Outgoing::Frame(msg))
+            .try_send(Outgoing::Frame(frame))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     Error::Timeout(format!("send queue to {} is full", self.inner.peer))
@@ -233,7 +260,7 @@ impl Link {
 
     async fn write_loop(
         self,
-        mut sink: futures::stream::SplitSink<Conn, Message>,
+        mut sink: futures::stream::SplitSink<Conn, Outbound>,
         mut rx: mpsc::Receiver<Outgoing>,
     ) {
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();

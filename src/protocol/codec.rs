@@ -76,6 +76,60 @@ fn decode_body(body: &[u8]) -> Result<Option<Message>, ProtocolError> {
         .map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
+/// A request body encoded once, to be sent to many peers without encoding it again.
+#[derive(Debug, Clone)]
+pub struct EncodedBody(Bytes);
+
+impl EncodedBody {
+    /// Encodes `body` as it would be inside a `Request` message.
+    pub fn new(body: &impl serde::Serialize) -> Result<EncodedBody, ProtocolError> {
+        rmp_serde::to_vec_named(body)
+            .map(|b| EncodedBody(Bytes::from(b)))
+            .map_err(|e| ProtocolError::Encode(e.to_string()))
+    }
+}
+
+/// What a link writes: a message, or a request whose body was encoded beforehand.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(Message),
+    Request { id: u64, body: EncodedBody },
+}
+
+impl Encoder<Outbound> for FrameCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, out: Outbound, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        match out {
+            Outbound::Message(msg) => self.encode(msg, dst),
+            Outbound::Request { id, body } => {
+                // Exactly what serializing `Message::Request { id, body }` writes:
+                // {"Request": {"id": id, "body": <body>}}.
+                let mut frame = Vec::with_capacity(body.0.len() + 24);
+                let head = (|| -> Result<(), rmp::encode::ValueWriteError> {
+                    rmp::encode::write_map_len(&mut frame, 1)?;
+                    rmp::encode::write_str(&mut frame, "Request")?;
+                    rmp::encode::write_map_len(&mut frame, 2)?;
+                    rmp::encode::write_str(&mut frame, "id")?;
+                    rmp::encode::write_uint(&mut frame, id)?;
+                    rmp::encode::write_str(&mut frame, "body")?;
+                    Ok(())
+                })();
+                head.map_err(|e| ProtocolError::Encode(e.to_string()))?;
+                frame.extend_from_slice(&body.0);
+                if frame.len() > self.max {
+                    return Err(ProtocolError::Oversized {
+                        len: frame.len(),
+                        max: self.max,
+                    });
+                }
+                self.framing.encode(Bytes::from(frame), dst)?;
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Encoder<Message> for FrameCodec {
     type Error = ProtocolError;
 
@@ -180,6 +234,41 @@ mod tests {
                 .expect("whole frame");
             assert_eq!(back, msg);
             assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_pre_encoded_request_is_the_same_frame() {
+        for (id, body) in [
+            (0u64, Request::Ping),
+            (
+                300,
+                Request::Command {
+                    line: "status".into(),
+                },
+            ),
+            (u64::MAX, Request::Train),
+        ] {
+            let mut codec = FrameCodec::new(1 << 20);
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            let encoded = EncodedBody::new(&body).expect("encode body");
+            codec
+                .encode(
+                    Message::Request {
+                        id,
+                        body: body.clone(),
+                    },
+                    &mut a,
+                )
+                .expect("encode message");
+            codec
+                .encode(Outbound::Request { id, body: encoded }, &mut b)
+                .expect("encode pre-encoded");
+            assert_eq!(a, b);
+            assert_eq!(
+                codec.decode(&mut b).expect("decode"),
+                Some(Message::Request { id, body })
+            );
         }
     }
 

@@ -94,6 +94,13 @@ pub enum Request {
     PredictEnsemble { rows: Rows },
 }
 
+/// `Request::Predict` borrowing its rows: encodes exactly like the owned request, without a copy
+/// of the rows.
+#[derive(Serialize)]
+pub enum PredictRef<'a> {
+    Predict { rows: &'a Rows },
+}
+
 /// A serialized model and the node that trained it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelBlob {

@@ -8,7 +8,8 @@
 mod codec;
 mod message;
 
-pub use codec::{FrameCodec, ProtocolError};
+pub use codec::{EncodedBody, FrameCodec, Outbound, ProtocolError};
 pub use message::{
-    Message, ModelBlob, ModelSummary, NodeInfo, Request, Response, Role, PROTOCOL_VERSION,
+    Message, ModelBlob, ModelSummary, NodeInfo, PredictRef, Request, Response, Role,
+    PROTOCOL_VERSION,
 };
