@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# Benchmarks of issue 7, on loopback, on this machine: prints a Markdown table and writes it to
+# bench/results.md. Not part of CI.
+#
+#   bench/run.sh                 items 1-5 (about 4 minutes on a 2-core machine once built)
+#   bench/run.sh --with-ray      also item 6 (installs ray into bench/.venv: large download)
+#
+# Sizes (environment variables; defaults are the issue's workload):
+#   BENCH_ROWS=400000          rows per training shard (item 4, and the offline / scikit-learn fits)
+#   BENCH_FEATURES=15          feature columns of the generated shards
+#   BENCH_PREDICT_ROWS=100000  rows of the predict-file input (item 3)
+#   BENCH_NODES="2 4 8 16"     cluster sizes of item 2 (must include 4; the cluster grows)
+#   BENCH_PING_REQUESTS=20000  protocol round trips (item 1)
+#   BENCH_SEQ_REQUESTS=5000    sequential global predictions per cluster size (item 2)
+#   BENCH_LOAD_MS=5000         length of each 64-in-flight run (item 2), milliseconds
+#   BENCH_IN_FLIGHT=64         requests in flight for the throughput runs
+#   BENCH_REPEATS=3            fits per learner in the offline tree timings (median reported)
+#   BENCH_HGB_ROUNDS=400       boosting rounds (ours and HistGradientBoosting's)
+#   BENCH_SKIP_BUILD=1         use target/release/ensemble-node as it is
+#   BENCH_SKIP_DEFAULT=1       skip the default (boosted) learner in items 3-5 (the slow part)
+#   BENCH_WAIT_IDLE_S=0        wait up to this long for a 1-minute load average below 0.5 first
+#   BENCH_KEEP=1               keep the temporary directory (configs, logs, data)
+#   BENCH_OUT=bench/results.md where the report goes
+# Quick run: BENCH_ROWS=50000 BENCH_PREDICT_ROWS=20000 BENCH_NODES="2 4" BENCH_LOAD_MS=1000 \
+#            BENCH_SEQ_REQUESTS=1000 bench/run.sh
+set -euo pipefail
+
+WITH_RAY=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-ray) WITH_RAY=1 ;;
+        -h | --help)
+            sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "unknown argument: $arg (see --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+ROWS=${BENCH_ROWS:-400000}
+FEATURES=${BENCH_FEATURES:-15}
+PREDICT_ROWS=${BENCH_PREDICT_ROWS:-100000}
+NODES=${BENCH_NODES:-"2 4 8 16"}
+PING_REQUESTS=${BENCH_PING_REQUESTS:-20000}
+SEQ_REQUESTS=${BENCH_SEQ_REQUESTS:-5000}
+LOAD_MS=${BENCH_LOAD_MS:-5000}
+IN_FLIGHT=${BENCH_IN_FLIGHT:-64}
+REPEATS=${BENCH_REPEATS:-3}
+HGB_ROUNDS=${BENCH_HGB_ROUNDS:-400}
+OUT=${BENCH_OUT:-bench/results.md}
+VENV=bench/.venv
+BIN=$ROOT/target/release/ensemble-node
+
+case " $NODES " in *" 4 "*) ;; *)
+    echo "BENCH_NODES must include 4 (items 1-3 use the 4-node cluster)" >&2
+    exit 2
+    ;;
+esac
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ensemble-bench.XXXXXX")
+M=$TMP/m          # one JSON file per measurement, read by bench/report.py
+mkdir -p "$M" "$TMP/logs"
+: >"$TMP/commands"
+
+# Every node this script starts, by PID; the trap stops these and nothing else.
+PIDS=()
+
+stop_pids() {
+    local pid alive=()
+    for pid in "$@"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            alive+=("$pid")
+        fi
+    done
+    # SIGTERM makes a node leave the cluster; give it 5 s, then SIGKILL.
+    for _ in $(seq 50); do
+        local still=()
+        for pid in "${alive[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then still+=("$pid"); fi
+        done
+        alive=("${still[@]}")
+        if [ ${#alive[@]} -eq 0 ]; then break; fi
+        sleep 0.1
+    done
+    for pid in "${alive[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ ${#PIDS[@]} -gt 0 ]; then stop_pids "${PIDS[@]}"; fi
+    if [ "${BENCH_KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
+        echo "bench: temporary directory kept: $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { echo "bench: $*" >&2; }
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+# Runs a command, records it (temporary paths written as $TMP) in the report's command list.
+run() {
+    local shown
+    shown=$(printf '%q ' "$@")
+    shown=${shown//$TMP/\$TMP}
+    shown=${shown//$ROOT\//}
+    echo "${shown% }" >>"$TMP/commands"
+    "$@"
+}
+
+# note TEXT: a comment line in the report's command list.
+note() {
+    local text="$*"
+    echo "# ${text//$TMP/\$TMP}" >>"$TMP/commands"
+}
+
+# save KEY: stdin (one JSON line) → $M/KEY.json, checked to be JSON.
+save() {
+    local key=$1
+    cat >"$M/$key.json"
+    jq -e . "$M/$key.json" >/dev/null || die "$key: not JSON: $(cat "$M/$key.json")"
+}
+
+# A free loopback port (bind test; the node binds it right after).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# write_config FILE ID LISTEN SEEDS(toml list) SHARD LABEL DROP(toml list) MODEL(toml lines)
+write_config() {
+    local file=$1 id=$2 listen=$3 seeds=$4 shard=$5 label=$6 drop=$7 model=$8
+    cat >"$file" <<EOF
+[node]
+id = "$id"
+listen = "$listen"
+seeds = $seeds
+state_dir = "$TMP/state/$id"
+train_on_join = false
+
+[cluster]
+name = "bench"
+train_timeout_ms = 600000
+
+[data]
+shard = "$shard"
+label = "$label"
+task = "regression"
+drop = $drop
+
+[model]
+$model
+
+[drift]
+enabled = false
+EOF
+}
+
+ctl() { "$BIN" ctl "$1" --cluster bench "${@:2}"; }
+
+# start_node CONFIG LOG: starts one node in the background; its PID in $STARTED.
+start_node() {
+    "$BIN" --config "$1" </dev/null >/dev/null 2>"$2" &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+# wait_members ADDR N: until the node at ADDR sees N members, all up (60 s at most).
+wait_members() {
+    local addr=$1 n=$2 status
+    for _ in $(seq 600); do
+        if status=$(ctl "$addr" --timeout-ms 2000 status 2>/dev/null) &&
+            [ "$(jq -r '"\(.members) \(.peers_up)"' <<<"$status")" = "$n $((n - 1))" ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "the node at $addr did not see $n members up within 60 s; last status: ${status:-none}"
+}
+
+vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------------------------------------
+# Build and machine facts.
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    log "cargo build --release"
+    cargo build --release >&2
+fi
+[ -x "$BIN" ] || die "$BIN is missing"
+
+# The machine is shared: say how busy it was (1-minute load average) at the start and the end.
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+if [ "${BENCH_WAIT_IDLE_S:-0}" -gt 0 ]; then
+    for _ in $(seq "$BENCH_WAIT_IDLE_S"); do
+        awk '{exit !($1 < 0.5)}' /proc/loadavg && break
+        sleep 1
+    done
+    LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+fi
+log "load average at start: $LOAD_START"
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then COMMIT="$COMMIT (src modified)"; fi
+CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+jq -n --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg nproc "$(nproc)" --arg cpu "${CPU:-unknown}" \
+    --arg mem "$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)" \
+    --arg kernel "$(uname -r)" --arg rustc "$(rustc --version 2>/dev/null || echo unknown)" \
+    --arg commit "$COMMIT" --arg rows "$ROWS" --arg features "$FEATURES" \
+    --arg predict_rows "$PREDICT_ROWS" --arg nodes "$NODES" --arg in_flight "$IN_FLIGHT" \
+    --arg load_ms "$LOAD_MS" --arg seq "$SEQ_REQUESTS" --arg ping "$PING_REQUESTS" \
+    --arg repeats "$REPEATS" --arg hgb_rounds "$HGB_ROUNDS" --arg args "$*" --arg load_start "$LOAD_START" \
+    '$ARGS.named' | save meta
+
+# ---------------------------------------------------------------------------------------------
+# Data: four training shards and one predict-file input, seeded.
+
+log "generating 4 × $ROWS × $FEATURES rows and $PREDICT_ROWS rows to predict"
+SHARDS=()
+seed=1
+for s in A B C D; do
+    run "$BIN" gen --rows "$ROWS" --features "$FEATURES" --seed $seed --out "$TMP/big$s.csv" >/dev/null
+    SHARDS+=("$TMP/big$s.csv")
+    seed=$((seed + 1))
+done
+run "$BIN" gen --rows "$PREDICT_ROWS" --features "$FEATURES" --seed 99 --out "$TMP/predict.csv" >/dev/null
+
+TREE_MODEL='kind = "tree"
+max_depth = 3
+max_leaf_nodes = 10'
+DEFAULT_MODEL='# the default learner (boosted); no keys'
+
+# ---------------------------------------------------------------------------------------------
+# Items 4 and 3: global training of 4 × ROWS (tree, then the default learner), then predict-file.
+
+# train_cluster NAME MODEL
+train_cluster() {
+    local name=$1 model=$2 port addr i pids=() started answer
+    port=$(free_port)
+    addr=127.0.0.1:$port
+    for i in 1 2 3 4; do
+        local seeds='[]' listen=127.0.0.1:0
+        if [ $i -eq 1 ]; then listen=$addr; else seeds="[\"$addr\"]"; fi
+        write_config "$TMP/$name-n$i.toml" "$name$i" "$listen" "$seeds" "${SHARDS[$((i - 1))]}" y '[]' "$model"
+        start_node "$TMP/$name-n$i.toml" "$TMP/logs/$name-n$i.log"
+        pids+=("$STARTED")
+        if [ $i -eq 1 ]; then wait_members "$addr" 1; fi
+    done
+    wait_members "$addr" 4
+    note "4 nodes, shards big{A,B,C,D}.csv, [model] $name; configs $TMP/$name-n{1..4}.toml, node 1 at $addr"
+    log "$name: 4 nodes up; train (training + cross-validation)"
+    started=$(date +%s%N)
+    answer=$(run "$BIN" ctl "$addr" --cluster bench train)
+    local wall_ms=$((($(date +%s%N) - started) / 1000000))
+    jq -e '.ok' <<<"$answer" >/dev/null || die "$name: train failed: $answer"
+    local hwm=()
+    for i in "${pids[@]}"; do hwm+=("$(vm_hwm_kb "$i")"); done
+    jq -c --arg wall "$wall_ms" --arg hwm "${hwm[*]}" \
+        '{wall_ms: ($wall | tonumber), ms, nodes, ensemble, rss_kb: ($hwm | split(" ") | map(tonumber))}' \
+        <<<"$answer" | save "train_$name"
+
+    if [ "$name" = tree ]; then
+        # Item 2 with a light model: the fan-out's own cost (15 numeric features, depth-3 trees).
+        log "$name: $SEQ_REQUESTS sequential predictions, then $IN_FLIGHT in flight for $LOAD_MS ms"
+        head -n 2001 "$TMP/predict.csv" >"$TMP/rows2k.csv"
+        run "$BIN" bench "$addr" --cluster bench --rows-from "$TMP/rows2k.csv" --requests 500 >/dev/null
+        run "$BIN" bench "$addr" --cluster bench --rows-from "$TMP/rows2k.csv" --requests "$SEQ_REQUESTS" \
+            --in-flight 1 | save seq_tree4
+        run "$BIN" bench "$addr" --cluster bench --rows-from "$TMP/rows2k.csv" --requests 10000000 \
+            --in-flight "$IN_FLIGHT" --duration-ms "$LOAD_MS" | save load_tree4
+    fi
+    log "$name: predict-file on $PREDICT_ROWS rows"
+    run "$BIN" ctl "$addr" --cluster bench predict-file "$TMP/predict.csv" "$TMP/predict-$name.out.csv" |
+        jq -c --arg hwm "$(vm_hwm_kb "${pids[0]}")" '. + {coordinator_hwm_kb: ($hwm | tonumber)}' |
+        save "predict_file_$name"
+    jq -e '.ok' "$M/predict_file_$name.json" >/dev/null || die "$name: predict-file failed"
+    stop_pids "${pids[@]}"
+}
+
+train_cluster tree "$TREE_MODEL"
+if [ "${BENCH_SKIP_DEFAULT:-0}" != 1 ]; then
+    train_cluster default "$DEFAULT_MODEL"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Item 5: our fits in one process (offline) and scikit-learn's, on shard A.
+
+log "offline fits on shard A ($REPEATS × each tree)"
+printf '[model]\n%s\n' "$TREE_MODEL" >"$TMP/offline-d3.toml"
+printf '[model]\nkind = "tree"\nmax_depth = 8\n' >"$TMP/offline-d8.toml"
+printf '[model]\nn_rounds = %s\n' "$HGB_ROUNDS" >"$TMP/offline-default.toml"
+repeat_a=()
+for _ in $(seq "$REPEATS"); do repeat_a+=("${SHARDS[0]}"); done
+for m in d3 d8; do
+    run "$BIN" offline --label y --task regression --config "$TMP/offline-$m.toml" "${repeat_a[@]}" |
+        jq -c '{train_ms: [.nodes[].train_ms], rmse: .splits[0].rmse}' | save "offline_$m"
+done
+if [ "${BENCH_SKIP_DEFAULT:-0}" != 1 ]; then
+    run "$BIN" offline --label y --task regression --config "$TMP/offline-default.toml" "${SHARDS[0]}" |
+        jq -c '{train_ms: [.nodes[].train_ms], rmse: .splits[0].rmse}' | save offline_default
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    run python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import sklearn, pandas' 2>/dev/null; then
+    log "pip install scikit-learn pandas"
+    run "$VENV/bin/pip" install -q scikit-learn pandas >&2
+fi
+log "scikit-learn fits on shard A"
+for _ in $(seq "$REPEATS"); do
+    run "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only d3,d8 --hgb-rounds "$HGB_ROUNDS"
+done | jq -cs '{d3: [.[].d3], d8: [.[].d8], sklearn: .[0].sklearn, rows_train: .[0].rows_train}' |
+    save sklearn_trees
+if [ "${BENCH_SKIP_DEFAULT:-0}" != 1 ]; then
+    run "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only hgb --hgb-rounds "$HGB_ROUNDS" |
+        save sklearn_hgb
+    log "HistGradientBoosting on one thread"
+    run env OMP_NUM_THREADS=1 "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only hgb \
+        --hgb-rounds "$HGB_ROUNDS" | save sklearn_hgb_1t
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Items 1 and 2: a House Prices cluster (the default learner on shards A-D, round-robin beyond 4
+# nodes, as run_cluster.sh does), grown through BENCH_NODES; rows from shards/house_prices/test.csv.
+
+HP=$ROOT/shards/house_prices
+HP_PORT=$(free_port)
+HP_ADDR=127.0.0.1:$HP_PORT
+HP_PIDS=()
+have=0
+for n in $NODES; do
+    while [ $have -lt "$n" ]; do
+        have=$((have + 1))
+        shard=$(echo A B C D | cut -d' ' -f$(((have - 1) % 4 + 1)))
+        seeds='[]' listen=127.0.0.1:0
+        if [ $have -eq 1 ]; then listen=$HP_ADDR; else seeds="[\"$HP_ADDR\"]"; fi
+        write_config "$TMP/hp-n$have.toml" "hp$have" "$listen" "$seeds" "$HP/$shard.csv" SalePrice '["Id"]' \
+            "$DEFAULT_MODEL"
+        start_node "$TMP/hp-n$have.toml" "$TMP/logs/hp-n$have.log"
+        HP_PIDS+=("$STARTED")
+        if [ $have -eq 1 ]; then wait_members "$HP_ADDR" 1; fi
+    done
+    wait_members "$HP_ADDR" "$n"
+    note "House Prices cluster, $n nodes (configs $TMP/hp-n*.toml, node 1 at $HP_ADDR)"
+    log "house prices, $n nodes: train"
+    answer=$(run "$BIN" ctl "$HP_ADDR" --cluster bench train)
+    jq -e '.ok' <<<"$answer" >/dev/null || die "house prices, $n nodes: train failed: $answer"
+    if [ "$n" = "$(echo "$NODES" | awk '{print $1}')" ]; then
+        log "protocol round trips ($PING_REQUESTS pings, 1 in flight)"
+        run "$BIN" bench "$HP_ADDR" --cluster bench --ping --requests 2000 >/dev/null
+        run "$BIN" bench "$HP_ADDR" --cluster bench --ping --requests "$PING_REQUESTS" --in-flight 1 | save ping
+    fi
+    log "house prices, $n nodes: $SEQ_REQUESTS sequential predictions, then $IN_FLIGHT in flight for $LOAD_MS ms"
+    run "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests 500 >/dev/null
+    run "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests "$SEQ_REQUESTS" \
+        --in-flight 1 | save "seq_$n"
+    run "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests 10000000 \
+        --in-flight "$IN_FLIGHT" --duration-ms "$LOAD_MS" | save "load_$n"
+    sleep 1
+done
+stop_pids "${HP_PIDS[@]}"
+
+# ---------------------------------------------------------------------------------------------
+# Item 6 (optional): Ray actors with scikit-learn pipelines on the same House Prices shards.
+
+if [ $WITH_RAY = 1 ]; then
+    if ! "$VENV/bin/python" -c 'import ray' 2>/dev/null; then
+        log "pip install ray (large)"
+        run "$VENV/bin/pip" install -q ray >&2
+    fi
+    log "Ray baseline"
+    run "$VENV/bin/python" bench/ray_baseline.py --shards "$HP"/{A,B,C,D}.csv --rows-from "$HP/test.csv" \
+        --seq-requests "$((SEQ_REQUESTS < 1000 ? SEQ_REQUESTS : 1000))" --in-flight "$IN_FLIGHT" \
+        --duration-ms "$LOAD_MS" | save ray
+fi
+
+# ---------------------------------------------------------------------------------------------
+
+jq -c --arg l "$(cut -d' ' -f1 /proc/loadavg)" '. + {load_end: $l}' "$M/meta.json" >"$M/meta.json.tmp"
+mv "$M/meta.json.tmp" "$M/meta.json"
+
+python3 bench/report.py "$M" "$TMP/commands" >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+cat "$OUT"
+log "written to $OUT"
