@@ -21,4 +21,5 @@ mod test_kill_restart;
 mod test_load;
 mod test_pause;
 mod test_refusal;
+mod test_slow_clients;
 mod test_training;

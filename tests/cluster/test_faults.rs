@@ -63,3 +63,22 @@ fn fault_injection_is_off_by_default() {
     assert_eq!(f["ok"], false, "{f}");
     assert!(f["error"].as_str().is_some_and(|e| e.contains("[testing]")));
 }
+
+#[test]
+fn an_actor_that_keeps_failing_stops_the_node_cleanly() {
+    let mut cluster = Cluster::start_with("fault-loop", 1, |spec| {
+        spec.toml("[testing]\nfaults = true")
+    });
+    let node = cluster.at(0);
+    // The budget is 5 restarts in 10 s: the sixth failure stops the node.
+    for _ in 0..6 {
+        let f = node.command("fault model");
+        assert_eq!(f["ok"], true, "{f}");
+        assert!(node.wait_for_log("injected fault", Duration::from_secs(2)));
+    }
+    let status = node
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| node.fail("still running after six failures in a row"));
+    assert_eq!(status.code(), Some(3), "{status}");
+    assert!(node.log().contains("too many restarts"));
+}
