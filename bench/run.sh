@@ -40,7 +40,8 @@ for arg in "$@"; do
     esac
 done
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 ROWS=${BENCH_ROWS:-400000}
@@ -55,146 +56,11 @@ REPEATS=${BENCH_REPEATS:-3}
 HGB_ROUNDS=${BENCH_HGB_ROUNDS:-400}
 OUT=${BENCH_OUT:-bench/results.md}
 VENV=bench/.venv
-BIN=$ROOT/target/release/ensemble-node
 
 case " $NODES " in *" 4 "*) ;; *)
-    echo "BENCH_NODES must include 4 (items 1-3 use the 4-node cluster)" >&2
-    exit 2
+    die "BENCH_NODES must include 4 (items 1-3 use the 4-node cluster)"
     ;;
 esac
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/ensemble-bench.XXXXXX")
-M=$TMP/m          # one JSON file per measurement, read by bench/report.py
-mkdir -p "$M" "$TMP/logs"
-: >"$TMP/commands"
-
-# Every node this script starts, by PID; the trap stops these and nothing else.
-PIDS=()
-
-stop_pids() {
-    local pid alive=()
-    for pid in "$@"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            alive+=("$pid")
-        fi
-    done
-    # SIGTERM makes a node leave the cluster; give it 5 s, then SIGKILL.
-    for _ in $(seq 50); do
-        local still=()
-        for pid in "${alive[@]}"; do
-            if kill -0 "$pid" 2>/dev/null; then still+=("$pid"); fi
-        done
-        alive=("${still[@]}")
-        if [ ${#alive[@]} -eq 0 ]; then break; fi
-        sleep 0.1
-    done
-    for pid in "${alive[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ ${#PIDS[@]} -gt 0 ]; then stop_pids "${PIDS[@]}"; fi
-    if [ "${BENCH_KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
-        echo "bench: temporary directory kept: $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-log() { echo "bench: $*" >&2; }
-
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
-
-# Runs a command, records it (temporary paths written as $TMP) in the report's command list.
-run() {
-    local shown
-    shown=$(printf '%q ' "$@")
-    shown=${shown//$TMP/\$TMP}
-    shown=${shown//$ROOT\//}
-    echo "${shown% }" >>"$TMP/commands"
-    "$@"
-}
-
-# note TEXT: a comment line in the report's command list.
-note() {
-    local text="$*"
-    echo "# ${text//$TMP/\$TMP}" >>"$TMP/commands"
-}
-
-# save KEY: stdin (one JSON line) → $M/KEY.json, checked to be JSON.
-save() {
-    local key=$1
-    cat >"$M/$key.json"
-    jq -e . "$M/$key.json" >/dev/null || die "$key: not JSON: $(cat "$M/$key.json")"
-}
-
-# A free loopback port (bind test; the node binds it right after).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# write_config FILE ID LISTEN SEEDS(toml list) SHARD LABEL DROP(toml list) MODEL(toml lines)
-write_config() {
-    local file=$1 id=$2 listen=$3 seeds=$4 shard=$5 label=$6 drop=$7 model=$8
-    cat >"$file" <<EOF
-[node]
-id = "$id"
-listen = "$listen"
-seeds = $seeds
-state_dir = "$TMP/state/$id"
-train_on_join = false
-
-[cluster]
-name = "bench"
-train_timeout_ms = 600000
-
-[data]
-shard = "$shard"
-label = "$label"
-task = "regression"
-drop = $drop
-
-[model]
-$model
-
-[drift]
-enabled = false
-EOF
-}
-
-ctl() { "$BIN" ctl "$1" --cluster bench "${@:2}"; }
-
-# start_node CONFIG LOG: starts one node in the background; its PID in $STARTED.
-start_node() {
-    "$BIN" --config "$1" </dev/null >/dev/null 2>"$2" &
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
-
-# wait_members ADDR N: until the node at ADDR sees N members, all up (60 s at most).
-wait_members() {
-    local addr=$1 n=$2 status
-    for _ in $(seq 600); do
-        if status=$(ctl "$addr" --timeout-ms 2000 status 2>/dev/null) &&
-            [ "$(jq -r '"\(.members) \(.peers_up)"' <<<"$status")" = "$n $((n - 1))" ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "the node at $addr did not see $n members up within 60 s; last status: ${status:-none}"
-}
-
-vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 # ---------------------------------------------------------------------------------------------
 # Build and machine facts.
@@ -241,36 +107,25 @@ for s in A B C D; do
 done
 run "$BIN" gen --rows "$PREDICT_ROWS" --features "$FEATURES" --seed 99 --out "$TMP/predict.csv" >/dev/null
 
-TREE_MODEL='kind = "tree"
-max_depth = 3
-max_leaf_nodes = 10'
-DEFAULT_MODEL='# the default learner (boosted); no keys'
-
 # ---------------------------------------------------------------------------------------------
 # Items 4 and 3: global training of 4 × ROWS (tree, then the default learner), then predict-file.
 
+big_shard() { echo "${SHARDS[$(($1 - 1))]}"; }
+
 # train_cluster NAME MODEL
 train_cluster() {
-    local name=$1 model=$2 port addr i pids=() started answer
-    port=$(free_port)
-    addr=127.0.0.1:$port
-    for i in 1 2 3 4; do
-        local seeds='[]' listen=127.0.0.1:0
-        if [ $i -eq 1 ]; then listen=$addr; else seeds="[\"$addr\"]"; fi
-        write_config "$TMP/$name-n$i.toml" "$name$i" "$listen" "$seeds" "${SHARDS[$((i - 1))]}" y '[]' "$model"
-        start_node "$TMP/$name-n$i.toml" "$TMP/logs/$name-n$i.log"
-        pids+=("$STARTED")
-        if [ $i -eq 1 ]; then wait_members "$addr" 1; fi
-    done
-    wait_members "$addr" 4
+    local name=$1 model=$2 addr answer started
+    start_cluster "$name" 4 big_shard y '[]' "$model"
+    addr=$CLUSTER_ADDR
+    local pids=("${CLUSTER_PIDS[@]}")
     note "4 nodes, shards big{A,B,C,D}.csv, [model] $name; configs $TMP/$name-n{1..4}.toml, node 1 at $addr"
     log "$name: 4 nodes up; train (training + cross-validation)"
     started=$(date +%s%N)
     answer=$(run "$BIN" ctl "$addr" --cluster bench train)
     local wall_ms=$((($(date +%s%N) - started) / 1000000))
     jq -e '.ok' <<<"$answer" >/dev/null || die "$name: train failed: $answer"
-    local hwm=()
-    for i in "${pids[@]}"; do hwm+=("$(vm_hwm_kb "$i")"); done
+    local hwm=() pid
+    for pid in "${pids[@]}"; do hwm+=("$(vm_hwm_kb "$pid")"); done
     jq -c --arg wall "$wall_ms" --arg hwm "${hwm[*]}" \
         '{wall_ms: ($wall | tonumber), ms, nodes, ensemble, rss_kb: ($hwm | split(" ") | map(tonumber))}' \
         <<<"$answer" | save "train_$name"
@@ -341,19 +196,16 @@ fi
 # Items 1 and 2: a House Prices cluster (the default learner on shards A-D, round-robin beyond 4
 # nodes, as run_cluster.sh does), grown through BENCH_NODES; rows from shards/house_prices/test.csv.
 
-HP=$ROOT/shards/house_prices
-HP_PORT=$(free_port)
-HP_ADDR=127.0.0.1:$HP_PORT
+HP_ADDR=127.0.0.1:$(free_port)
 HP_PIDS=()
 have=0
 for n in $NODES; do
     while [ $have -lt "$n" ]; do
         have=$((have + 1))
-        shard=$(echo A B C D | cut -d' ' -f$(((have - 1) % 4 + 1)))
         seeds='[]' listen=127.0.0.1:0
         if [ $have -eq 1 ]; then listen=$HP_ADDR; else seeds="[\"$HP_ADDR\"]"; fi
-        write_config "$TMP/hp-n$have.toml" "hp$have" "$listen" "$seeds" "$HP/$shard.csv" SalePrice '["Id"]' \
-            "$DEFAULT_MODEL"
+        write_config "$TMP/hp-n$have.toml" "hp$have" "$listen" "$seeds" "$(hp_shard $have)" SalePrice \
+            '["Id"]' "$DEFAULT_MODEL"
         start_node "$TMP/hp-n$have.toml" "$TMP/logs/hp-n$have.log"
         HP_PIDS+=("$STARTED")
         if [ $have -eq 1 ]; then wait_members "$HP_ADDR" 1; fi
