@@ -21,7 +21,7 @@ die() {
     exit 1
 }
 
-# stop_pids PID...: SIGTERM (a node leaves its cluster), SIGKILL after 5 s.
+# stop_pids PID...: SIGTERM (a node leaves its cluster), SIGKILL after $STOP_GRACE_S (5) s.
 stop_pids() {
     local pid alive=()
     for pid in "$@"; do
@@ -30,7 +30,7 @@ stop_pids() {
             alive+=("$pid")
         fi
     done
-    for _ in $(seq 50); do
+    for _ in $(seq $((${STOP_GRACE_S:-5} * 10))); do
         local still=()
         for pid in "${alive[@]}"; do
             if kill -0 "$pid" 2>/dev/null; then still+=("$pid"); fi

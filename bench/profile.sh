@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Where the time goes, for the targets bench/run.sh reports as missed. Not part of CI.
+#
+#   bench/profile.sh          about 3 minutes; prints the summaries (bench/profile.md quotes them)
+#
+# 1. CPU time per global prediction of every process (user / system, from /proc/PID/stat), one
+#    request at a time and 64 in flight: a 4-node House Prices cluster (default learner) and a
+#    4-node synthetic cluster (depth-3 trees, 15 numeric features).
+# 2. callgrind on node 1 (the coordinator) of each workload below; the counters are zeroed
+#    before the measured part and dumped after it:
+#    a. 2,000 sequential one-row global predictions, House Prices, default learner;
+#    b. predict-file on 20,000 rows, synthetic cluster, depth-3 trees;
+#    c. train on 4 × PROFILE_TRAIN_ROWS rows (default 100,000), depth-3 trees.
+# 3. massif on node 1 during (c): the peak heap by allocating function.
+# (`perf stat -e instructions` is not supported on this VM, hence valgrind.)
+#
+# BENCH_SKIP_BUILD=1 uses target/release/ensemble-node as it is; BENCH_KEEP=1 keeps the raw
+# profiles (printed path).
+set -euo pipefail
+
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+TRAIN_ROWS=${PROFILE_TRAIN_ROWS:-100000}
+STOP_GRACE_S=60 # a node under valgrind takes a while to write its profile and exit
+command -v valgrind >/dev/null || die "valgrind is needed (apt-get install valgrind)"
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    log "cargo build --release"
+    cargo build --release >&2
+fi
+echo "commit $(git rev-parse --short HEAD); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# A node under valgrind runs ~50× slower: give it room before its peers call it down.
+SLOW='heartbeat_ms = 2000
+acceptable_pause_ms = 60000
+request_timeout_ms = 60000'
+
+for s in A B C D; do
+    "$BIN" gen --rows 20000 --features 15 --seed "$(printf '%d' "'$s")" --out "$TMP/small$s.csv" >/dev/null
+    "$BIN" gen --rows "$TRAIN_ROWS" --features 15 --seed "$(printf '%d' "'$s")" --out "$TMP/train$s.csv" >/dev/null
+done
+"$BIN" gen --rows 20000 --features 15 --seed 99 --out "$TMP/predict.csv" >/dev/null
+head -n 2001 "$TMP/predict.csv" >"$TMP/rows2k.csv"
+small_shard() { echo "$TMP/small$(echo A B C D | cut -d' ' -f"$1").csv"; }
+train_shard() { echo "$TMP/train$(echo A B C D | cut -d' ' -f"$1").csv"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# cpu_per_request NAME ROWS_CSV: CPU µs per request of each node and of the client.
+cpu_per_request() {
+    local name=$1 rows=$2 inflight n before after i line
+    for spec in "1 3000" "64 30000"; do
+        read -r inflight n <<<"$spec"
+        "$BIN" bench "$CLUSTER_ADDR" --cluster bench --rows-from "$rows" --requests 500 >/dev/null
+        before=()
+        for i in "${CLUSTER_PIDS[@]}"; do before+=("$(cpu_ticks "$i")"); done
+        line=$( { /usr/bin/time -f '%U %S' "$BIN" bench "$CLUSTER_ADDR" --cluster bench --rows-from "$rows" \
+            --requests "$n" --in-flight "$inflight" 2>"$TMP/time"; } | jq -r '"p50 \(.p50_us) µs, \(.per_s)/s"')
+        printf '  %-10s %2s in flight: %-22s CPU µs per request (user+system):' "$name" "$inflight" "$line"
+        i=0
+        for pid in "${CLUSTER_PIDS[@]}"; do
+            read -r u0 s0 <<<"${before[$i]}"
+            read -r u1 s1 < <(cpu_ticks "$pid")
+            printf ' n%d %d+%d' $((i + 1)) $(((u1 - u0) * TICK_US / n)) $(((s1 - s0) * TICK_US / n))
+            i=$((i + 1))
+        done
+        awk -v n="$n" '{printf " client %d+%d\n", $1 * 1e6 / n, $2 * 1e6 / n}' "$TMP/time"
+    done
+}
+
+echo
+echo "== 1. CPU per global prediction (4 nodes)"
+start_cluster hp 4 hp_shard SalePrice '["Id"]' "$DEFAULT_MODEL"
+ctl "$CLUSTER_ADDR" train | jq -e .ok >/dev/null
+cpu_per_request "hp" "$HP/test.csv"
+stop_pids "${CLUSTER_PIDS[@]}"
+start_cluster tree 4 small_shard y '[]' "$TREE_MODEL"
+ctl "$CLUSTER_ADDR" train | jq -e .ok >/dev/null
+cpu_per_request "tree" "$TMP/rows2k.csv"
+stop_pids "${CLUSTER_PIDS[@]}"
+
+CG=(valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p")
+
+echo
+echo "== 2a. callgrind, node 1: 2,000 sequential one-row predictions, House Prices, default learner"
+start_cluster cghp 4 hp_shard SalePrice '["Id"]' "$DEFAULT_MODEL" "$SLOW" "${CG[@]}"
+V=${CLUSTER_PIDS[0]}
+ctl "$CLUSTER_ADDR" train | jq -e .ok >/dev/null
+"$BIN" bench "$CLUSTER_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests 100 >/dev/null
+callgrind_control -z "$V" >/dev/null 2>&1
+"$BIN" bench "$CLUSTER_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests 2000 --timeout-ms 60000 |
+    jq -c '{p50_us, errors}'
+callgrind_control -d "$V" >/dev/null 2>&1
+python3 bench/profile_summary.py callgrind "$(ls -t "$TMP"/cg."$V".* | head -1)" 2000
+stop_pids "${CLUSTER_PIDS[@]}"
+
+echo
+echo "== 2b. callgrind, node 1: predict-file 20,000 rows, depth-3 trees"
+start_cluster cgpf 4 small_shard y '[]' "$TREE_MODEL" "$SLOW" "${CG[@]}"
+V=${CLUSTER_PIDS[0]}
+ctl "$CLUSTER_ADDR" train | jq -e .ok >/dev/null
+callgrind_control -z "$V" >/dev/null 2>&1
+ctl "$CLUSTER_ADDR" predict-file "$TMP/predict.csv" "$TMP/predict.out.csv" | jq -c '{ok, rows, ms}'
+callgrind_control -d "$V" >/dev/null 2>&1
+python3 bench/profile_summary.py callgrind "$(ls -t "$TMP"/cg."$V".* | head -1)" 20000
+stop_pids "${CLUSTER_PIDS[@]}"
+
+echo
+echo "== 2c. callgrind, node 1: train, 4 × $TRAIN_ROWS rows, depth-3 trees"
+start_cluster cgtr 4 train_shard y '[]' "$TREE_MODEL" "$SLOW" "${CG[@]}"
+V=${CLUSTER_PIDS[0]}
+callgrind_control -z "$V" >/dev/null 2>&1
+ctl "$CLUSTER_ADDR" train | jq -c '{ok, ms, train_ms: [.nodes[].train_ms]}'
+callgrind_control -d "$V" >/dev/null 2>&1
+python3 bench/profile_summary.py callgrind "$(ls -t "$TMP"/cg."$V".* | head -1)" 1
+stop_pids "${CLUSTER_PIDS[@]}"
+
+echo
+echo "== 3. massif, node 1: train, 4 × $TRAIN_ROWS rows, depth-3 trees (heap at the peak)"
+start_cluster mstr 4 train_shard y '[]' "$TREE_MODEL" "$SLOW" valgrind --tool=massif \
+    --massif-out-file="$TMP/massif.out"
+ctl "$CLUSTER_ADDR" train | jq -c '{ok, ms}'
+for pid in "${CLUSTER_PIDS[@]:1}"; do echo "  VmHWM of a native peer: $(vm_hwm_kb "$pid") kB"; done
+stop_pids "${CLUSTER_PIDS[@]}"
+python3 bench/profile_summary.py massif "$TMP/massif.out"
