@@ -140,6 +140,18 @@ fn big_node(name: &str, rows: usize) -> (Node, PathBuf) {
     (node, state)
 }
 
+/// `ctl ... train local` on its own thread (it returns when the training ends).
+fn retrain_in_background(node: &Node) -> thread::JoinHandle<crate::util::Ran> {
+    let addr = node.addr();
+    let auth = [
+        "--cluster",
+        crate::util::CLUSTER,
+        "--secret",
+        crate::util::SECRET,
+    ];
+    thread::spawn(move || crate::util::ctl(addr, &auth, &["train", "local"]))
+}
+
 fn row() -> String {
     r#"{"x0": 0.5, "x1": 0.2, "x2": 0.9, "x3": 0.4, "x4": 0.7, "x5": 0.1, "x6": 0.3, "x7": 0.8}"#
         .to_string()
@@ -149,19 +161,7 @@ fn row() -> String {
 fn predictions_never_wait_for_training() {
     let (mut node, _state) = big_node("double-buffer", 60_000);
     let before = version(&mut node).expect("a model");
-    let addr = node.addr();
-    let retrain = thread::spawn(move || {
-        crate::util::ctl(
-            addr,
-            &[
-                "--cluster",
-                crate::util::CLUSTER,
-                "--secret",
-                crate::util::SECRET,
-            ],
-            &["train", "local"],
-        )
-    });
+    let retrain = retrain_in_background(&node);
     let mut answers: Vec<(u64, Duration)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut after_swap = 0;
@@ -205,19 +205,7 @@ fn predictions_never_wait_for_training() {
 fn a_node_killed_while_retraining_comes_back_with_its_last_model() {
     let (mut node, state) = big_node("kill-retrain", 60_000);
     let before = version(&mut node).expect("a model");
-    let addr = node.addr();
-    let retrain = thread::spawn(move || {
-        crate::util::ctl(
-            addr,
-            &[
-                "--cluster",
-                crate::util::CLUSTER,
-                "--secret",
-                crate::util::SECRET,
-            ],
-            &["train", "local"],
-        )
-    });
+    let retrain = retrain_in_background(&node);
     assert!(
         wait_until(Duration::from_secs(10), || node.status()["training"]
             == true),
