@@ -347,7 +347,14 @@ EOF
 # Node 1 runs as a child we wait for, so that a SIGTERM to this script stops it too. A background
 # child's stdin would be /dev/null; hand it this script's stdin (the terminal) through fd 3.
 exec 3<&0
-"$BIN" --config "${CONFIGS[0]}" <&3 3<&- 2>"$LOG_DIR/n1.log" &
+if [[ -t 0 ]]; then
+    "$BIN" --config "${CONFIGS[0]}" <&3 3<&- 2>"$LOG_DIR/n1.log" &
+else
+    # Commands piped in are held until every node sees the others, so the first one (say,
+    # `train`) involves the whole cluster rather than whoever has joined so far.
+    { wait_formed >/dev/null 2>&1 || true; cat <&3; } 3<&3 | "$BIN" --config "${CONFIGS[0]}" \
+        2>"$LOG_DIR/n1.log" &
+fi
 NODE1=$!
 STARTED+=("$NODE1")
 exec 3<&-

@@ -190,6 +190,9 @@ pub fn render_human(result: &Value) -> String {
             .collect::<Vec<_>>()
             .join("\n");
     }
+    if result.get("matrix").is_some() {
+        return render_matrix(result);
+    }
     if let Some(peers) = result.get("peers").and_then(Value::as_array) {
         if peers.is_empty() {
             return "no peers".into();
@@ -218,6 +221,79 @@ pub fn render_human(result: &Value) -> String {
             .join("\n"),
         None => result.to_string(),
     }
+}
+
+/// The score matrix of `train` / `evaluate` as a table: one row per model, one column per
+/// validation split, each model's mean, then the ensemble per split and overall.
+fn render_matrix(r: &Value) -> String {
+    let names = |key: &str| -> Vec<String> {
+        r[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (models, splits) = (names("models"), names("splits"));
+    let metric = r["metric"].as_str().unwrap_or("score");
+    let cell = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+    let mut out = format!("{:<16}", format!("{metric} of"));
+    for s in &splits {
+        out.push_str(&format!(" {:>9}", format!("on {s}")));
+    }
+    out.push_str(&format!(" {:>9}", "mean"));
+    for (i, m) in models.iter().enumerate() {
+        out.push_str(&format!("\n{:<16}", format!("model {m}")));
+        for j in 0..splits.len() {
+            out.push_str(&format!(" {:>9}", cell(&r["matrix"][i][j])));
+        }
+        out.push_str(&format!(" {:>9}", cell(&r["model_mean"][i])));
+    }
+    out.push_str(&format!("\n{:<16}", "ensemble"));
+    for s in &splits {
+        out.push_str(&format!(" {:>9}", cell(&r["ensemble_by_split"][s][metric])));
+    }
+    let overall: Vec<String> = r["ensemble"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k} {}",
+                        v.as_f64().map_or("-".into(), |x| format!("{x:.4}"))
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&format!("\nensemble on all splits: {}", overall.join(", ")));
+    let failed: Vec<String> = r["failed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    format!(
+                        "{} ({})",
+                        f["id"].as_str().unwrap_or("?"),
+                        f["error"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !failed.is_empty() {
+        out.push_str(&format!("\nfailed: {}", failed.join(", ")));
+    }
+    if let Some(ms) = r["ms"].as_u64() {
+        out.push_str(&format!(
+            "\n{} models, {} splits, {ms} ms",
+            models.len(),
+            splits.len()
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -297,6 +373,34 @@ mod tests {
         // Keys come in JSON object order (sorted).
         assert_eq!(render_human(&status), "members: 3\nnode: n1");
         assert!(render_human(&help()).contains("quit"));
+        let trained = json!({
+            "ok": true, "metric": "rmsle", "models": ["n1", "n2"], "splits": ["n1", "n2"],
+            "matrix": [[0.1, 0.2], [0.3, null]], "model_mean": [0.15, 0.3],
+            "ensemble_by_split": {"n1": {"rmsle": 0.12}, "n2": {"rmsle": 0.22}},
+            "ensemble": {"rmsle": 0.17}, "failed": [{"id": "n3", "error": "down"}], "ms": 5
+        });
+        let table = render_human(&trained);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].contains("on n1") && lines[0].contains("mean"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("model n1") && lines[1].contains("0.1500"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("0.3000") && lines[2].contains(" -"),
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("ensemble") && lines[3].contains("0.2200"),
+            "{table}"
+        );
+        assert!(
+            table.contains("rmsle 0.1700") && table.contains("n3 (down)"),
+            "{table}"
+        );
     }
 
     mod fuzz {
