@@ -168,6 +168,30 @@ start_cluster() {
     wait_members "$CLUSTER_ADDR" "$n" 120
 }
 
+# machine_busy: how busy the whole machine was over the next second, in % of all its CPUs.
+machine_busy() {
+    local a b
+    read -r -a a < <(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+    sleep 1
+    read -r -a b < <(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
+    echo $((100 * (b[0] - a[0]) / (b[0] - a[0] + b[1] - a[1] + 1)))
+}
+
+# quiet PHASE: the machine is shared with other jobs. Before a measurement (our own nodes idle),
+# waits up to BENCH_WAIT_IDLE_S seconds for it to be under 10 % busy, and records how busy it
+# was in $M/busy.jsonl (the report lists it).
+quiet() {
+    local phase=$1 busy waited=0
+    busy=$(machine_busy)
+    while [ "$busy" -ge 10 ] && [ $waited -lt "${BENCH_WAIT_IDLE_S:-0}" ]; do
+        busy=$(machine_busy)
+        waited=$((waited + 1))
+    done
+    if [ "$busy" -ge 10 ]; then log "$phase: the machine is $busy % busy with other jobs"; fi
+    jq -nc --arg p "$phase" --argjson b "$busy" --argjson w "$waited" '{phase: $p, busy: $b, waited_s: $w}' \
+        >>"$M/busy.jsonl"
+}
+
 vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 # cpu_ticks PID: user and system time so far, in clock ticks ("utime stime").

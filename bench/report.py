@@ -56,10 +56,19 @@ w(f"Measured {meta['date']} by `bench/run.sh{(' ' + meta['args']) if meta['args'
 w("")
 w(f"Machine: {meta['nproc']} CPUs (`nproc`), {meta['cpu']}, {meta['mem']} RAM, Linux "
   f"{meta['kernel']}, {meta['rustc']}. Everything on loopback, all processes on this one machine "
-  "(the clients and every node share its cores). 1-minute load average at the start / end of "
-  f"the run: {meta.get('load_start', '?')} / {meta.get('load_end', '?')} (the run's own "
-  "processes included at the end; anything above ~0.3 at the start means another job shared the "
-  "machine).")
+  "(the clients and every node share its cores).")
+busy_path = os.path.join(M, "busy.jsonl")
+if os.path.exists(busy_path):
+    with open(busy_path) as f:
+        busy = [json.loads(line) for line in f if line.strip()]
+    worst = max((b["busy"] for b in busy), default=0)
+    w("")
+    w("The machine is shared. How busy other jobs kept it in the second before each phase "
+      f"(% of all CPUs; the run's own nodes idle then): "
+      + ", ".join(f"{b['phase']} {b['busy']} %" + (f" (after waiting {b['waited_s']} s)"
+                                                     if b["waited_s"] else "") for b in busy)
+      + (". Phases that started above 10 % shared the cores and their figures are pessimistic."
+         if worst >= 10 else "."))
 w("")
 w(f"Workload: training shards 4 × {n(rows)} rows × {meta['features']} numeric features "
   f"(`ensemble-node gen`, Friedman #1), predict-file input {n(int(meta['predict_rows']))} rows; "

@@ -18,7 +18,8 @@
 #   BENCH_HGB_ROUNDS=400       boosting rounds (ours and HistGradientBoosting's)
 #   BENCH_SKIP_BUILD=1         use target/release/ensemble-node as it is
 #   BENCH_SKIP_DEFAULT=1       skip the default (boosted) learner in items 3-5 (the slow part)
-#   BENCH_WAIT_IDLE_S=0        wait up to this long for a 1-minute load average below 0.5 first
+#   BENCH_WAIT_IDLE_S=0        before each phase, wait up to this long for other jobs to leave the
+#                              machine (under 10 % busy); how busy it was is reported either way
 #   BENCH_KEEP=1               keep the temporary directory (configs, logs, data)
 #   BENCH_OUT=bench/results.md where the report goes
 # Quick run: BENCH_ROWS=50000 BENCH_PREDICT_ROWS=20000 BENCH_NODES="2 4" BENCH_LOAD_MS=1000 \
@@ -71,16 +72,8 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
 fi
 [ -x "$BIN" ] || die "$BIN is missing"
 
-# The machine is shared: say how busy it was (1-minute load average) at the start and the end.
+# The machine is shared: each phase first records how busy other jobs keep it (see quiet).
 LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
-if [ "${BENCH_WAIT_IDLE_S:-0}" -gt 0 ]; then
-    for _ in $(seq "$BENCH_WAIT_IDLE_S"); do
-        awk '{exit !($1 < 0.5)}' /proc/loadavg && break
-        sleep 1
-    done
-    LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
-fi
-log "load average at start: $LOAD_START"
 
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then COMMIT="$COMMIT (src modified)"; fi
@@ -119,6 +112,7 @@ train_cluster() {
     addr=$CLUSTER_ADDR
     local pids=("${CLUSTER_PIDS[@]}")
     note "4 nodes, shards big{A,B,C,D}.csv, [model] $name; configs $TMP/$name-n{1..4}.toml, node 1 at $addr"
+    quiet "train ($name)"
     log "$name: 4 nodes up; train (training + cross-validation)"
     started=$(date +%s%N)
     answer=$(run "$BIN" ctl "$addr" --cluster bench train)
@@ -132,6 +126,7 @@ train_cluster() {
 
     if [ "$name" = tree ]; then
         # Item 2 with a light model: the fan-out's own cost (15 numeric features, depth-3 trees).
+        quiet "predictions (tree cluster)"
         log "$name: $SEQ_REQUESTS sequential predictions, then $IN_FLIGHT in flight for $LOAD_MS ms"
         head -n 2001 "$TMP/predict.csv" >"$TMP/rows2k.csv"
         run "$BIN" bench "$addr" --cluster bench --rows-from "$TMP/rows2k.csv" --requests 500 >/dev/null
@@ -140,6 +135,7 @@ train_cluster() {
         run "$BIN" bench "$addr" --cluster bench --rows-from "$TMP/rows2k.csv" --requests 10000000 \
             --in-flight "$IN_FLIGHT" --duration-ms "$LOAD_MS" | save load_tree4
     fi
+    quiet "predict-file ($name)"
     log "$name: predict-file on $PREDICT_ROWS rows"
     run "$BIN" ctl "$addr" --cluster bench predict-file "$TMP/predict.csv" "$TMP/predict-$name.out.csv" |
         jq -c --arg hwm "$(vm_hwm_kb "${pids[0]}")" '. + {coordinator_hwm_kb: ($hwm | tonumber)}' |
@@ -156,6 +152,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Item 5: our fits in one process (offline) and scikit-learn's, on shard A.
 
+quiet "offline fits"
 log "offline fits on shard A ($REPEATS × each tree)"
 printf '[model]\n%s\n' "$TREE_MODEL" >"$TMP/offline-d3.toml"
 printf '[model]\nkind = "tree"\nmax_depth = 8\n' >"$TMP/offline-d8.toml"
@@ -179,6 +176,7 @@ if ! "$VENV/bin/python" -c 'import sklearn, pandas' 2>/dev/null; then
     log "pip install scikit-learn pandas"
     run "$VENV/bin/pip" install -q scikit-learn pandas >&2
 fi
+quiet "scikit-learn fits"
 log "scikit-learn fits on shard A"
 for _ in $(seq "$REPEATS"); do
     run "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only d3,d8 --hgb-rounds "$HGB_ROUNDS"
@@ -212,6 +210,7 @@ for n in $NODES; do
     done
     wait_members "$HP_ADDR" "$n"
     note "House Prices cluster, $n nodes (configs $TMP/hp-n*.toml, node 1 at $HP_ADDR)"
+    quiet "house prices, $n nodes"
     log "house prices, $n nodes: train"
     answer=$(run "$BIN" ctl "$HP_ADDR" --cluster bench train)
     jq -e '.ok' <<<"$answer" >/dev/null || die "house prices, $n nodes: train failed: $answer"
@@ -238,6 +237,7 @@ if [ $WITH_RAY = 1 ]; then
         log "pip install ray (large)"
         run "$VENV/bin/pip" install -q ray >&2
     fi
+    quiet "Ray baseline"
     log "Ray baseline"
     run "$VENV/bin/python" bench/ray_baseline.py --shards "$HP"/{A,B,C,D}.csv --rows-from "$HP/test.csv" \
         --seq-requests "$((SEQ_REQUESTS < 1000 ? SEQ_REQUESTS : 1000))" --in-flight "$IN_FLIGHT" \
