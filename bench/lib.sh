@@ -177,10 +177,27 @@ machine_busy() {
     echo $((100 * (b[0] - a[0]) / (b[0] - a[0] + b[1] - a[1] + 1)))
 }
 
-# quiet PHASE: the machine is shared with other jobs. Before a measurement (our own nodes idle),
-# waits up to BENCH_WAIT_IDLE_S seconds for it to be under 10 % busy, and records how busy it
-# was in $M/busy.jsonl (the report lists it).
+# CPU ticks of this run so far: its live nodes, plus every child this shell has waited for
+# (clients, stopped nodes, Python; /proc/$$/stat cutime + cstime).
+own_ticks() {
+    local t pid
+    t=$(awk '{print $16 + $17}' "/proc/$$/stat")
+    for pid in "${PIDS[@]}"; do
+        if [ -r "/proc/$pid/stat" ]; then t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); fi
+    done
+    echo "$t"
+}
+
+# Busy and idle ticks of the whole machine.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }
+
+PHASE=
+# quiet PHASE: the machine is shared with other jobs. Ends the previous phase (recording the
+# share of the machine that other jobs used during it: machine busy time minus this run's own),
+# then, with this run's nodes idle, waits up to BENCH_WAIT_IDLE_S seconds for the machine to be
+# under 10 % busy, and starts PHASE. The report lists both figures per phase.
 quiet() {
+    end_phase
     local phase=$1 busy waited=0
     busy=$(machine_busy)
     while [ "$busy" -ge 10 ] && [ $waited -lt "${BENCH_WAIT_IDLE_S:-0}" ]; do
@@ -188,8 +205,24 @@ quiet() {
         waited=$((waited + 1))
     done
     if [ "$busy" -ge 10 ]; then log "$phase: the machine is $busy % busy with other jobs"; fi
-    jq -nc --arg p "$phase" --argjson b "$busy" --argjson w "$waited" '{phase: $p, busy: $b, waited_s: $w}' \
-        >>"$M/busy.jsonl"
+    PHASE=$phase PHASE_BUSY=$busy PHASE_WAITED=$waited
+    read -r PHASE_M_BUSY PHASE_M_IDLE < <(machine_ticks)
+    PHASE_OWN=$(own_ticks)
+}
+
+end_phase() {
+    [ -n "$PHASE" ] || return 0
+    local busy idle own others
+    read -r busy idle < <(machine_ticks)
+    own=$(own_ticks)
+    busy=$((busy - PHASE_M_BUSY))
+    idle=$((idle - PHASE_M_IDLE))
+    others=$((busy - (own - PHASE_OWN)))
+    if [ $others -lt 0 ]; then others=0; fi
+    jq -nc --arg p "$PHASE" --argjson b "$PHASE_BUSY" --argjson w "$PHASE_WAITED" \
+        --argjson o "$((100 * others / (busy + idle + 1)))" \
+        '{phase: $p, busy: $b, waited_s: $w, others_during: $o}' >>"$M/busy.jsonl"
+    PHASE=
 }
 
 vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }

@@ -61,14 +61,21 @@ busy_path = os.path.join(M, "busy.jsonl")
 if os.path.exists(busy_path):
     with open(busy_path) as f:
         busy = [json.loads(line) for line in f if line.strip()]
-    worst = max((b["busy"] for b in busy), default=0)
     w("")
-    w("The machine is shared. How busy other jobs kept it in the second before each phase "
-      f"(% of all CPUs; the run's own nodes idle then): "
-      + ", ".join(f"{b['phase']} {b['busy']} %" + (f" (after waiting {b['waited_s']} s)"
-                                                     if b["waited_s"] else "") for b in busy)
-      + (". Phases that started above 10 % shared the cores and their figures are pessimistic."
-         if worst >= 10 else "."))
+    w("The machine is shared with other jobs. Per phase: how busy they kept it in the second "
+      "before (this run's nodes idle), and the share of the machine they used during the phase "
+      "(machine CPU time minus this run's own), in % of both CPUs:")
+    w("")
+    w("| phase | before | during |")
+    w("|---|---|---|")
+    for b in busy:
+        during = b.get("others_during")
+        flag = " ⚠" if (during or 0) >= 5 or b["busy"] >= 10 else ""
+        waited = f" (after waiting {b['waited_s']} s)" if b["waited_s"] else ""
+        w(f"| {b['phase']} | {b['busy']} %{waited} | "
+          f"{'–' if during is None else str(during) + ' %'}{flag} |")
+    w("")
+    w("A phase marked ⚠ shared the cores with another job: its figures are pessimistic.")
 w("")
 w(f"Workload: training shards 4 × {n(rows)} rows × {meta['features']} numeric features "
   f"(`ensemble-node gen`, Friedman #1), predict-file input {n(int(meta['predict_rows']))} rows; "

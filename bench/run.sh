@@ -246,6 +246,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 
+end_phase
 jq -c --arg l "$(cut -d' ' -f1 /proc/loadavg)" '. + {load_end: $l}' "$M/meta.json" >"$M/meta.json.tmp"
 mv "$M/meta.json.tmp" "$M/meta.json"
 
