@@ -5,7 +5,8 @@ Four Ray actors, each holding a scikit-learn pipeline (median / most-frequent im
 categoricals, gradient boosting on log(1 + SalePrice)) trained on one House Prices shard. A global
 prediction sends one row to every actor and averages their answers, as our nodes do. Same request
 pattern as item 2: one request at a time, then C in flight for a while (C threads, each calling
-`ray.get` on its fan-out). Prints one JSON line.
+`ray.get` on its fan-out). For reference it also times one pipeline's one-row prediction in the
+driver, without Ray (`local_predict_p50_us`). Prints one JSON line.
 
     python bench/ray_baseline.py --shards A.csv B.csv C.csv D.csv --rows-from test.csv
         [--seq-requests 1000] [--in-flight 64] [--duration-ms 5000]
@@ -32,8 +33,9 @@ LABEL = "SalePrice"
 DROP = ["Id"]
 
 
-@ray.remote(num_cpus=0)
-class Node:
+class Model:
+    """One node's scikit-learn pipeline, fitted on its shard."""
+
     def __init__(self, shard):
         df = pd.read_csv(shard)
         y = np.log1p(df.pop(LABEL).to_numpy(dtype=float))
@@ -63,6 +65,11 @@ class Node:
         x = pd.DataFrame([row], columns=self.columns)
         x[self.categorical] = x[self.categorical].astype(object)
         return float(np.expm1(self.model.predict(x)[0]))
+
+
+@ray.remote(num_cpus=0)
+class Node(Model):
+    pass
 
 
 def global_predict(nodes, row):
@@ -96,6 +103,21 @@ def main():
     ap.add_argument("--duration-ms", type=int, default=5000)
     args = ap.parse_args()
 
+    # Reference: one pipeline's one-row prediction in this process, without Ray.
+    local = Model(args.shards[0])
+    test = pd.read_csv(args.rows_from)
+    test = test.drop(columns=[c for c in DROP + [LABEL] if c in test.columns])
+    rows = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in test.to_dict(orient="records")
+    ]
+    local_us = []
+    for i in range(300):
+        t0 = time.perf_counter()
+        local.predict(rows[i % len(rows)])
+        local_us.append(int((time.perf_counter() - t0) * 1e6))
+    local_p50 = sorted(local_us)[len(local_us) // 2]
+
     ray.init(
         num_cpus=os.cpu_count(),
         include_dashboard=False,
@@ -103,12 +125,6 @@ def main():
         logging_level="ERROR",
     )
     nodes = [Node.remote(s) for s in args.shards]
-    test = pd.read_csv(args.rows_from)
-    test = test.drop(columns=[c for c in DROP + [LABEL] if c in test.columns])
-    rows = [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-        for r in test.to_dict(orient="records")
-    ]
     # Warm up (actors trained, workers' imports done).
     for r in rows[:20]:
         global_predict(nodes, r)
@@ -169,6 +185,7 @@ def main():
                     "ray.get of one predict.remote(row) per actor, then the mean; "
                     f"{args.in_flight} client threads for the in-flight run."
                 ),
+                "local_predict_p50_us": local_p50,
                 "seq": seq,
                 "load": load,
             }

@@ -229,6 +229,10 @@ if ray:
     w(f"Ray {ray.get('ray', '?')}, scikit-learn {ray.get('sklearn', '?')}: "
       f"{ray.get('description', '')}")
     w("")
+    if "local_predict_p50_us" in ray:
+        w(f"One pipeline's one-row `predict` in-process, without Ray: p50 "
+          f"{n(ray['local_predict_p50_us'])} µs.")
+        w("")
     w("| | p50 | p99 | per second | errors |")
     w("|---|---|---|---|---|")
     for k in ("seq", "load"):
