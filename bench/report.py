@@ -193,10 +193,11 @@ for name in ("tree", "default"):
           f"{', '.join(f'{k / 1024:,.0f}' for k in t['rss_kb'])} | {t['ensemble']['rmse']:.3f} |")
 for name in ("tree", "default"):
     pf, t = load("predict_file_" + name), load("train_" + name)
-    if pf and t:
-        w(f"\nPeak RSS of the node that coordinated `predict-file` ({name}): "
-          f"{pf['coordinator_hwm_kb'] / 1024:,.0f} MB after it, {t['rss_kb'][0] / 1024:,.0f} MB "
-          "after `train`.")
+    if pf and t and "coordinator_rss_before_kb" in pf:
+        w(f"\n`predict-file` ({name}, {n(pf['rows'])} rows): the coordinating node's RSS went from "
+          f"{pf['coordinator_rss_before_kb'] / 1024:,.0f} MB to a peak of "
+          f"{pf['coordinator_hwm_kb'] / 1024:,.0f} MB (peak reset before it via "
+          "`/proc/PID/clear_refs`).")
 w("")
 w("One process, shard A's 70 % (the other 30 % scores the fit), fit time only:")
 w("")

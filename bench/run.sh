@@ -137,9 +137,15 @@ train_cluster() {
     fi
     quiet "predict-file ($name)"
     log "$name: predict-file on $PREDICT_ROWS rows"
-    run "$BIN" ctl "$addr" --cluster bench predict-file "$TMP/predict.csv" "$TMP/predict-$name.out.csv" |
-        jq -c --arg hwm "$(vm_hwm_kb "${pids[0]}")" '. + {coordinator_hwm_kb: ($hwm | tonumber)}' |
-        save "predict_file_$name"
+    # Reset node 1's peak RSS to its current RSS (clear_refs 5), so that VmHWM afterwards is
+    # predict-file's own peak.
+    local rss_before
+    echo 5 >"/proc/${pids[0]}/clear_refs" 2>/dev/null || true
+    rss_before=$(awk '/^VmRSS:/ {print $2}' "/proc/${pids[0]}/status")
+    answer=$(run "$BIN" ctl "$addr" --cluster bench predict-file "$TMP/predict.csv" "$TMP/predict-$name.out.csv")
+    jq -c --arg hwm "$(vm_hwm_kb "${pids[0]}")" --arg before "$rss_before" \
+        '. + {coordinator_hwm_kb: ($hwm | tonumber), coordinator_rss_before_kb: ($before | tonumber)}' \
+        <<<"$answer" | save "predict_file_$name"
     jq -e '.ok' "$M/predict_file_$name.json" >/dev/null || die "$name: predict-file failed"
     stop_pids "${pids[@]}"
 }
