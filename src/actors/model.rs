@@ -378,6 +378,8 @@ impl Handler<Train> for ModelActor {
         let version = self.slot.current().map_or(0, |c| c.summary.version) + 1;
         let state_dir = self.state_dir.clone();
         let Train { reason, window, .. } = msg;
+        // The cached validation split is rebuilt by the training; don't hold both at once.
+        self.valid = None;
         tracing::info!(version, %reason, "training");
         let work = blocking("training", move || {
             train_blocking(&source, version, window, &state_dir)

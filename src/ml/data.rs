@@ -254,10 +254,56 @@ impl Table {
     }
 }
 
-/// Header and cells of a CSV file, each record with its 1-based line number.
+/// Header and cells of a CSV file, kept by column: one text buffer per column, not a `String`
+/// per cell, so that a big shard costs about its own size in memory while its types are inferred.
+#[derive(Clone)]
 struct RawCsv {
     header: Vec<String>,
-    records: Vec<(u64, Vec<String>)>,
+    /// The 1-based line of each record.
+    lines: Vec<u64>,
+    columns: Vec<TextColumn>,
+}
+
+/// The cells of one column, back to back.
+#[derive(Clone, Default)]
+struct TextColumn {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl TextColumn {
+    fn push(&mut self, cell: &str) {
+        self.text.push_str(cell);
+        self.ends.push(self.text.len());
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> + Clone {
+        (0..self.ends.len()).map(move |i| self.get(i))
+    }
+
+    fn append(&mut self, other: &TextColumn) {
+        let base = self.text.len();
+        self.text.push_str(&other.text);
+        self.ends.extend(other.ends.iter().map(|e| e + base));
+    }
+}
+
+impl RawCsv {
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn append(&mut self, other: &RawCsv) {
+        self.lines.extend_from_slice(&other.lines);
+        for (mine, theirs) in self.columns.iter_mut().zip(&other.columns) {
+            mine.append(theirs);
+        }
+    }
 }
 
 fn csv_err(path: &Path, line: u64, message: impl Into<String>) -> MlError {
@@ -283,7 +329,8 @@ fn read_raw_from(path: &Path, reader: impl std::io::Read) -> Result<RawCsv> {
         .flexible(true)
         .from_reader(reader);
     let mut header: Option<Vec<String>> = None;
-    let mut records = Vec::new();
+    let mut lines = Vec::new();
+    let mut columns: Vec<TextColumn> = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
@@ -291,9 +338,9 @@ fn read_raw_from(path: &Path, reader: impl std::io::Read) -> Result<RawCsv> {
         })?;
         let line = rec.position().map_or(0, |p| p.line());
         // Blank lines are skipped by the csv crate; a line of only commas is data.
-        let cells: Vec<String> = rec.iter().map(|s| s.trim().to_string()).collect();
         match &header {
             None => {
+                let cells: Vec<String> = rec.iter().map(|s| s.trim().to_string()).collect();
                 let mut seen = BTreeSet::new();
                 for (i, name) in cells.iter().enumerate() {
                     if name.is_empty() {
@@ -311,26 +358,34 @@ fn read_raw_from(path: &Path, reader: impl std::io::Read) -> Result<RawCsv> {
                         ));
                     }
                 }
+                columns = vec![TextColumn::default(); cells.len()];
                 header = Some(cells);
             }
             Some(h) => {
-                if cells.len() != h.len() {
+                if rec.len() != h.len() {
                     return Err(csv_err(
                         path,
                         line,
                         format!(
                             "ragged row: {} fields, the header has {}",
-                            cells.len(),
+                            rec.len(),
                             h.len()
                         ),
                     ));
                 }
-                records.push((line, cells));
+                for (column, cell) in columns.iter_mut().zip(rec.iter()) {
+                    column.push(cell.trim());
+                }
+                lines.push(line);
             }
         }
     }
     let header = header.ok_or_else(|| csv_err(path, 1, "empty file: no header"))?;
-    Ok(RawCsv { header, records })
+    Ok(RawCsv {
+        header,
+        lines,
+        columns,
+    })
 }
 
 /// Load a labelled shard. Columns in `spec.drop` are ignored (also when absent). A column is numeric
@@ -364,16 +419,12 @@ pub fn load_csv_parts(parts: &[(&Path, &[u8])], spec: &DataSpec) -> Result<Table
                 "header differs from the shard's first file",
             ));
         }
-        if !raw.records.is_empty() {
-            let alone = RawCsv {
-                header: raw.header.clone(),
-                records: raw.records.clone(),
-            };
-            table_from_raw(path, alone, spec)?;
+        if raw.len() > 0 {
+            table_from_raw(path, raw.clone(), spec)?;
         }
         match &mut merged {
             None => merged = Some(raw),
-            Some(all) => all.records.extend(raw.records),
+            Some(all) => all.append(&raw),
         }
     }
     let raw = merged.ok_or_else(|| MlError::Data("the shard has no CSV file".into()))?;
@@ -396,14 +447,14 @@ fn table_from_raw(path: &Path, raw: RawCsv, spec: &DataSpec) -> Result<Table> {
                 ),
             )
         })?;
-    if raw.records.is_empty() {
+    if raw.len() == 0 {
         return Err(csv_err(path, 2, "no data rows after the header"));
     }
+    let label_cells = || raw.lines.iter().zip(raw.columns[label_idx].iter());
     let labels = match spec.task {
         Task::Regression => {
-            let mut v = Vec::with_capacity(raw.records.len());
-            for (line, cells) in &raw.records {
-                let cell = &cells[label_idx];
+            let mut v = Vec::with_capacity(raw.len());
+            for (line, cell) in label_cells() {
                 if is_missing_token(cell) {
                     return Err(csv_err(
                         path,
@@ -426,9 +477,8 @@ fn table_from_raw(path: &Path, raw: RawCsv, spec: &DataSpec) -> Result<Table> {
             Labels::Regression(v)
         }
         Task::Classification => {
-            let mut v = Vec::with_capacity(raw.records.len());
-            for (line, cells) in &raw.records {
-                let cell = &cells[label_idx];
+            let mut v = Vec::with_capacity(raw.len());
+            for (line, cell) in label_cells() {
                 if is_missing_token(cell) {
                     return Err(csv_err(
                         path,
@@ -436,21 +486,19 @@ fn table_from_raw(path: &Path, raw: RawCsv, spec: &DataSpec) -> Result<Table> {
                         format!("label '{}' is missing", spec.label),
                     ));
                 }
-                v.push(cell.clone());
+                v.push(cell.to_string());
             }
             Labels::Classification(v)
         }
     };
     let mut columns = Vec::new();
-    for (j, name) in raw.header.iter().enumerate() {
-        if j == label_idx || spec.drop.iter().any(|d| d == name) {
+    // Each column's text is dropped as soon as it is typed, so the two never all coexist.
+    for (j, (name, text)) in raw.header.into_iter().zip(raw.columns).enumerate() {
+        if j == label_idx || spec.drop.contains(&name) {
             continue;
         }
-        let cells = raw.records.iter().map(|(_, c)| c[j].as_str());
-        columns.push(Column {
-            name: name.clone(),
-            data: infer_column(cells),
-        });
+        let data = infer_column(text.iter());
+        columns.push(Column { name, data });
     }
     Ok(Table {
         columns,
@@ -489,17 +537,16 @@ fn infer_column<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> ColumnData 
 /// categorical cell like `1.50` keeps its exact spelling.
 pub fn load_rows(path: &Path) -> Result<Rows> {
     let raw = read_raw(path)?;
-    let data = raw
-        .records
-        .into_iter()
-        .map(|(_, cells)| {
-            cells
-                .into_iter()
-                .map(|c| {
-                    if is_missing_token(&c) {
+    let data = (0..raw.len())
+        .map(|i| {
+            raw.columns
+                .iter()
+                .map(|column| {
+                    let c = column.get(i);
+                    if is_missing_token(c) {
                         Value::Missing
                     } else {
-                        Value::Text(c)
+                        Value::Text(c.to_string())
                     }
                 })
                 .collect()
