@@ -225,6 +225,12 @@ end_phase() {
     PHASE=
 }
 
+# pin PID CPUS: sets the CPU affinity of every thread of PID (taskset -c syntax).
+pin() {
+    local t
+    for t in /proc/"$1"/task/*; do taskset -pc "$2" "${t##*/}" >/dev/null; done
+}
+
 vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 # cpu_ticks PID: user and system time so far, in clock ticks ("utime stime").

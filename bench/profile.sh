@@ -6,6 +6,8 @@
 # 1. CPU time per global prediction of every process (user / system, from /proc/PID/stat), one
 #    request at a time and 64 in flight: a 4-node House Prices cluster (default learner) and a
 #    4-node synthetic cluster (depth-3 trees, 15 numeric features).
+#    Then the same one-row predictions with every process pinned to one CPU, and a ping with the
+#    node and the client on one CPU or on two.
 # 2. callgrind on node 1 (the coordinator) of each workload below; the counters are zeroed
 #    before the measured part and dumped after it:
 #    a. 2,000 sequential one-row global predictions, House Prices, default learner;
@@ -15,7 +17,7 @@
 # (`perf stat -e instructions` is not supported on this VM, hence valgrind.)
 #
 # BENCH_SKIP_BUILD=1 uses target/release/ensemble-node as it is; BENCH_KEEP=1 keeps the raw
-# profiles (printed path).
+# profiles (printed path); PROFILE_CPU_ONLY=1 stops after part 1 (no valgrind).
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -78,7 +80,25 @@ stop_pids "${CLUSTER_PIDS[@]}"
 start_cluster tree 4 small_shard y '[]' "$TREE_MODEL"
 ctl "$CLUSTER_ADDR" train | jq -e .ok >/dev/null
 cpu_per_request "tree" "$TMP/rows2k.csv"
+if [ "$(nproc)" -ge 2 ]; then
+    echo
+    echo "== 1b. waking a process on the other CPU: one-row predictions, depth-3 trees, sequential"
+    for where in "every process on CPU 0" "default placement"; do
+        if [ "$where" = "default placement" ]; then cpus="0-$(($(nproc) - 1))"; else cpus=0; fi
+        for pid in "${CLUSTER_PIDS[@]}"; do pin "$pid" "$cpus"; done
+        printf '  %-24s %s\n' "$where:" "$(taskset -c "$cpus" "$BIN" bench "$CLUSTER_ADDR" --cluster bench \
+            --rows-from "$TMP/rows2k.csv" --requests 3000 | jq -c '{p50_us, p99_us, per_s}')"
+    done
+    for cpus in "0 0" "0 1"; do
+        read -r a b <<<"$cpus"
+        pin "${CLUSTER_PIDS[0]}" "$a"
+        printf '  ping, node 1 on CPU %s, client on CPU %s: %s\n' "$a" "$b" "$(taskset -c "$b" "$BIN" bench \
+            "$CLUSTER_ADDR" --cluster bench --ping --requests 3000 | jq -c '{p50_us, p99_us}')"
+    done
+fi
 stop_pids "${CLUSTER_PIDS[@]}"
+
+if [ "${PROFILE_CPU_ONLY:-0}" = 1 ]; then exit 0; fi
 
 CG=(valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p")
 

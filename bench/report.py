@@ -70,12 +70,15 @@ if os.path.exists(busy_path):
     w("|---|---|---|")
     for b in busy:
         during = b.get("others_during")
+        if b["phase"].startswith("Ray"):
+            during = None  # Ray's daemons are not children of the script: counted as others
         flag = " ⚠" if (during or 0) >= 5 or b["busy"] >= 10 else ""
         waited = f" (after waiting {b['waited_s']} s)" if b["waited_s"] else ""
         w(f"| {b['phase']} | {b['busy']} %{waited} | "
           f"{'–' if during is None else str(during) + ' %'}{flag} |")
     w("")
-    w("A phase marked ⚠ shared the cores with another job: its figures are pessimistic.")
+    w("A phase marked ⚠ shared the cores with another job: its figures are pessimistic. "
+      "(During the Ray phase Ray's own daemons would count as another job: not measured.)")
 w("")
 w(f"Workload: training shards 4 × {n(rows)} rows × {meta['features']} numeric features "
   f"(`ensemble-node gen`, Friedman #1), predict-file input {n(int(meta['predict_rows']))} rows; "
@@ -94,6 +97,11 @@ if ping:
     w(f"| 1 | protocol round trip (`Ping` → `Pong`, client ↔ node), p50 / p99 | "
       f"{ping['p50_us']} / {ping['p99_us']} µs ({n(ping['per_s'])} /s) | "
       "none (a raw actix request/response: ~40 µs p50) | |")
+
+same, other = load("ping_same_cpu"), load("ping_other_cpu")
+if same and other:
+    w(f"| 1 | same, node and client pinned to one CPU / to two different CPUs (`taskset`), p50 / p99 | "
+      f"{same['p50_us']} / {same['p99_us']} µs; {other['p50_us']} / {other['p99_us']} µs | none | |")
 
 seq4, load4 = load("seq_4"), load("load_4")
 if seq4:

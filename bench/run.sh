@@ -224,6 +224,17 @@ for n in $NODES; do
         log "protocol round trips ($PING_REQUESTS pings, 1 in flight)"
         run "$BIN" bench "$HP_ADDR" --cluster bench --ping --requests 2000 >/dev/null
         run "$BIN" bench "$HP_ADDR" --cluster bench --ping --requests "$PING_REQUESTS" --in-flight 1 | save ping
+        if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+            # The same round trip with node 1 and the client pinned to one CPU, then to two
+            # different ones: what waking a process on the other CPU costs here.
+            note "node 1's threads pinned to CPU 0: taskset -pc 0 TID, for each TID in /proc/PID/task"
+            pin "${HP_PIDS[0]}" 0
+            run taskset -c 0 "$BIN" bench "$HP_ADDR" --cluster bench --ping --requests "$PING_REQUESTS" |
+                save ping_same_cpu
+            run taskset -c 1 "$BIN" bench "$HP_ADDR" --cluster bench --ping --requests "$PING_REQUESTS" |
+                save ping_other_cpu
+            pin "${HP_PIDS[0]}" "0-$(($(nproc) - 1))"
+        fi
     fi
     log "house prices, $n nodes: $SEQ_REQUESTS sequential predictions, then $IN_FLIGHT in flight for $LOAD_MS ms"
     run "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests 500 >/dev/null
