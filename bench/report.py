@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Renders bench/run.sh's measurements as Markdown (bench/results.md).
 
-    python3 bench/report.py MEASUREMENTS_DIR COMMANDS_FILE
+    python3 bench/report.py MEASUREMENTS_DIR > bench/results.md
 
-MEASUREMENTS_DIR holds one JSON file per measurement (written by run.sh); every target of issue 7
-is printed next to its figure with "met" / "**not met**". bench/profile.md, when present, is
+MEASUREMENTS_DIR (bench/results after a run) holds one JSON file per measurement, the phases'
+machine load (busy.jsonl) and the commands run (commands), all written by run.sh. Every target
+of issue 7 is printed next to its figure with "met" / "**not met**". bench/profile.md, when present, is
 appended as the "where the time goes" section (written by hand from a profile; it says which
 commit it describes). Standard library only.
 """
@@ -15,7 +16,7 @@ import statistics
 import sys
 
 M = sys.argv[1]
-COMMANDS = sys.argv[2]
+COMMANDS = os.path.join(M, "commands")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -22,6 +22,7 @@
 #                              machine (under 10 % busy); how busy it was is reported either way
 #   BENCH_KEEP=1               keep the temporary directory (configs, logs, data)
 #   BENCH_OUT=bench/results.md where the report goes
+#   BENCH_RAW=bench/results    where the raw measurements go (JSON; report.py renders them)
 # Quick run: BENCH_ROWS=50000 BENCH_PREDICT_ROWS=20000 BENCH_NODES="2 4" BENCH_LOAD_MS=1000 \
 #            BENCH_SEQ_REQUESTS=1000 bench/run.sh
 set -euo pipefail
@@ -267,7 +268,13 @@ end_phase
 jq -c --arg l "$(cut -d' ' -f1 /proc/loadavg)" '. + {load_end: $l}' "$M/meta.json" >"$M/meta.json.tmp"
 mv "$M/meta.json.tmp" "$M/meta.json"
 
-python3 bench/report.py "$M" "$TMP/commands" >"$OUT.tmp"
+# The raw measurements stay next to the report, which can be rendered again from them
+# (python3 bench/report.py bench/results > bench/results.md), e.g. after editing profile.md.
+RAW=${BENCH_RAW:-bench/results}
+cp "$TMP/commands" "$M/commands"
+python3 bench/report.py "$M" >"$OUT.tmp"
+rm -rf "$RAW"
+cp -r "$M" "$RAW"
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"
 log "written to $OUT"
