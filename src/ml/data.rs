@@ -451,44 +451,32 @@ fn table_from_raw(path: &Path, raw: RawCsv, spec: &DataSpec) -> Result<Table> {
         return Err(csv_err(path, 2, "no data rows after the header"));
     }
     let label_cells = || raw.lines.iter().zip(raw.columns[label_idx].iter());
+    if let Some((line, _)) = label_cells().find(|(_, cell)| is_missing_token(cell)) {
+        return Err(csv_err(
+            path,
+            *line,
+            format!("label '{}' is missing", spec.label),
+        ));
+    }
     let labels = match spec.task {
-        Task::Regression => {
-            let mut v = Vec::with_capacity(raw.len());
-            for (line, cell) in label_cells() {
-                if is_missing_token(cell) {
-                    return Err(csv_err(
-                        path,
-                        *line,
-                        format!("label '{}' is missing", spec.label),
-                    ));
-                }
-                let x = parse_num(cell).ok_or_else(|| {
-                    csv_err(
-                        path,
-                        *line,
-                        format!(
-                            "label '{}' = '{cell}' is not a number (task is regression)",
-                            spec.label
-                        ),
-                    )
-                })?;
-                v.push(x);
-            }
-            Labels::Regression(v)
-        }
+        Task::Regression => Labels::Regression(
+            label_cells()
+                .map(|(line, cell)| {
+                    parse_num(cell).ok_or_else(|| {
+                        csv_err(
+                            path,
+                            *line,
+                            format!(
+                                "label '{}' = '{cell}' is not a number (task is regression)",
+                                spec.label
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<f64>>>()?,
+        ),
         Task::Classification => {
-            let mut v = Vec::with_capacity(raw.len());
-            for (line, cell) in label_cells() {
-                if is_missing_token(cell) {
-                    return Err(csv_err(
-                        path,
-                        *line,
-                        format!("label '{}' is missing", spec.label),
-                    ));
-                }
-                v.push(cell.to_string());
-            }
-            Labels::Classification(v)
+            Labels::Classification(label_cells().map(|(_, cell)| cell.to_string()).collect())
         }
     };
     let mut columns = Vec::new();
