@@ -225,6 +225,24 @@ end_phase() {
     PHASE=
 }
 
+# measured PHASE CMD...: runs CMD as one phase (see quiet). When other jobs used 10 % or more of
+# the machine during it, runs it again, BENCH_RETRIES (2) times at most; the report keeps the
+# last attempt.
+measured() {
+    local phase=$1 attempt=1 others
+    shift
+    while :; do
+        quiet "$phase"
+        "$@"
+        end_phase
+        others=$(tail -n 1 "$M/busy.jsonl" | jq .others_during)
+        if [ "$others" -lt 10 ] || [ $attempt -gt "${BENCH_RETRIES:-2}" ]; then break; fi
+        log "$phase: other jobs used $others % of the machine meanwhile; once more"
+        note "again: other jobs used $others % of the machine during the last attempt"
+        attempt=$((attempt + 1))
+    done
+}
+
 # pin PID CPUS: sets the CPU affinity of every thread of PID (taskset -c syntax).
 pin() {
     local t

@@ -61,7 +61,11 @@ w(f"Machine: {meta['nproc']} CPUs (`nproc`), {meta['cpu']}, {meta['mem']} RAM, L
 busy_path = os.path.join(M, "busy.jsonl")
 if os.path.exists(busy_path):
     with open(busy_path) as f:
-        busy = [json.loads(line) for line in f if line.strip()]
+        attempts = [json.loads(line) for line in f if line.strip()]
+    busy, count = [], {}
+    for b in attempts:  # the last attempt of each phase, in order
+        count[b["phase"]] = count.get(b["phase"], 0) + 1
+        busy = [x for x in busy if x["phase"] != b["phase"]] + [dict(b, attempt=count[b["phase"]])]
     w("")
     w("The machine is shared with other jobs. Per phase: how busy they kept it in the second "
       "before (this run's nodes idle), and the share of the machine they used during the phase "
@@ -73,12 +77,14 @@ if os.path.exists(busy_path):
         during = b.get("others_during")
         if b["phase"].startswith("Ray"):
             during = None  # Ray's daemons are not children of the script: counted as others
-        flag = " ⚠" if (during or 0) >= 5 or b["busy"] >= 10 else ""
+        flag = " ⚠" if (during or 0) >= 10 else ""
         waited = f" (after waiting {b['waited_s']} s)" if b["waited_s"] else ""
-        w(f"| {b['phase']} | {b['busy']} %{waited} | "
+        again = f" (attempt {b['attempt']})" if b["attempt"] > 1 else ""
+        w(f"| {b['phase']}{again} | {b['busy']} %{waited} | "
           f"{'–' if during is None else str(during) + ' %'}{flag} |")
     w("")
-    w("A phase marked ⚠ shared the cores with another job: its figures are pessimistic. "
+    w("A phase marked ⚠ (10 % or more) shared the cores with another job even after the "
+      "retries run.sh makes: its figures are pessimistic. "
       "(During the Ray phase Ray's own daemons would count as another job: not measured.)")
 w("")
 w(f"Workload: training shards 4 × {n(rows)} rows × {meta['features']} numeric features "

@@ -20,6 +20,7 @@
 #   BENCH_SKIP_DEFAULT=1       skip the default (boosted) learner in items 3-5 (the slow part)
 #   BENCH_WAIT_IDLE_S=0        before each phase, wait up to this long for other jobs to leave the
 #                              machine (under 10 % busy); how busy it was is reported either way
+#   BENCH_RETRIES=2            run a phase again when other jobs used >= 10 % of the machine in it
 #   BENCH_KEEP=1               keep the temporary directory (configs, logs, data)
 #   BENCH_OUT=bench/results.md where the report goes
 #   BENCH_RAW=bench/results    where the raw measurements go (JSON; report.py renders them)
@@ -106,49 +107,60 @@ run "$BIN" gen --rows "$PREDICT_ROWS" --features "$FEATURES" --seed 99 --out "$T
 
 big_shard() { echo "${SHARDS[$(($1 - 1))]}"; }
 
-# train_cluster NAME MODEL
+# train_cluster NAME MODEL: a 4-node cluster on the big shards; train, (tree: one-row
+# predictions), predict-file.
 train_cluster() {
-    local name=$1 model=$2 addr answer started
+    local name=$1 model=$2
     start_cluster "$name" 4 big_shard y '[]' "$model"
-    addr=$CLUSTER_ADDR
-    local pids=("${CLUSTER_PIDS[@]}")
-    note "4 nodes, shards big{A,B,C,D}.csv, [model] $name; configs $TMP/$name-n{1..4}.toml, node 1 at $addr"
-    quiet "train ($name)"
+    T_ADDR=$CLUSTER_ADDR
+    T_PIDS=("${CLUSTER_PIDS[@]}")
+    note "4 nodes, shards big{A,B,C,D}.csv, [model] $name; configs $TMP/$name-n{1..4}.toml, node 1 at $T_ADDR"
+    measured "train ($name)" train_once "$name"
+    if [ "$name" = tree ]; then
+        # Item 2 with a light model: the fan-out's own cost (15 numeric features, depth-3 trees).
+        head -n 2001 "$TMP/predict.csv" >"$TMP/rows2k.csv"
+        measured "predictions (tree cluster)" predictions tree4 "$T_ADDR" "$TMP/rows2k.csv"
+    fi
+    measured "predict-file ($name)" predict_file_once "$name"
+    stop_pids "${T_PIDS[@]}"
+}
+
+train_once() {
+    local name=$1 answer started wall_ms hwm=() pid
     log "$name: 4 nodes up; train (training + cross-validation)"
     started=$(date +%s%N)
-    answer=$(run "$BIN" ctl "$addr" --cluster bench train)
-    local wall_ms=$((($(date +%s%N) - started) / 1000000))
+    answer=$(run "$BIN" ctl "$T_ADDR" --cluster bench train)
+    wall_ms=$((($(date +%s%N) - started) / 1000000))
     jq -e '.ok' <<<"$answer" >/dev/null || die "$name: train failed: $answer"
-    local hwm=() pid
-    for pid in "${pids[@]}"; do hwm+=("$(vm_hwm_kb "$pid")"); done
+    for pid in "${T_PIDS[@]}"; do hwm+=("$(vm_hwm_kb "$pid")"); done
     jq -c --arg wall "$wall_ms" --arg hwm "${hwm[*]}" \
         '{wall_ms: ($wall | tonumber), ms, nodes, ensemble, rss_kb: ($hwm | split(" ") | map(tonumber))}' \
         <<<"$answer" | save "train_$name"
+}
 
-    if [ "$name" = tree ]; then
-        # Item 2 with a light model: the fan-out's own cost (15 numeric features, depth-3 trees).
-        quiet "predictions (tree cluster)"
-        log "$name: $SEQ_REQUESTS sequential predictions, then $IN_FLIGHT in flight for $LOAD_MS ms"
-        head -n 2001 "$TMP/predict.csv" >"$TMP/rows2k.csv"
-        run "$BIN" bench "$addr" --cluster bench --rows-from "$TMP/rows2k.csv" --requests 500 >/dev/null
-        run "$BIN" bench "$addr" --cluster bench --rows-from "$TMP/rows2k.csv" --requests "$SEQ_REQUESTS" \
-            --in-flight 1 | save seq_tree4
-        run "$BIN" bench "$addr" --cluster bench --rows-from "$TMP/rows2k.csv" --requests 10000000 \
-            --in-flight "$IN_FLIGHT" --duration-ms "$LOAD_MS" | save load_tree4
-    fi
-    quiet "predict-file ($name)"
+# predictions KEY ADDR ROWS_CSV: sequential one-row predictions, then IN_FLIGHT at once.
+predictions() {
+    local key=$1 addr=$2 rows=$3
+    log "predictions ($key): $SEQ_REQUESTS one at a time, then $IN_FLIGHT in flight for $LOAD_MS ms"
+    run "$BIN" bench "$addr" --cluster bench --rows-from "$rows" --requests 500 >/dev/null
+    run "$BIN" bench "$addr" --cluster bench --rows-from "$rows" --requests "$SEQ_REQUESTS" \
+        --in-flight 1 | save "seq_$key"
+    run "$BIN" bench "$addr" --cluster bench --rows-from "$rows" --requests 10000000 \
+        --in-flight "$IN_FLIGHT" --duration-ms "$LOAD_MS" | save "load_$key"
+}
+
+predict_file_once() {
+    local name=$1 answer rss_before
     log "$name: predict-file on $PREDICT_ROWS rows"
     # Reset node 1's peak RSS to its current RSS (clear_refs 5), so that VmHWM afterwards is
     # predict-file's own peak.
-    local rss_before
-    echo 5 >"/proc/${pids[0]}/clear_refs" 2>/dev/null || true
-    rss_before=$(awk '/^VmRSS:/ {print $2}' "/proc/${pids[0]}/status")
-    answer=$(run "$BIN" ctl "$addr" --cluster bench predict-file "$TMP/predict.csv" "$TMP/predict-$name.out.csv")
-    jq -c --arg hwm "$(vm_hwm_kb "${pids[0]}")" --arg before "$rss_before" \
+    echo 5 >"/proc/${T_PIDS[0]}/clear_refs" 2>/dev/null || true
+    rss_before=$(awk '/^VmRSS:/ {print $2}' "/proc/${T_PIDS[0]}/status")
+    answer=$(run "$BIN" ctl "$T_ADDR" --cluster bench predict-file "$TMP/predict.csv" "$TMP/predict-$name.out.csv")
+    jq -e '.ok' <<<"$answer" >/dev/null || die "$name: predict-file failed: $answer"
+    jq -c --arg hwm "$(vm_hwm_kb "${T_PIDS[0]}")" --arg before "$rss_before" \
         '. + {coordinator_hwm_kb: ($hwm | tonumber), coordinator_rss_before_kb: ($before | tonumber)}' \
         <<<"$answer" | save "predict_file_$name"
-    jq -e '.ok' "$M/predict_file_$name.json" >/dev/null || die "$name: predict-file failed"
-    stop_pids "${pids[@]}"
 }
 
 train_cluster tree "$TREE_MODEL"
@@ -159,21 +171,25 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Item 5: our fits in one process (offline) and scikit-learn's, on shard A.
 
-quiet "offline fits"
-log "offline fits on shard A ($REPEATS × each tree)"
 printf '[model]\n%s\n' "$TREE_MODEL" >"$TMP/offline-d3.toml"
 printf '[model]\nkind = "tree"\nmax_depth = 8\n' >"$TMP/offline-d8.toml"
 printf '[model]\nn_rounds = %s\n' "$HGB_ROUNDS" >"$TMP/offline-default.toml"
 repeat_a=()
 for _ in $(seq "$REPEATS"); do repeat_a+=("${SHARDS[0]}"); done
-for m in d3 d8; do
-    run "$BIN" offline --label y --task regression --config "$TMP/offline-$m.toml" "${repeat_a[@]}" |
-        jq -c '{train_ms: [.nodes[].train_ms], rmse: .splits[0].rmse}' | save "offline_$m"
-done
-if [ "${BENCH_SKIP_DEFAULT:-0}" != 1 ]; then
-    run "$BIN" offline --label y --task regression --config "$TMP/offline-default.toml" "${SHARDS[0]}" |
-        jq -c '{train_ms: [.nodes[].train_ms], rmse: .splits[0].rmse}' | save offline_default
-fi
+
+offline_fits() {
+    local m
+    log "offline fits on shard A ($REPEATS × each tree)"
+    for m in d3 d8; do
+        run "$BIN" offline --label y --task regression --config "$TMP/offline-$m.toml" "${repeat_a[@]}" |
+            jq -c '{train_ms: [.nodes[].train_ms], rmse: .splits[0].rmse}' | save "offline_$m"
+    done
+    if [ "${BENCH_SKIP_DEFAULT:-0}" != 1 ]; then
+        run "$BIN" offline --label y --task regression --config "$TMP/offline-default.toml" "${SHARDS[0]}" |
+            jq -c '{train_ms: [.nodes[].train_ms], rmse: .splits[0].rmse}' | save offline_default
+    fi
+}
+measured "offline fits" offline_fits
 
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
@@ -183,41 +199,30 @@ if ! "$VENV/bin/python" -c 'import sklearn, pandas' 2>/dev/null; then
     log "pip install scikit-learn pandas"
     run "$VENV/bin/pip" install -q scikit-learn pandas >&2
 fi
-quiet "scikit-learn fits"
-log "scikit-learn fits on shard A"
-for _ in $(seq "$REPEATS"); do
-    run "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only d3,d8 --hgb-rounds "$HGB_ROUNDS"
-done | jq -cs '{d3: [.[].d3], d8: [.[].d8], sklearn: .[0].sklearn, rows_train: .[0].rows_train}' |
-    save sklearn_trees
-if [ "${BENCH_SKIP_DEFAULT:-0}" != 1 ]; then
-    run "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only hgb --hgb-rounds "$HGB_ROUNDS" |
-        save sklearn_hgb
-    log "HistGradientBoosting on one thread"
-    run env OMP_NUM_THREADS=1 "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only hgb \
-        --hgb-rounds "$HGB_ROUNDS" | save sklearn_hgb_1t
-fi
+
+sklearn_fits() {
+    log "scikit-learn fits on shard A"
+    for _ in $(seq "$REPEATS"); do
+        run "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only d3,d8 --hgb-rounds "$HGB_ROUNDS"
+    done | jq -cs '{d3: [.[].d3], d8: [.[].d8], sklearn: .[0].sklearn, rows_train: .[0].rows_train}' |
+        save sklearn_trees
+    if [ "${BENCH_SKIP_DEFAULT:-0}" != 1 ]; then
+        run "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only hgb --hgb-rounds "$HGB_ROUNDS" |
+            save sklearn_hgb
+        log "HistGradientBoosting on one thread"
+        run env OMP_NUM_THREADS=1 "$VENV/bin/python" bench/sklearn_baseline.py "${SHARDS[0]}" --only hgb \
+            --hgb-rounds "$HGB_ROUNDS" | save sklearn_hgb_1t
+    fi
+}
+measured "scikit-learn fits" sklearn_fits
 
 # ---------------------------------------------------------------------------------------------
 # Items 1 and 2: a House Prices cluster (the default learner on shards A-D, round-robin beyond 4
 # nodes, as run_cluster.sh does), grown through BENCH_NODES; rows from shards/house_prices/test.csv.
 
-HP_ADDR=127.0.0.1:$(free_port)
-HP_PIDS=()
-have=0
-for n in $NODES; do
-    while [ $have -lt "$n" ]; do
-        have=$((have + 1))
-        seeds='[]' listen=127.0.0.1:0
-        if [ $have -eq 1 ]; then listen=$HP_ADDR; else seeds="[\"$HP_ADDR\"]"; fi
-        write_config "$TMP/hp-n$have.toml" "hp$have" "$listen" "$seeds" "$(hp_shard $have)" SalePrice \
-            '["Id"]' "$DEFAULT_MODEL"
-        start_node "$TMP/hp-n$have.toml" "$TMP/logs/hp-n$have.log"
-        HP_PIDS+=("$STARTED")
-        if [ $have -eq 1 ]; then wait_members "$HP_ADDR" 1; fi
-    done
-    wait_members "$HP_ADDR" "$n"
-    note "House Prices cluster, $n nodes (configs $TMP/hp-n*.toml, node 1 at $HP_ADDR)"
-    quiet "house prices, $n nodes"
+# hp_phase N: train the N-node cluster; round trips at the first size; predictions.
+hp_phase() {
+    local n=$1 answer
     log "house prices, $n nodes: train"
     answer=$(run "$BIN" ctl "$HP_ADDR" --cluster bench train)
     jq -e '.ok' <<<"$answer" >/dev/null || die "house prices, $n nodes: train failed: $answer"
@@ -237,13 +242,26 @@ for n in $NODES; do
             pin "${HP_PIDS[0]}" "0-$(($(nproc) - 1))"
         fi
     fi
-    log "house prices, $n nodes: $SEQ_REQUESTS sequential predictions, then $IN_FLIGHT in flight for $LOAD_MS ms"
-    run "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests 500 >/dev/null
-    run "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests "$SEQ_REQUESTS" \
-        --in-flight 1 | save "seq_$n"
-    run "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests 10000000 \
-        --in-flight "$IN_FLIGHT" --duration-ms "$LOAD_MS" | save "load_$n"
-    sleep 1
+    predictions "$n" "$HP_ADDR" "$HP/test.csv"
+}
+
+HP_ADDR=127.0.0.1:$(free_port)
+HP_PIDS=()
+have=0
+for n in $NODES; do
+    while [ $have -lt "$n" ]; do
+        have=$((have + 1))
+        seeds='[]' listen=127.0.0.1:0
+        if [ $have -eq 1 ]; then listen=$HP_ADDR; else seeds="[\"$HP_ADDR\"]"; fi
+        write_config "$TMP/hp-n$have.toml" "hp$have" "$listen" "$seeds" "$(hp_shard $have)" SalePrice \
+            '["Id"]' "$DEFAULT_MODEL"
+        start_node "$TMP/hp-n$have.toml" "$TMP/logs/hp-n$have.log"
+        HP_PIDS+=("$STARTED")
+        if [ $have -eq 1 ]; then wait_members "$HP_ADDR" 1; fi
+    done
+    wait_members "$HP_ADDR" "$n"
+    note "House Prices cluster, $n nodes (configs $TMP/hp-n*.toml, node 1 at $HP_ADDR)"
+    measured "house prices, $n nodes" hp_phase "$n"
 done
 stop_pids "${HP_PIDS[@]}"
 
