@@ -12,7 +12,8 @@
 #    before the measured part and dumped after it:
 #    a. 2,000 sequential one-row global predictions, House Prices, default learner;
 #    b. predict-file on 20,000 rows, synthetic cluster, depth-3 trees;
-#    c. train on 4 × PROFILE_TRAIN_ROWS rows (default 100,000), depth-3 trees.
+#    c. train on 4 × PROFILE_TRAIN_ROWS rows (default 100,000), depth-3 trees;
+#    d. (offline, one process) the default learner's fit, 40 rounds, on one such shard.
 # 3. massif on node 1 during (c): the peak heap by allocating function.
 # (`perf stat -e instructions` is not supported on this VM, hence valgrind.)
 #
@@ -135,6 +136,13 @@ ctl "$CLUSTER_ADDR" train | jq -c '{ok, ms, train_ms: [.nodes[].train_ms]}'
 callgrind_control -d "$V" >/dev/null 2>&1
 python3 bench/profile_summary.py callgrind "$(ls -t "$TMP"/cg."$V".* | head -1)" 1
 stop_pids "${CLUSTER_PIDS[@]}"
+
+echo
+echo "== 2d. callgrind: the default learner's fit, 40 of its 400 rounds, one $TRAIN_ROWS-row shard (offline)"
+printf '[model]\nn_rounds = 40\n' >"$TMP/r40.toml"
+valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.boost" "$BIN" offline --label y --task regression \
+    --config "$TMP/r40.toml" "$(train_shard 1)" 2>/dev/null | jq -c '{train_ms: [.nodes[].train_ms]}'
+python3 bench/profile_summary.py callgrind "$TMP/cg.boost" 40
 
 echo
 echo "== 3. massif, node 1: train, 4 × $TRAIN_ROWS rows, depth-3 trees (heap at the peak)"
