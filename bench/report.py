@@ -53,7 +53,8 @@ w = out.append
 w("# Benchmarks (issue 7)")
 w("")
 w(f"Measured {meta['date']} by `bench/run.sh{(' ' + meta['args']) if meta['args'] else ''}` "
-  f"on commit `{meta['commit']}`.")
+  f"on commit `{meta['commit']}`. Reproduce: `bench/run.sh` (items 1–5, about 6 minutes here), "
+  "`bench/run.sh --with-ray` (and item 6), `bench/profile.sh` (the profiles quoted at the end).")
 w("")
 w(f"Machine: {meta['nproc']} CPUs (`nproc`), {meta['cpu']}, {meta['mem']} RAM, Linux "
   f"{meta['kernel']}, {meta['rustc']}. Everything on loopback, all processes on this one machine "
@@ -260,8 +261,9 @@ if ray:
 # ---------------------------------------------------------------------------------------------
 w("### Commands")
 w("")
-w("`$TMP` is the run's temporary directory; the configs are generated there (`[drift] enabled = "
-  "false`, `train_on_join = false`, ports picked free at run time).")
+w("`$TMP` is the run's temporary directory; the configs are generated there by `write_config` "
+  "in `bench/lib.sh` (`[drift] enabled = false`, `train_on_join = false`, node 1 on a port picked "
+  "free at run time, the others on port 0 with node 1 as their seed).")
 w("")
 w("```sh")
 with open(COMMANDS) as f:
