@@ -2,7 +2,7 @@
 # Benchmarks of issue 7, on loopback, on this machine: prints a Markdown table and writes it to
 # bench/results.md. Not part of CI.
 #
-#   bench/run.sh                 items 1-5 (about 4 minutes on a 2-core machine once built)
+#   bench/run.sh                 items 1-5 (about 6 minutes on a 2-core machine once built)
 #   bench/run.sh --with-ray      also item 6 (installs ray into bench/.venv: large download)
 #
 # Sizes (environment variables; defaults are the issue's workload):
