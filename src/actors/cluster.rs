@@ -347,9 +347,16 @@ impl ClusterActor {
             Command::Drift => match self.watcher.clone() {
                 Some(w) => Box::pin(
                     async move {
-                        w.send(GetReport)
-                            .await
-                            .unwrap_or_else(|e| console::error(format!("watcher unavailable: {e}")))
+                        match w.send(GetReport).await {
+                            Ok(status) => match serde_json::to_value(status) {
+                                Ok(mut v) => {
+                                    v["ok"] = json!(true);
+                                    v
+                                }
+                                Err(e) => console::error(e.to_string()),
+                            },
+                            Err(e) => console::error(format!("watcher unavailable: {e}")),
+                        }
                     }
                     .into_actor(self),
                 ),

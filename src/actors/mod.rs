@@ -12,4 +12,4 @@ pub use cluster::{ClusterActor, Exec, GetMembers, MemberConnected, Shutdown};
 pub use model::{LocalModel, ModelActor, ModelSlot, TrainingSource, MODEL_FILE};
 pub use peer::PeerActor;
 pub use supervision::{contain, Supervision, EXIT_TOO_MANY_RESTARTS};
-pub use watcher::{DataWatcher, Notices};
+pub use watcher::{DataWatcher, DriftStatus, Notices};

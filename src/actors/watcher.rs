@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::model::{blocking, ModelActor, ModelSlot, Train, TrainingSource};
 use super::supervision::{contain, injected_fault, Supervision};
@@ -228,19 +228,18 @@ impl DataWatcher {
         );
     }
 
-    fn report_json(&self) -> Value {
-        json!({
-            "ok": true,
-            "rows_since_training": self.pending_rows,
-            "min_rows": self.config.min_rows,
-            "model_version": self.mark_version,
-            "checked_ms_ago": self.checked.map(|t| t.elapsed().as_millis() as u64),
-            "checks": self.checks,
-            "last_retrain_ms_ago": self.last_retrain.map(|t| t.elapsed().as_millis() as u64),
-            "error": self.last_error,
-            "report": self.report,
-            "report_model_version": self.report_version,
-        })
+    fn status(&self) -> DriftStatus {
+        DriftStatus {
+            rows_since_training: self.pending_rows,
+            min_rows: self.config.min_rows,
+            model_version: self.mark_version,
+            checked_ms_ago: self.checked.map(|t| t.elapsed().as_millis() as u64),
+            checks: self.checks,
+            last_retrain_ms_ago: self.last_retrain.map(|t| t.elapsed().as_millis() as u64),
+            error: self.last_error.clone(),
+            report: self.report.clone(),
+            report_model_version: self.report_version,
+        }
     }
 }
 
@@ -262,15 +261,37 @@ impl Supervised for DataWatcher {
     }
 }
 
-/// The latest drift report, as the `drift` command prints it.
+/// What the watcher has seen since the current model's training: the `drift` command's answer.
+/// The field names are an interface (console `--json`, `ctl`, HTTP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftStatus {
+    /// Complete new rows read since the current model was trained.
+    pub rows_since_training: usize,
+    /// Rows needed before a check compares them.
+    pub min_rows: usize,
+    /// The model version the new rows are counted against.
+    pub model_version: Option<u64>,
+    pub checked_ms_ago: Option<u64>,
+    /// Polls done so far.
+    pub checks: u64,
+    pub last_retrain_ms_ago: Option<u64>,
+    /// Why the last check failed, if it did.
+    pub error: Option<String>,
+    /// The latest comparison, once `min_rows` rows have arrived.
+    pub report: Option<DriftReport>,
+    /// The model version `report` compared against.
+    pub report_model_version: Option<u64>,
+}
+
+/// The watcher's current [`DriftStatus`].
 #[derive(Message)]
-#[rtype(result = "Value")]
+#[rtype(result = "DriftStatus")]
 pub struct GetReport;
 
 impl Handler<GetReport> for DataWatcher {
     type Result = MessageResult<GetReport>;
     fn handle(&mut self, _msg: GetReport, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.report_json())
+        MessageResult(self.status())
     }
 }
 
