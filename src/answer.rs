@@ -235,6 +235,8 @@ pub struct NodePrediction {
     pub id: String,
     pub version: u64,
     pub prediction: Predicted,
+    /// The node's weight when `cluster.aggregation = "weighted"` (from its validation score).
+    pub weight: f64,
 }
 
 /// `predict-file`: where the predictions went.

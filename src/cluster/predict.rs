@@ -46,8 +46,8 @@ pub enum FlowError {
 struct Gathered {
     preds: Vec<Predictions>,
     weights: Vec<f64>,
-    /// (node, version, its predictions) of each member that answered.
-    per_node: Vec<(String, u64, Predictions)>,
+    /// (node, version, weight, its predictions) of each member that answered.
+    per_node: Vec<(String, u64, f64, Predictions)>,
     /// Members with a model that were asked.
     asked: usize,
     failed: Vec<Failed>,
@@ -91,7 +91,7 @@ async fn gather(members: &[Asked], batch: &Batch, deadline_scale: u32) -> Gather
             }) if preds.len() == batch.len() => {
                 g.preds.push(preds.clone());
                 g.weights.push(weight);
-                g.per_node.push((node, version, preds));
+                g.per_node.push((node, version, weight, preds));
             }
             Ok(Response::NoModel) => g.asked -= 1,
             Ok(Response::Predictions { preds, .. }) => g.failed.push(Failed::new(
@@ -140,11 +140,12 @@ pub async fn predict(plan: Plan, rows: Rows, explain: bool) -> Answer {
     let nodes = explain.then(|| {
         g.per_node
             .iter()
-            .filter_map(|(node, version, p)| {
+            .filter_map(|(node, version, weight, p)| {
                 Some(NodePrediction {
                     id: node.clone(),
                     version: *version,
                     prediction: Predicted::at(p, 0)?,
+                    weight: *weight,
                 })
             })
             .collect()

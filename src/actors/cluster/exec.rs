@@ -10,7 +10,7 @@ use actix::prelude::*;
 
 use super::super::model::{Fail as ModelFail, Train};
 use super::super::peer::Fail as PeerFail;
-use super::super::supervision::{guard, Guarded};
+use super::super::supervision::guard_response;
 use super::super::watcher::{Fail as WatcherFail, GetReport};
 use super::{ClusterActor, Shutdown};
 use crate::answer::{Answer, Help, Injected, Leaving, LocalTraining, PeerEntry, Peers, Status};
@@ -42,12 +42,13 @@ impl ClusterActor {
         command: Command,
         ctx: &mut Context<Self>,
     ) -> AnswerFuture {
-        match guard(self, ctx, "cluster actor (command)", |act, ctx| {
-            act.exec(command, ctx)
-        }) {
-            Some(work) => Box::pin(Guarded::new(work, "cluster actor (command)", internal)),
-            None => ready(internal("the command's dispatch panicked".into())),
-        }
+        guard_response(
+            self,
+            ctx,
+            "cluster actor (command)",
+            |act, ctx| act.exec(command, ctx),
+            internal,
+        )
     }
 
     fn exec(&mut self, command: Command, ctx: &mut Context<Self>) -> AnswerFuture {
