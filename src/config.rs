@@ -273,33 +273,33 @@ impl Settings {
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let settings: Settings = raw.try_deserialize().map_err(|e| bad(e.to_string()))?;
-        settings.validate().map_err(bad)?;
+        settings.validate().map_err(|e| bad(e.0))?;
         Ok(settings)
     }
 
     /// Checks what serde cannot; the error names the key.
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> std::result::Result<(), Invalid> {
         let n = &self.node;
         if n.id.trim().is_empty() {
-            return Err("node.id must not be empty".into());
+            return Err(Invalid("node.id must not be empty".into()));
         }
         if n.id.len() > 64 || n.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "node.id {:?} must be at most 64 characters without spaces",
                 n.id
-            ));
+            )));
         }
         for seed in &n.seeds {
             parse_addr(seed).map_err(|e| format!("node.seeds: {e}"))?;
         }
         let c = &self.cluster;
         if c.name.trim().is_empty() {
-            return Err("cluster.name must not be empty".into());
+            return Err(Invalid("cluster.name must not be empty".into()));
         }
         if matches!(&c.secret, Some(s) if s.is_empty()) {
-            return Err(
+            return Err(Invalid(
                 "cluster.secret must not be empty when set (remove the key instead)".into(),
-            );
+            ));
         }
         let positive = [
             ("cluster.heartbeat_ms", c.heartbeat_ms),
@@ -310,52 +310,80 @@ impl Settings {
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(format!("{key} must be greater than 0"));
+                return Err(Invalid(format!("{key} must be greater than 0")));
             }
         }
         if c.phi_suspect.is_nan() || c.phi_suspect <= 0.0 {
-            return Err("cluster.phi_suspect must be greater than 0".into());
+            return Err(Invalid("cluster.phi_suspect must be greater than 0".into()));
         }
         if c.phi_down.is_nan() || c.phi_down <= c.phi_suspect {
-            return Err("cluster.phi_down must be greater than cluster.phi_suspect".into());
+            return Err(Invalid(
+                "cluster.phi_down must be greater than cluster.phi_suspect".into(),
+            ));
         }
         if c.max_frame_bytes < 64 * 1024 {
-            return Err("cluster.max_frame_bytes must be at least 65536".into());
+            return Err(Invalid(
+                "cluster.max_frame_bytes must be at least 65536".into(),
+            ));
         }
         if c.max_frame_bytes > u32::MAX as usize {
-            return Err("cluster.max_frame_bytes must fit the 4-byte length prefix".into());
+            return Err(Invalid(
+                "cluster.max_frame_bytes must fit the 4-byte length prefix".into(),
+            ));
         }
         if c.max_connections == 0 {
-            return Err("cluster.max_connections must be greater than 0".into());
+            return Err(Invalid(
+                "cluster.max_connections must be greater than 0".into(),
+            ));
         }
         if let Some(d) = &self.data {
             if d.label.trim().is_empty() {
-                return Err("data.label must not be empty".into());
+                return Err(Invalid("data.label must not be empty".into()));
             }
             if !(d.valid_fraction > 0.0 && d.valid_fraction < 1.0) {
-                return Err("data.valid_fraction must be between 0 and 1 (exclusive)".into());
+                return Err(Invalid(
+                    "data.valid_fraction must be between 0 and 1 (exclusive)".into(),
+                ));
             }
         }
         self.model.validate().map_err(|e| e.to_string())?;
         self.drift.stats().validate().map_err(|e| e.to_string())?;
         let d = &self.drift;
         if d.check_interval_ms == 0 {
-            return Err("drift.check_interval_ms must be greater than 0".into());
+            return Err(Invalid(
+                "drift.check_interval_ms must be greater than 0".into(),
+            ));
         }
         if d.min_rows == 0 {
-            return Err("drift.min_rows must be greater than 0".into());
+            return Err(Invalid("drift.min_rows must be greater than 0".into()));
         }
         if d.retrain_on == RetrainOn::Recent && d.window_rows < 10 {
-            return Err(
+            return Err(Invalid(
                 "drift.window_rows must be at least 10 with retrain_on = \"recent\"".into(),
-            );
+            ));
         }
         Ok(())
     }
 }
 
+/// A setting that breaks a rule serde cannot check; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid(message)
+    }
+}
+
+/// Text that is not a `host:port` address.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a host:port address")]
+pub struct BadAddr(pub String);
+
 /// Parses `host:port` (IPv4, `[IPv6]` or `localhost`) into a socket address.
-pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, BadAddr> {
     use std::net::ToSocketAddrs;
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -363,7 +391,7 @@ pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, String> {
     s.to_socket_addrs()
         .ok()
         .and_then(|mut it| it.next())
-        .ok_or_else(|| format!("{s:?} is not a host:port address"))
+        .ok_or_else(|| BadAddr(s.to_string()))
 }
 
 #[cfg(test)]

@@ -149,12 +149,12 @@ fn failure(message: String) -> ExitCode {
 
 impl AuthArgs {
     /// Where and how to connect to the node at `addr`.
-    fn target(self, addr: &str, timeout: Duration) -> Result<ctl::Target, String> {
+    fn target(self, addr: &str, timeout: Duration) -> Result<ctl::Target, Error> {
         let settings = match &self.config {
-            Some(path) => Some(Settings::load(path).map_err(|e| e.to_string())?),
+            Some(path) => Some(Settings::load(path)?),
             None => None,
         };
-        let addr: SocketAddr = config::parse_addr(addr)?;
+        let addr: SocketAddr = config::parse_addr(addr).map_err(|e| Error::Other(e.to_string()))?;
         let secret = self
             .secret
             .or_else(|| std::env::var(config::ENV_SECRET).ok())
@@ -192,7 +192,7 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
         .target(&args.addr, Duration::from_millis(args.timeout_ms))
     {
         Ok(t) => t,
-        Err(e) => return failure(e),
+        Err(e) => return failure(e.to_string()),
     };
     let line = args.command.join(" ");
     let system = actix_rt::System::new();
@@ -206,7 +206,7 @@ fn run_bench(args: BenchCli) -> ExitCode {
     let timeout = Duration::from_millis(args.bench.timeout_ms);
     let target = match args.auth.target(&args.bench.addr, timeout) {
         Ok(t) => t,
-        Err(e) => return failure(e),
+        Err(e) => return failure(e.to_string()),
     };
     let system = actix_rt::System::new();
     match system.block_on(ensemble_cluster::bench::run(&args.bench, &target)) {

@@ -194,7 +194,7 @@ pub async fn accept(
     let work = async {
         let hello = next(&mut conn, "before its hello")
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal(e.to_string()))?;
         let (role, their_nonce) = match hello {
             Message::Hello {
                 version,
@@ -202,7 +202,7 @@ pub async fn accept(
                 role,
                 nonce,
             } => (check_hello(me, greeting, version, &cluster, &role)?, nonce),
-            other => return Err(format!("expected hello, got {}", name(&other))),
+            other => return Err(Refusal(format!("expected hello, got {}", name(&other)))),
         };
         let my_nonce = nonce();
         let proof = greeting
@@ -214,10 +214,10 @@ pub async fn accept(
             proof,
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal(e.to_string()))?;
         match next(&mut conn, "before its proof")
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Refusal(e.to_string()))?
         {
             Message::Auth { proof }
                 if greeting.secret.verify(
@@ -230,24 +230,24 @@ pub async fn accept(
             {
                 Ok((role, tag_of(&their_nonce)))
             }
-            Message::Auth { .. } => Err(
+            Message::Auth { .. } => Err(Refusal(
                 "authentication failed: the cluster secrets differ (or the dialer has none)"
                     .to_string(),
-            ),
-            Message::Refused { reason } => Err(format!("the dialer gave up: {reason}")),
-            other => Err(format!("expected auth, got {}", name(&other))),
+            )),
+            Message::Refused { reason } => Err(Refusal(format!("the dialer gave up: {reason}"))),
+            other => Err(Refusal(format!("expected auth, got {}", name(&other)))),
         }
     };
     let outcome = match tokio::time::timeout(greeting.timeout, work).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(format!(
+        Err(_) => Err(Refusal(format!(
             "no complete handshake within {} ms",
             greeting.timeout.as_millis()
-        )),
+        ))),
     };
     match outcome {
         Ok((role, tag)) => Ok((conn, role, tag)),
-        Err(reason) => {
+        Err(Refusal(reason)) => {
             // Tell the dialer why, best effort, then drop the connection.
             let _ = tokio::time::timeout(
                 Duration::from_millis(200),
@@ -261,6 +261,11 @@ pub async fn accept(
     }
 }
 
+/// Why a dialer is refused; the text is sent to it and logged.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
 /// Checks a dialer's hello against this node; returns its role, or why it is refused.
 fn check_hello(
     me: &NodeInfo,
@@ -268,21 +273,24 @@ fn check_hello(
     version: u32,
     cluster: &str,
     role: &Role,
-) -> std::result::Result<Role, String> {
+) -> std::result::Result<Role, Refusal> {
     if version != PROTOCOL_VERSION {
-        return Err(format!(
+        return Err(Refusal(format!(
             "protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})"
-        ));
+        )));
     }
     if cluster != greeting.cluster {
-        return Err(format!(
+        return Err(Refusal(format!(
             "cluster {cluster:?} is not this cluster ({:?})",
             greeting.cluster
-        ));
+        )));
     }
     if let Role::Member(info) = role {
         if info.id == me.id {
-            return Err(format!("node id {:?} is already used by this node", me.id));
+            return Err(Refusal(format!(
+                "node id {:?} is already used by this node",
+                me.id
+            )));
         }
     }
     Ok(role.clone())
