@@ -127,7 +127,7 @@ impl<H: Clone> Membership<H> {
 
     /// Whether gossip about `node` is news: a member this node does not track.
     pub fn is_news(&self, node: &NodeInfo) -> bool {
-        !self.peers.get(&node.id).is_some_and(|p| p.handle.is_some())
+        self.peers.get(&node.id).is_none_or(|p| p.handle.is_none())
     }
 
     /// Records a new member and the handle started for it.
