@@ -161,6 +161,14 @@ pub struct TrainReport {
     pub nodes: Vec<NodeModel>,
     pub failed: Vec<Failed>,
     pub ms: u64,
+    /// Every node asked trained (or sent its model) and scored the models.
+    pub complete: bool,
+    /// Nodes that did both.
+    pub completed: usize,
+    /// Nodes the cluster knows, this one included.
+    pub asked: usize,
+    /// `cluster.min_quorum`: fewer completed nodes make `ctl` exit with an error.
+    pub quorum: usize,
 }
 
 /// The ensemble's overall scores, or why they could not be computed.

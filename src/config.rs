@@ -181,7 +181,8 @@ pub struct ClusterSettings {
     /// Client connections (`ctl`, `bench`) open at once; more are refused at their handshake.
     /// Members are not counted: they are bounded by `max_members`.
     pub max_connections: usize,
-    /// Connections still in their handshake at once; more are closed at accept.
+    /// Connections still in their handshake at once (at most `max_connections`); more are
+    /// closed at accept.
     pub max_handshakes: usize,
     /// A client connection that sends nothing for this long is closed.
     pub client_idle_ms: u64,
@@ -189,6 +190,9 @@ pub struct ClusterSettings {
     pub max_members: usize,
     /// How predictions are combined.
     pub aggregation: Aggregation,
+    /// Nodes that must complete a `train` or `evaluate` for `ctl` to call it a success
+    /// (default: a majority of the nodes asked).
+    pub min_quorum: Option<usize>,
 }
 
 impl Default for ClusterSettings {
@@ -210,6 +214,7 @@ impl Default for ClusterSettings {
             client_idle_ms: 60_000,
             max_members: 1_024,
             aggregation: Aggregation::Mean,
+            min_quorum: None,
         }
     }
 }

@@ -149,6 +149,16 @@ fn render_matrix(r: &TrainReport) -> String {
             .map(|f| format!("{} ({})", f.id, f.error))
             .collect();
         out.push_str(&format!("\nfailed: {}", failed.join(", ")));
+        out.push_str(&format!(
+            "\nwarning: incomplete: {} of {} nodes completed{}",
+            r.completed,
+            r.asked,
+            if r.completed < r.quorum {
+                format!(", fewer than the quorum of {}", r.quorum)
+            } else {
+                String::new()
+            }
+        ));
     }
     out.push_str(&format!(
         "\n{} models, {} splits, {} ms",
@@ -209,6 +219,10 @@ mod tests {
             nodes: vec![],
             failed: vec![Failed::new("n3", "down")],
             ms: 5,
+            complete: false,
+            completed: 2,
+            asked: 3,
+            quorum: 2,
         }));
         let table = render_human(&trained);
         let lines: Vec<&str> = table.lines().collect();

@@ -177,10 +177,19 @@ impl AuthArgs {
     }
 }
 
-/// Prints a JSON report; exit code 0 when it says `"ok": true`.
+/// Prints a JSON report; exit code 0 when it says `"ok": true` and, for a cluster-wide training
+/// or evaluation, at least its quorum of nodes completed.
 fn report(value: serde_json::Value) -> ExitCode {
     println!("{value}");
-    if value.get("ok") == Some(&serde_json::Value::Bool(true)) {
+    let ok = value.get("ok") == Some(&serde_json::Value::Bool(true));
+    let short = match (value["completed"].as_u64(), value["quorum"].as_u64()) {
+        (Some(completed), Some(quorum)) => completed < quorum,
+        _ => false,
+    };
+    if short {
+        eprintln!("warning: fewer nodes completed than the quorum");
+    }
+    if ok && !short {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -65,8 +65,11 @@ pub async fn start(settings: Settings, notices: Notices) -> Result<Addr<ClusterA
         timeout: settings.cluster.handshake_timeout(),
     };
     let c = &settings.cluster;
+    // A connection in its handshake may become a client: it never gets more room than clients.
+    let max_handshakes = c.max_handshakes.min(c.max_connections);
     let pools = Pools {
-        handshakes: Arc::new(tokio::sync::Semaphore::new(c.max_handshakes)),
+        handshakes: Arc::new(tokio::sync::Semaphore::new(max_handshakes)),
+        max_handshakes,
         clients: Arc::new(tokio::sync::Semaphore::new(c.max_connections)),
         max_clients: c.max_connections,
         client_idle: Duration::from_millis(c.client_idle_ms),
@@ -138,6 +141,7 @@ fn start_model(
 struct Pools {
     handshakes: Arc<tokio::sync::Semaphore>,
     clients: Arc<tokio::sync::Semaphore>,
+    max_handshakes: usize,
     max_clients: usize,
     client_idle: Duration,
 }
@@ -159,7 +163,11 @@ async fn accept_loop(
             }
         };
         let Ok(slot) = pools.handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%from, "refusing connection: too many handshakes in progress");
+            tracing::warn!(
+                %from,
+                "refusing connection: {} connections already open in their handshake",
+                pools.max_handshakes
+            );
             continue;
         };
         let (me, greeting, cluster, pools) =

@@ -87,4 +87,18 @@ pub struct Plan {
     pub long_deadline: Duration,
     /// Weight each node by its validation score instead of a plain mean / vote.
     pub weighted: bool,
+    /// Nodes that must complete a training or evaluation (`None`: a majority of those asked).
+    pub min_quorum: Option<usize>,
+}
+
+impl Plan {
+    /// Every node the flow concerns: the live ones and the unreachable ones.
+    pub fn nodes(&self) -> usize {
+        self.members.len() + self.unreachable.len()
+    }
+
+    /// How many must complete for the flow to count as a success.
+    pub fn quorum(&self) -> usize {
+        self.min_quorum.unwrap_or(self.nodes() / 2 + 1)
+    }
 }

@@ -132,13 +132,10 @@ pub async fn cross_validate(plan: Plan, retrain: bool) -> Answer {
     if splits.is_empty() {
         return failure("no node could score the models", failed);
     }
-    Answer::Train(Box::new(report(
-        &holders,
-        &splits,
-        failed,
-        started.elapsed(),
-        retrain,
-    )))
+    let mut report = report(&holders, &splits, failed, started.elapsed(), retrain);
+    report.asked = plan.nodes();
+    report.quorum = plan.quorum();
+    Answer::Train(Box::new(report))
 }
 
 fn failure(error: &str, failed: Vec<Failed>) -> Answer {
@@ -198,6 +195,10 @@ fn report(
         .map(|(id, e)| (id.clone(), e.ensemble.clone()))
         .collect();
     TrainReport {
+        complete: failed.is_empty(),
+        completed: splits.len(),
+        asked: splits.len() + failed.len(),
+        quorum: 0,
         retrained,
         metric: name.to_string(),
         models: holders.iter().map(|h| h.member.id.clone()).collect(),
@@ -297,6 +298,7 @@ mod tests {
             unreachable: vec!["n9".into()],
             long_deadline: Duration::from_secs(1),
             weighted: false,
+            min_quorum: None,
         }
     }
 
@@ -328,6 +330,9 @@ mod tests {
             panic!("expected a report, got {answer:?}");
         };
         assert_eq!(report.splits, ["n1"]);
+        // 4 asked and n9 known but down: 1 of 5 completed, short of a majority.
+        assert!(!report.complete);
+        assert_eq!((report.completed, report.asked, report.quorum), (1, 5, 3));
         assert_eq!(report.models, ["n1", "n2", "n3", "n4"]);
         assert_eq!(report.matrix, vec![vec![Some(0.5)]; 4]);
         let failed: Vec<(&str, &str)> = report

@@ -170,6 +170,7 @@ impl ClusterActor {
             unreachable,
             long_deadline: Duration::from_millis(cluster.train_timeout_ms),
             weighted: cluster.aggregation == Aggregation::Weighted,
+            min_quorum: cluster.min_quorum,
         }
     }
 
