@@ -311,6 +311,7 @@ impl ClusterActor {
                             reason: "train local".into(),
                             window,
                             queue: true,
+                            gate: None,
                         })
                         .await
                     {

@@ -20,9 +20,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::supervision::{contain, injected_fault, Supervision};
+use crate::ml::drift::RowError;
 use crate::ml::{
-    evaluate_split, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline, Reference, Rows,
-    Scores, SplitEval, Table, Watermark,
+    decide_swap, evaluate_split, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline,
+    Reference, Rows, Scores, SplitEval, Swap, SwapScores, Table, Watermark,
 };
 use crate::protocol::{ModelBlob, ModelSummary, Request, Response};
 
@@ -98,13 +99,30 @@ impl TrainingSource {
     /// The shard's train and validation splits (of its last `window` rows when given), and how
     /// far each file was read.
     fn load_split(&self, window: Option<usize>) -> Result<(Table, Table, Watermark), String> {
+        let (train, valid, _, mark) = self.load_gated(window, 0)?;
+        Ok((train, valid, mark))
+    }
+
+    /// [`TrainingSource::load_split`] with the last `holdout` rows (the most recently appended)
+    /// set aside first, for the champion / challenger check; at least 2 rows stay to train on.
+    fn load_gated(
+        &self,
+        window: Option<usize>,
+        holdout: usize,
+    ) -> Result<(Table, Table, Table, Watermark), String> {
         let (mut table, mark) = load_shard(&self.shard, &self.spec).map_err(|e| e.to_string())?;
         if let Some(w) = window.filter(|&w| w < table.len()) {
             let recent: Vec<usize> = (table.len() - w..table.len()).collect();
             table = table.select(&recent);
         }
+        let n = table.len();
+        let h = holdout.min(n.saturating_sub(2));
+        let held = table.select(&(n - h..n).collect::<Vec<_>>());
+        if h > 0 {
+            table = table.select(&(0..n - h).collect::<Vec<_>>());
+        }
         let (train, valid) = table.split(self.valid_fraction, self.seed);
-        Ok((train, valid, mark))
+        Ok((train, valid, held, mark))
     }
 }
 
@@ -196,15 +214,58 @@ fn load_persisted(dir: &Path) -> Option<Current> {
 pub struct Trained {
     pub summary: ModelSummary,
     pub bytes: Bytes,
+    /// The champion / challenger decision of a gated training; when not accepted, the model
+    /// above was neither saved nor put in service.
+    pub swap: Option<Swap>,
 }
+
+/// A training whose model must beat the current one before it answers (a drift retrain): the
+/// shard's last `holdout_rows` rows are held out of training and both models are scored on them,
+/// and on the new validation split within `tolerance`.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate {
+    pub holdout_rows: usize,
+    pub tolerance: f64,
+}
+
+/// Scores the challenger against the champion for a [`Gate`].
+fn gate_check(
+    gate: &Gate,
+    champion: &Pipeline,
+    challenger: &Pipeline,
+    held: &Table,
+    valid: &Table,
+) -> Result<Swap, String> {
+    let kind = RowError::for_labels(&[&held.labels, &valid.labels]);
+    let err = |m: &Pipeline, t: &Table| -> Result<Option<f64>, String> {
+        if t.is_empty() {
+            return Ok(None);
+        }
+        kind.model_error(m, t).map(Some).map_err(|e| e.to_string())
+    };
+    let scores = SwapScores {
+        metric: kind.metric().into(),
+        holdout_rows: held.len(),
+        current_holdout: err(champion, held)?.unwrap_or(0.0),
+        challenger_holdout: err(challenger, held)?.unwrap_or(0.0),
+        current_valid: err(champion, valid)?,
+        challenger_valid: err(challenger, valid)?,
+    };
+    Ok(decide_swap(&scores, gate.tolerance))
+}
+
+/// The trained model, its validation split, and the swap decision of a gated training.
+type TrainOutcome = (Arc<Current>, Arc<Table>, Option<Swap>);
 
 fn train_blocking(
     source: &TrainingSource,
     version: u64,
     window: Option<usize>,
     state_dir: &Path,
-) -> Result<(Arc<Current>, Arc<Table>), String> {
-    let (train, valid, watermark) = source.load_split(window)?;
+    gate: Option<(Gate, Arc<Current>)>,
+) -> Result<TrainOutcome, String> {
+    let holdout = gate.as_ref().map_or(0, |(g, _)| g.holdout_rows);
+    let (train, valid, held, watermark) = source.load_gated(window, holdout)?;
     let started = Instant::now();
     let meta = ModelMeta {
         node: source.node.clone(),
@@ -221,7 +282,8 @@ fn train_blocking(
         Some(score(valid.labels(), &preds).map_err(|e| e.to_string())?)
     };
     let bytes = Bytes::from(pipeline.to_bytes().map_err(|e| e.to_string())?);
-    let reference = Reference::with_bins(&train, source.drift_bins).map_err(|e| e.to_string())?;
+    let reference = Reference::of_model(&train, &pipeline, &valid, source.drift_bins)
+        .map_err(|e| e.to_string())?;
     let reference_bytes = Bytes::from(reference.to_bytes().map_err(|e| e.to_string())?);
     let summary = ModelSummary {
         node: source.node.clone(),
@@ -237,7 +299,13 @@ fn train_blocking(
         watermark: watermark.clone(),
         reference: Some(reference_bytes),
     };
-    persist(state_dir, &stored)?;
+    let swap = match &gate {
+        Some((g, champion)) => Some(gate_check(g, &champion.pipeline, &pipeline, &held, &valid)?),
+        None => None,
+    };
+    if swap.as_ref().is_none_or(|s| s.accepted) {
+        persist(state_dir, &stored)?;
+    }
     let current = Current {
         reference: Some(Arc::new(reference)),
         weight: weight_of(summary.valid.as_ref()),
@@ -246,7 +314,7 @@ fn train_blocking(
         summary,
         watermark,
     };
-    Ok((Arc::new(current), Arc::new(valid)))
+    Ok((Arc::new(current), Arc::new(valid), swap))
 }
 
 /// Runs `work` on the blocking pool; a panic in it becomes an error, not a dead actor.
@@ -317,6 +385,7 @@ impl Actor for ModelActor {
                 reason: "first start".into(),
                 window: None,
                 queue: false,
+                gate: None,
             });
         }
     }
@@ -350,6 +419,8 @@ pub struct Train {
     /// Train on the shard's last rows only.
     pub window: Option<usize>,
     pub queue: bool,
+    /// Put the new model in service only if it beats the current one (no current model: always).
+    pub gate: Option<Gate>,
 }
 
 impl Handler<Train> for ModelActor {
@@ -377,18 +448,32 @@ impl Handler<Train> for ModelActor {
         }
         let version = self.slot.current().map_or(0, |c| c.summary.version) + 1;
         let state_dir = self.state_dir.clone();
-        let Train { reason, window, .. } = msg;
+        let Train {
+            reason,
+            window,
+            gate,
+            ..
+        } = msg;
+        let gate = gate.and_then(|g| self.slot.current().map(|c| (g, c)));
         // The cached validation split is rebuilt by the training; don't hold both at once.
         self.valid = None;
         tracing::info!(version, %reason, "training");
         let work = blocking("training", move || {
-            train_blocking(&source, version, window, &state_dir)
+            train_blocking(&source, version, window, &state_dir, gate)
         });
         Box::pin(work.into_actor(self).map(move |result, act, _ctx| {
             act.slot.0.training.store(false, Ordering::Release);
             act.trainings_done.send_modify(|n| *n += 1);
             match result {
-                Ok((current, valid)) => {
+                Ok((current, _, Some(swap))) if !swap.accepted => {
+                    tracing::info!(%reason, why = %swap.reason, "new model not put in service");
+                    Ok(Trained {
+                        summary: current.summary.clone(),
+                        bytes: current.bytes.clone(),
+                        swap: Some(swap),
+                    })
+                }
+                Ok((current, valid, swap)) => {
                     let summary = current.summary.clone();
                     let bytes = current.bytes.clone();
                     tracing::info!(
@@ -400,7 +485,11 @@ impl Handler<Train> for ModelActor {
                     );
                     act.slot.publish(current);
                     act.valid = Some(valid);
-                    Ok(Trained { summary, bytes })
+                    Ok(Trained {
+                        summary,
+                        bytes,
+                        swap,
+                    })
                 }
                 Err(e) => {
                     tracing::error!("training failed, keeping the previous model: {e}");
@@ -492,6 +581,7 @@ impl LocalModel {
                     reason: "cluster training".into(),
                     window: None,
                     queue: true,
+                    gate: None,
                 })
                 .await
             {

@@ -1,0 +1,146 @@
+//! Champion / challenger: after a drift retrain the new model (challenger) replaces the one that
+//! answers (champion) only if it does at least as well on a held-out slice of the recent rows,
+//! which neither model trained on, and no worse than `tolerance` (relative) on the challenger's
+//! validation split. The rule is a pure function of the four errors, so it is tested here; the
+//! model actor measures them and applies the answer.
+
+use serde::{Deserialize, Serialize};
+
+/// Errors (lower is better, one metric) of both models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwapScores {
+    pub metric: String,
+    /// Held-out recent rows (0: none, the holdout errors are then ignored).
+    pub holdout_rows: usize,
+    pub current_holdout: f64,
+    pub challenger_holdout: f64,
+    /// Both models on the challenger's validation split (None when it is empty).
+    pub current_valid: Option<f64>,
+    pub challenger_valid: Option<f64>,
+}
+
+/// The decision, as the `drift` command shows it (`swap`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Swap {
+    pub metric: String,
+    /// The current model's error on the held-out recent rows (on the validation split when there
+    /// are none).
+    pub current: f64,
+    /// The challenger's error on the same rows.
+    pub challenger: f64,
+    pub accepted: bool,
+    pub holdout_rows: usize,
+    pub current_valid: Option<f64>,
+    pub challenger_valid: Option<f64>,
+    pub tolerance: f64,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Accept the challenger when its holdout error is ≤ the current model's, and its validation
+/// error ≤ (1 + `tolerance`) × the current model's on the same split.
+pub fn decide_swap(s: &SwapScores, tolerance: f64) -> Swap {
+    let holdout = s.holdout_rows > 0;
+    let holdout_ok = !holdout || s.challenger_holdout <= s.current_holdout;
+    let valid_ok = match (s.current_valid, s.challenger_valid) {
+        (Some(c), Some(n)) => n <= c * (1.0 + tolerance),
+        _ => true,
+    };
+    let (current, challenger) = if holdout {
+        (s.current_holdout, s.challenger_holdout)
+    } else {
+        (
+            s.current_valid.unwrap_or(f64::NAN),
+            s.challenger_valid.unwrap_or(f64::NAN),
+        )
+    };
+    let m = &s.metric;
+    let reason = if !holdout_ok {
+        format!(
+            "the new model's {m} on {} held-out recent rows is {:.4}, the current one's {:.4}",
+            s.holdout_rows, s.challenger_holdout, s.current_holdout
+        )
+    } else if !valid_ok {
+        format!(
+            "the new model's validation {m} {:.4} is worse than the current one's {:.4} by more \
+             than {:.0} %",
+            s.challenger_valid.unwrap_or(f64::NAN),
+            s.current_valid.unwrap_or(f64::NAN),
+            tolerance * 100.0
+        )
+    } else if holdout {
+        format!(
+            "{m} on {} held-out recent rows: new {:.4} ≤ current {:.4}",
+            s.holdout_rows, s.challenger_holdout, s.current_holdout
+        )
+    } else {
+        format!("no held-out rows; validation {m}: new {challenger:.4}, current {current:.4}")
+    };
+    Swap {
+        metric: m.clone(),
+        current,
+        challenger,
+        accepted: holdout_ok && valid_ok,
+        holdout_rows: s.holdout_rows,
+        current_valid: s.current_valid,
+        challenger_valid: s.challenger_valid,
+        tolerance,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(h: (f64, f64), v: (f64, f64), rows: usize) -> SwapScores {
+        SwapScores {
+            metric: "rmse".into(),
+            holdout_rows: rows,
+            current_holdout: h.0,
+            challenger_holdout: h.1,
+            current_valid: Some(v.0),
+            challenger_valid: Some(v.1),
+        }
+    }
+
+    #[test]
+    fn better_on_recent_rows_and_close_on_validation_is_accepted() {
+        let s = decide_swap(&scores((2.0, 1.0), (1.0, 1.05), 60), 0.1);
+        assert!(s.accepted, "{s:?}");
+        assert_eq!((s.current, s.challenger), (2.0, 1.0));
+        // A tie on the recent rows is enough.
+        assert!(decide_swap(&scores((1.0, 1.0), (1.0, 1.0), 60), 0.0).accepted);
+    }
+
+    #[test]
+    fn worse_on_recent_rows_is_refused() {
+        let s = decide_swap(&scores((1.0, 1.2), (1.0, 0.5), 60), 0.1);
+        assert!(!s.accepted);
+        assert!(s.reason.contains("60 held-out recent rows"), "{}", s.reason);
+    }
+
+    #[test]
+    fn much_worse_on_validation_is_refused() {
+        // 1.2 > 1.0 × 1.1
+        let s = decide_swap(&scores((2.0, 1.0), (1.0, 1.2), 60), 0.1);
+        assert!(!s.accepted);
+        assert!(s.reason.contains("10 %"), "{}", s.reason);
+        assert!(decide_swap(&scores((2.0, 1.0), (1.0, 1.2), 60), 0.25).accepted);
+    }
+
+    #[test]
+    fn without_held_out_rows_validation_decides() {
+        let s = decide_swap(&scores((0.0, 9.0), (1.0, 1.05), 0), 0.1);
+        assert!(
+            s.accepted && s.current == 1.0 && s.challenger == 1.05,
+            "{s:?}"
+        );
+        let none = SwapScores {
+            current_valid: None,
+            challenger_valid: None,
+            ..scores((0.0, 0.0), (0.0, 0.0), 0)
+        };
+        assert!(decide_swap(&none, 0.1).accepted);
+    }
+}
