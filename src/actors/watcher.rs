@@ -449,3 +449,19 @@ impl Handler<Fail> for DataWatcher {
         contain(ctx, "data watcher actor", injected_fault);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::keep_last;
+
+    #[test]
+    fn waiting_rows_are_bounded_oldest_first() {
+        let mut p = b"1\n2\n3\n4\n".to_vec();
+        assert_eq!(keep_last(&mut p, 4, 10), 4);
+        assert_eq!(p, b"1\n2\n3\n4\n");
+        assert_eq!(keep_last(&mut p, 4, 3), 3);
+        assert_eq!(p, b"2\n3\n4\n");
+        assert_eq!(keep_last(&mut p, 3, 1), 1);
+        assert_eq!(p, b"4\n");
+    }
+}

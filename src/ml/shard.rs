@@ -298,4 +298,42 @@ mod tests {
             "another header is an error"
         );
     }
+
+    #[test]
+    fn malformed_lines_are_set_aside_and_counted() {
+        let origin = Path::new("new rows");
+        let (good, rows, bad, why) = good_lines(origin, b"x,y\n", b"1,2\n3,4\n", &spec());
+        assert_eq!(
+            (good.as_slice(), rows, bad, why),
+            (&b"1,2\n3,4\n"[..], 2, 0, None)
+        );
+        // Ragged, then a non-numeric label: both skipped, the good rows kept in order.
+        let lines = b"1,2\n1,2,3\n5,6\n7,abc\n\n8,9\n";
+        let (good, rows, bad, why) = good_lines(origin, b"x,y\n", lines, &spec());
+        assert_eq!(
+            (good.as_slice(), rows, bad),
+            (&b"1,2\n5,6\n8,9\n"[..], 3, 2)
+        );
+        assert!(why.is_some_and(|w| w.contains("ragged")));
+    }
+
+    #[test]
+    fn a_read_takes_in_at_most_its_budget() {
+        let d = dir("budget");
+        let f = d.join("s.csv");
+        append(&f, "x,y\n0,0\n");
+        let (_, mut mark) = load_shard(&f, &spec()).expect("loads");
+        append(&f, "1,2\n3,4\n5,6\n");
+        // 9 bytes: two whole lines; the third waits for the next read.
+        let new = read_new_at_most(&f, &mut mark, 9).expect("reads");
+        assert_eq!((new.lines.as_slice(), new.rows), (&b"1,2\n3,4\n"[..], 2));
+        let new = read_new_at_most(&f, &mut mark, 9).expect("reads");
+        assert_eq!(new.rows, 1);
+        // A line longer than the whole budget is skipped, and what follows is read.
+        append(&f, &format!("{},1\n7,8\n", "9".repeat(40)));
+        let new = read_new_at_most(&f, &mut mark, 9).expect("reads");
+        assert_eq!((new.rows, new.skipped), (0, 1));
+        let new = read_new_at_most(&f, &mut mark, 9).expect("reads");
+        assert_eq!((new.lines.as_slice(), new.skipped), (&b"7,8\n"[..], 0));
+    }
 }

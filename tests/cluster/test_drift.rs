@@ -96,6 +96,14 @@ fn shifted_rows_retrain_once_and_similar_rows_do_not() {
     });
     assert!(seen, "the new rows were not compared: {report}");
     assert_eq!(report["report"]["dataset_drift"], false, "{report}");
+    assert_eq!(report["report"]["alpha"], 0.01, "{report}");
+    let features = report["report"]["features"].as_array().expect("features");
+    assert!(
+        features
+            .iter()
+            .all(|f| f["p_adjusted"].as_f64() > Some(0.01)),
+        "{report}"
+    );
     assert_eq!(version(cluster.node("n1")), Some(v1));
 
     // 500 shifted rows: one local retrain, within two check intervals of the poll that sees them.
@@ -110,8 +118,21 @@ fn shifted_rows_retrain_once_and_similar_rows_do_not() {
         cluster.node("n1").command("drift")
     );
     eprintln!("retrained {:?} after the shifted rows", appended.elapsed());
-    let report = cluster.node("n1").command("drift");
+    let mut report = Value::Null;
+    let decided = wait_until(Duration::from_secs(5), || {
+        report = cluster.node("n1").command("drift");
+        report["swap"] != Value::Null
+    });
+    assert!(decided, "no swap decision: {report}");
     assert_eq!(report["report"]["dataset_drift"], true, "{report}");
+    // The new model earned its place: no worse on the held-out shifted rows.
+    let swap = &report["swap"];
+    assert_eq!(swap["accepted"], true, "{report}");
+    assert!(swap["holdout_rows"].as_u64() > Some(100), "{report}");
+    assert!(
+        swap["challenger"].as_f64() <= swap["current"].as_f64(),
+        "{report}"
+    );
     assert!(cluster.node("n1").wait_for_log(
         &format!("model v{v1} → v{}: local retrain, drift in", v1 + 1),
         Duration::from_secs(2)
@@ -157,47 +178,62 @@ fn row() -> String {
         .to_string()
 }
 
+/// Predictions are answered by the old model while the node trains: each prediction is bracketed
+/// by two `status` calls, and those where both said `training: true` were answered during the
+/// training. There must be some, and the slowest of them must be far quicker than the training.
 #[test]
 fn predictions_never_wait_for_training() {
     let (mut node, _state) = big_node("double-buffer", 60_000);
     let before = version(&mut node).expect("a model");
     let retrain = retrain_in_background(&node);
     let mut answers: Vec<(u64, Duration)> = Vec::new();
+    let mut during: Vec<Duration> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut after_swap = 0;
     while Instant::now() < deadline && after_swap < 20 {
+        let training_before = node.status()["training"] == true;
         let t0 = Instant::now();
         let p = node.command(&format!("predict --explain {}", row()));
         let took = t0.elapsed();
+        let training_after = node.status()["training"] == true;
         assert_eq!(p["ok"], true, "{p}");
         assert_eq!(p["answered"], 1, "{p}");
         let v = p["nodes"][0]["version"].as_u64().expect("version");
         answers.push((v, took));
+        if training_before && training_after {
+            assert_eq!(v, before, "answered by a model not yet trained: {p}");
+            during.push(took);
+        }
         if retrain.is_finished() {
             after_swap += 1;
         }
     }
     let ran = retrain.join().expect("ctl thread");
     assert_eq!(ran.code, Some(0), "{ran}");
+    let trained: Value = serde_json::from_str(ran.stdout.trim()).expect("train local answers JSON");
+    let train_ms = trained["train_ms"].as_u64().expect("train_ms");
     let versions: Vec<u64> = answers.iter().map(|(v, _)| *v).collect();
     assert!(
         versions.windows(2).all(|w| w[0] <= w[1]),
         "versions went back: {versions:?}"
-    );
-    assert!(
-        versions.contains(&before),
-        "never answered by the old model"
     );
     assert_eq!(
         versions.last(),
         Some(&(before + 1)),
         "never answered by the new model"
     );
-    let during = versions.iter().filter(|&&v| v == before).count();
-    let slowest = answers.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    assert!(
+        !during.is_empty(),
+        "no prediction was answered while status said training (training took {train_ms} ms)"
+    );
+    let slowest = during.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_millis(train_ms / 4),
+        "a prediction during the training took {slowest:?}, the training {train_ms} ms"
+    );
     eprintln!(
-        "{} predictions during the retrain ({during} by the old model); slowest {slowest:?}",
-        answers.len()
+        "{} predictions answered while training ({train_ms} ms); slowest {slowest:?}",
+        during.len()
     );
 }
 
@@ -262,4 +298,49 @@ fn a_half_written_line_is_read_once_complete() {
     assert!(read, "{d}");
     assert_eq!(d["error"], Value::Null, "{d}");
     assert_eq!(d["report"]["rows"], 1, "{d}");
+}
+
+/// A malformed appended row is set aside and counted; the good rows after it are still checked
+/// and their drift found.
+#[test]
+fn a_malformed_row_is_skipped_and_drift_still_found() {
+    let dir = TestDir::new("bad-row");
+    let shard = dir.path().join("s.csv");
+    gen(&shard, 2000, 3, 0.0, false);
+    let drift = "check_interval_ms = 200\ncooldown_ms = 600000";
+    let spec = NodeSpec::new("n1").toml(&data_toml(&shard, drift));
+    let mut node = Node::start(&dir, spec);
+    let v1 = wait_for_model(&mut node, Duration::from_secs(20));
+
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .expect("open");
+    use std::io::Write;
+    f.write_all(b"1,2,3\n").expect("write a ragged row");
+    f.flush().expect("flush");
+    let mut d = Value::Null;
+    let counted = wait_until(Duration::from_secs(5), || {
+        d = node.command("drift");
+        d["bad_rows"] == 1
+    });
+    assert!(counted, "{d}");
+    assert_eq!(d["rows_since_training"], 0, "{d}");
+    assert!(
+        d["bad_row_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ragged")),
+        "{d}"
+    );
+
+    gen(&shard, 300, 4, 1.0, true);
+    let found = wait_until(Duration::from_secs(10), || {
+        d = node.command("drift");
+        d["report"]["rows"] == 300
+    });
+    assert!(found, "the rows after the bad one were not checked: {d}");
+    assert_eq!(d["report"]["dataset_drift"], true, "{d}");
+    assert_eq!(d["report_model_version"], v1, "{d}");
+    assert_eq!(d["bad_rows"], 1, "{d}");
+    assert_eq!(d["rows_since_training"], 300, "{d}");
 }
