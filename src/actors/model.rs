@@ -20,10 +20,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::supervision::{contain, injected_fault, Supervision};
-use crate::ml::drift::RowError;
 use crate::ml::{
-    decide_swap, evaluate_split, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline,
-    Reference, Rows, Scores, SplitEval, Swap, SwapScores, Table, Watermark,
+    evaluate_split, judge_swap, load_shard, score, DataSpec, ModelConfig, ModelMeta, Pipeline,
+    Reference, Rows, Scores, SplitEval, Swap, Table, Watermark,
 };
 use crate::protocol::{ModelBlob, ModelSummary, Request, Response};
 
@@ -228,32 +227,6 @@ pub struct Gate {
     pub tolerance: f64,
 }
 
-/// Scores the challenger against the champion for a [`Gate`].
-fn gate_check(
-    gate: &Gate,
-    champion: &Pipeline,
-    challenger: &Pipeline,
-    held: &Table,
-    valid: &Table,
-) -> Result<Swap, String> {
-    let kind = RowError::for_labels(&[&held.labels, &valid.labels]);
-    let err = |m: &Pipeline, t: &Table| -> Result<Option<f64>, String> {
-        if t.is_empty() {
-            return Ok(None);
-        }
-        kind.model_error(m, t).map(Some).map_err(|e| e.to_string())
-    };
-    let scores = SwapScores {
-        metric: kind.metric().into(),
-        holdout_rows: held.len(),
-        current_holdout: err(champion, held)?.unwrap_or(0.0),
-        challenger_holdout: err(challenger, held)?.unwrap_or(0.0),
-        current_valid: err(champion, valid)?,
-        challenger_valid: err(challenger, valid)?,
-    };
-    Ok(decide_swap(&scores, gate.tolerance))
-}
-
 /// The trained model, its validation split, and the swap decision of a gated training.
 type TrainOutcome = (Arc<Current>, Arc<Table>, Option<Swap>);
 
@@ -300,7 +273,10 @@ fn train_blocking(
         reference: Some(reference_bytes),
     };
     let swap = match &gate {
-        Some((g, champion)) => Some(gate_check(g, &champion.pipeline, &pipeline, &held, &valid)?),
+        Some((g, champion)) => Some(
+            judge_swap(&champion.pipeline, &pipeline, &held, &valid, g.tolerance)
+                .map_err(|e| e.to_string())?,
+        ),
         None => None,
     };
     if swap.as_ref().is_none_or(|s| s.accepted) {

@@ -133,6 +133,7 @@ fn shifted_rows_retrain_once_and_similar_rows_do_not() {
         swap["challenger"].as_f64() <= swap["current"].as_f64(),
         "{report}"
     );
+    eprintln!("swap: {swap}");
     assert!(cluster.node("n1").wait_for_log(
         &format!("model v{v1} → v{}: local retrain, drift in", v1 + 1),
         Duration::from_secs(2)

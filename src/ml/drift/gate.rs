@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::RowError;
+use crate::ml::data::Table;
+use crate::ml::error::Result;
+use crate::ml::pipeline::Pipeline;
+
 /// Errors (lower is better, one metric) of both models.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SwapScores {
@@ -89,9 +94,90 @@ pub fn decide_swap(s: &SwapScores, tolerance: f64) -> Swap {
     }
 }
 
+/// Scores the current model and the challenger on the held-out recent rows `held` and on the
+/// challenger's validation split `valid` (one metric for both, see [`RowError::for_labels`]), and
+/// decides with [`decide_swap`].
+pub fn judge_swap(
+    current: &Pipeline,
+    challenger: &Pipeline,
+    held: &Table,
+    valid: &Table,
+    tolerance: f64,
+) -> Result<Swap> {
+    let kind = RowError::for_labels(&[&held.labels, &valid.labels]);
+    let err = |m: &Pipeline, t: &Table| -> Result<Option<f64>> {
+        if t.is_empty() {
+            return Ok(None);
+        }
+        kind.model_error(m, t).map(Some)
+    };
+    let scores = SwapScores {
+        metric: kind.metric().into(),
+        holdout_rows: held.len(),
+        current_holdout: err(current, held)?.unwrap_or(0.0),
+        challenger_holdout: err(challenger, held)?.unwrap_or(0.0),
+        current_valid: err(current, valid)?,
+        challenger_valid: err(challenger, valid)?,
+    };
+    Ok(decide_swap(&scores, tolerance))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ml::data::{parse_csv, DataSpec, Labels, Task};
+    use crate::ml::synth::{write_rows, GenArgs};
+    use crate::ml::{Kind, ModelConfig, ModelMeta};
+
+    fn generated(rows: usize, seed: u64, shift: f64) -> Table {
+        let mut args = GenArgs::new(rows, "gen.csv");
+        (args.seed, args.shift) = (seed, shift);
+        let mut buf = Vec::new();
+        write_rows(&args, true, &mut buf).unwrap();
+        let spec = DataSpec {
+            label: "y".into(),
+            task: Task::Regression,
+            drop: vec![],
+        };
+        parse_csv(std::path::Path::new("gen.csv"), &buf, &spec).unwrap()
+    }
+
+    fn fit(t: &Table) -> Pipeline {
+        let cfg = ModelConfig {
+            kind: Kind::Tree,
+            ..Default::default()
+        };
+        Pipeline::fit(t, &cfg, ModelMeta::default()).unwrap()
+    }
+
+    /// A model that learned the shifted rows beats one that never saw them, on shifted rows; a
+    /// model trained on scrambled labels loses to the current one and is refused.
+    #[test]
+    fn judged_on_real_models() {
+        let old = generated(1_500, 1, 0.0);
+        let current = fit(&old);
+        let mut both = generated(1_500, 2, 1.0);
+        let held = both.select(&(1_000..1_500).collect::<Vec<_>>());
+        both = both.select(&(0..1_000).collect::<Vec<_>>());
+        let challenger = fit(&both);
+        let valid = generated(300, 3, 1.0);
+        let s = judge_swap(&current, &challenger, &held, &valid, 0.05).unwrap();
+        assert!(s.accepted && s.challenger < s.current, "{s:?}");
+        assert_eq!((s.holdout_rows, s.metric.as_str()), (500, "rmse"));
+
+        let mut scrambled = both.clone();
+        if let Labels::Regression(v) = &mut scrambled.labels {
+            v.reverse();
+        }
+        let bad = fit(&scrambled);
+        let s = judge_swap(&challenger, &bad, &held, &valid, 0.05).unwrap();
+        assert!(!s.accepted && s.challenger > s.current, "{s:?}");
+        assert!(
+            s.reason.contains("500 held-out recent rows"),
+            "{}",
+            s.reason
+        );
+    }
 
     fn scores(h: (f64, f64), v: (f64, f64), rows: usize) -> SwapScores {
         SwapScores {
