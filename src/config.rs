@@ -122,6 +122,9 @@ impl DriftConfig {
 pub struct TestingSettings {
     /// Enables the `fault` console command.
     pub faults: bool,
+    /// Pause between writing the model file and renaming it into place, so a test can kill the
+    /// node in the middle of a save.
+    pub save_pause_ms: u64,
 }
 
 /// `[node]`: who this node is and where it listens.

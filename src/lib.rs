@@ -19,11 +19,12 @@
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.
 
 pub mod actors;
+pub mod answer;
 pub mod bench;
 pub mod cluster;
+pub mod command;
 pub mod config;
 pub mod console;
-pub mod coordinator;
 pub mod ctl;
 pub mod error;
 pub mod ml;

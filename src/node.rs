@@ -1,30 +1,25 @@
 //! Starting a node: bind the listener, start the actors, accept connections, read the console,
 //! stop on `quit` or a signal.
 
-use std::io::BufRead;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use futures::SinkExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::actors::{
-    ClusterActor, DataWatcher, Exec, LocalModel, MemberConnected, ModelActor, ModelSlot, Notices,
-    Shutdown, Supervision, TrainingSource,
+    ClusterActor, DataWatcher, GetMembers, LocalModel, MemberConnected, ModelActor, ModelSlot,
+    Notices, Shutdown, Supervision, TrainingSource,
 };
 use crate::config::Settings;
-use crate::console;
+use crate::console::{self, ConsoleOptions};
 use crate::error::{Error, Result};
 use crate::net::{self, Greeting, Link, Secret};
 use crate::protocol::{Message, NodeInfo, Role};
 
-/// How the console talks to its user.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ConsoleOptions {
-    /// One JSON object per command, on one line.
-    pub json: bool,
-}
+/// How long a node that was told to stop may take to say goodbye before it stops anyway.
+const LEAVE_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs a node until it is told to stop; returns the exit code. Blocks the calling thread.
 pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<i32> {
@@ -37,7 +32,7 @@ pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<i32> {
         json: console_opts.json,
     };
     let cluster = system.block_on(start(settings, notices))?;
-    spawn_console(cluster, console_opts);
+    console::spawn(cluster, console_opts);
     Ok(system.run_with_code()?)
 }
 
@@ -66,15 +61,11 @@ pub async fn start(settings: Settings, notices: Notices) -> Result<Addr<ClusterA
     let supervision = Supervision::default();
     let (local, watcher) = start_model(&settings, &supervision, notices);
     let settings = Arc::new(settings);
-    let cluster = ClusterActor::new(
-        me.clone(),
-        settings,
-        greeting.clone(),
-        local,
-        watcher,
-        supervision,
-    )
-    .start();
+    let cluster = {
+        let (me, greeting) = (me.clone(), greeting.clone());
+        let actor = ClusterActor::new(me, settings, greeting, local, watcher, supervision);
+        Supervisor::start(move |_| actor)
+    };
     actix_rt::spawn(accept_loop(
         listener,
         me,
@@ -106,6 +97,7 @@ fn start_model(
     let actor = ModelActor::new(
         source.clone(),
         settings.node.state_dir.clone(),
+        Duration::from_millis(settings.testing.save_pause_ms),
         slot.clone(),
         settings.node.train_on_join,
         supervision.clone(),
@@ -173,7 +165,7 @@ async fn serve_connection(
 ) -> Result<()> {
     let (mut conn, role, tag) = net::accept(stream, me, greeting).await?;
     let members = cluster
-        .send(crate::actors::GetMembers)
+        .send(GetMembers)
         .await
         .map_err(|e| Error::Other(e.to_string()))?;
     conn.send(Message::Welcome { members }).await?;
@@ -212,40 +204,9 @@ async fn stop_on_signal(cluster: Addr<ClusterActor>) {
         _ = int.recv() => {},
     }
     cluster.do_send(Shutdown);
-}
-
-/// Reads commands from stdin on a thread of its own and prints their answers in order. At end
-/// of input the node keeps running (it may have been started in the background).
-fn spawn_console(cluster: Addr<ClusterActor>, opts: ConsoleOptions) {
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
-            let Ok(line) = line else { break };
-            let answer = match console::parse(&line) {
-                Ok(None) => continue,
-                Ok(Some(command)) => {
-                    let quitting = command == console::Command::Quit;
-                    match futures::executor::block_on(cluster.send(Exec(command))) {
-                        Ok(_) if quitting => {
-                            // The node is leaving; in JSON mode `quit` prints nothing, so a
-                            // script reads exactly one line per other command.
-                            if !opts.json {
-                                println!("leaving the cluster");
-                            }
-                            return;
-                        }
-                        Ok(value) => value,
-                        Err(_) => return,
-                    }
-                }
-                Err(message) => console::error(message),
-            };
-            if opts.json {
-                println!("{answer}");
-            } else {
-                println!("{}", console::render_human(&answer));
-            }
-        }
-        tracing::debug!("stdin closed; the node keeps running");
-    });
+    // Leaving takes a few hundred milliseconds; a node whose cluster actor cannot do it still
+    // stops.
+    tokio::time::sleep(LEAVE_GRACE).await;
+    tracing::warn!("the node did not leave in time; stopping anyway");
+    System::current().stop();
 }

@@ -1,20 +1,40 @@
 //! One [`PeerActor`] per remote member: it dials the member with backoff, keeps the single link
 //! to it (see [`crate::cluster::new_link_wins`]), sends heartbeats that carry the gossip of who is
-//! up, watches the link's silence, and tells the [`ClusterActor`] every change of state or link.
+//! up, watches the link's silence, serves the member's model requests with this node's
+//! [`LocalModel`], and reports every change of state or link as a [`PeerEvent`] to whoever
+//! started it (the cluster actor), through a `Recipient`, without knowing that actor's type.
 //!
-//! It runs under an actix `Supervisor`: a restart drops the link and dials again.
+//! It runs under an actix `Supervisor`: a failure in any handler restarts it, which drops the
+//! link and dials again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::cluster::{ClusterActor, LearnMembers, PeerChanged, PeerLeft, Serve};
 use super::model::LocalModel;
-use super::supervision::{contain, injected_fault, Supervision};
-use crate::cluster::{backoff, liveness, new_link_wins, LinkOrigin, PeerState, PhiAccrual};
-use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
-use crate::protocol::{Message, NodeInfo, Request, Response, Role};
+use super::supervision::{guard, injected_fault, Guarded, Kind, Supervision};
+use crate::cluster::{backoff, liveness, new_link_wins, PeerState, PhiAccrual};
+use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent, LinkOrigin};
+use crate::protocol::{Message, NodeInfo, Request, Role};
+
+/// What a peer actor tells the node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum PeerEvent {
+    /// The peer's state or link changed (or was asked for again).
+    Changed {
+        info: NodeInfo,
+        state: PeerState,
+        link: Option<Link>,
+    },
+    /// Members heard of from this peer (its welcome, its gossip).
+    Learned(Vec<NodeInfo>),
+    /// The peer left the cluster on purpose.
+    Left(NodeInfo),
+    /// A request for the node rather than its model (a command), to answer on `link`.
+    Request { link: Link, id: u64, body: Request },
+}
 
 /// Timing of heartbeats, failure detection and reconnects.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +51,7 @@ pub struct PeerActor {
     peer: NodeInfo,
     greeting: Greeting,
     timing: Timing,
-    cluster: Addr<ClusterActor>,
+    cluster: Recipient<PeerEvent>,
     link: Option<Link>,
     /// Heartbeat history of the current link.
     detector: PhiAccrual,
@@ -56,7 +76,7 @@ pub struct PeerEnv {
     pub me: NodeInfo,
     pub greeting: Greeting,
     pub timing: Timing,
-    pub cluster: Addr<ClusterActor>,
+    pub cluster: Recipient<PeerEvent>,
     pub local: LocalModel,
     pub supervision: Supervision,
 }
@@ -97,7 +117,7 @@ impl PeerActor {
     }
 
     fn report(&self) {
-        self.cluster.do_send(PeerChanged {
+        self.cluster.do_send(PeerEvent::Changed {
             info: self.peer.clone(),
             state: self.state,
             link: self.live_link().cloned(),
@@ -174,18 +194,18 @@ impl PeerActor {
         let role = Role::Member(self.me.clone());
         let greeting = self.greeting.clone();
         let work = async move { net::dial(addr, role, &greeting).await };
-        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+        let dialed = work.into_actor(self).map(move |result, act, ctx| {
             act.dialing = false;
             match result {
                 Ok(dialed) if dialed.node.id == act.peer.id => {
-                    act.cluster.do_send(LearnMembers(dialed.members));
+                    act.cluster.do_send(PeerEvent::Learned(dialed.members));
                     let initiator = act.me.id.clone();
                     act.attach(dialed.conn, &initiator, dialed.tag, dialed.node, ctx);
                 }
                 Ok(dialed) => {
                     // Another node listens at that address now; let the cluster sort it out.
                     tracing::info!(peer = %act.peer.id, "{addr} now answers as {}", dialed.node.id);
-                    act.cluster.do_send(LearnMembers(vec![dialed.node]));
+                    act.cluster.do_send(PeerEvent::Learned(vec![dialed.node]));
                     act.attempts += 1;
                     act.schedule_dial(ctx);
                 }
@@ -202,7 +222,8 @@ impl PeerActor {
                     act.schedule_dial(ctx);
                 }
             }
-        }));
+        });
+        ctx.spawn(Guarded::new(dialed, "peer actor (dial)", |_| ()));
     }
 
     fn attach(
@@ -259,7 +280,9 @@ impl Actor for PeerActor {
         if self.retired {
             return;
         }
-        self.heartbeats = Some(ctx.run_interval(self.timing.heartbeat, |act, ctx| act.tick(ctx)));
+        self.heartbeats = Some(ctx.run_interval(self.timing.heartbeat, |act, ctx| {
+            guard(act, ctx, "peer actor (heartbeat)", |act, ctx| act.tick(ctx));
+        }));
         if self.live_link().is_none() {
             self.schedule_dial(ctx);
         }
@@ -272,7 +295,7 @@ impl Supervised for PeerActor {
             return;
         }
         self.supervision
-            .restarting(&format!("peer {}", self.peer.id));
+            .restarting(Kind::Peer, &format!("peer {}", self.peer.id));
         if let Some(link) = self.link.take() {
             link.close("peer actor restarted");
         }
@@ -299,7 +322,9 @@ pub struct Attach {
 impl Handler<Attach> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
-        self.attach(msg.conn, &msg.initiator, msg.tag, msg.node, ctx);
+        guard(self, ctx, "peer actor (attach)", |act, ctx| {
+            act.attach(msg.conn, &msg.initiator, msg.tag, msg.node, ctx)
+        });
     }
 }
 
@@ -323,18 +348,20 @@ pub struct Relocate(pub NodeInfo);
 impl Handler<Relocate> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Relocate, ctx: &mut Context<Self>) {
-        if msg.0.incarnation <= self.peer.incarnation {
-            return;
-        }
-        self.peer = msg.0;
-        if let Some(link) = self.link.take() {
-            link.close("the peer restarted");
-        }
-        self.attempts = 0;
-        if let Some(handle) = self.redial.take() {
-            ctx.cancel_future(handle);
-        }
-        self.dial(ctx);
+        guard(self, ctx, "peer actor (relocate)", |act, ctx| {
+            if msg.0.incarnation <= act.peer.incarnation {
+                return;
+            }
+            act.peer = msg.0;
+            if let Some(link) = act.link.take() {
+                link.close("the peer restarted");
+            }
+            act.attempts = 0;
+            if let Some(handle) = act.redial.take() {
+                ctx.cancel_future(handle);
+            }
+            act.dial(ctx);
+        });
     }
 }
 
@@ -347,7 +374,21 @@ impl Handler<Fail> for PeerActor {
     type Result = ();
     fn handle(&mut self, _msg: Fail, ctx: &mut Context<Self>) {
         let what = format!("peer {} actor", self.peer.id);
-        contain(ctx, &what, injected_fault);
+        guard(self, ctx, &what, |_, _| injected_fault());
+    }
+}
+
+/// Report the peer's state again (the node rebuilds its member table after a restart).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Report;
+
+impl Handler<Report> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Report, _ctx: &mut Context<Self>) {
+        if !self.retired {
+            self.report();
+        }
     }
 }
 
@@ -355,24 +396,31 @@ impl Handler<FromLink> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: FromLink, ctx: &mut Context<Self>) {
+        guard(self, ctx, "peer actor (link event)", |act, ctx| {
+            act.on_link_event(msg, ctx)
+        });
+    }
+}
+
+impl PeerActor {
+    fn on_link_event(&mut self, msg: FromLink, ctx: &mut Context<Self>) {
         let current = self.link.as_ref().map(Link::id) == Some(msg.link.id());
         match msg.event {
-            LinkEvent::Request { id, body } => match body {
-                Request::Ping => msg.link.respond(id, Response::Pong),
-                // The hot path of a global prediction: answered here, without another hop.
-                Request::Predict { rows } if LocalModel::is_quick(&rows) => {
-                    msg.link.respond(id, self.local.predict_now(&rows));
+            // Model requests (the hot path of a global prediction) are answered without another
+            // hop; commands go to the node.
+            LinkEvent::Request { id, body } => {
+                if let Some(body) = self.local.serve_link(&msg.link, id, body) {
+                    self.cluster.do_send(PeerEvent::Request {
+                        link: msg.link,
+                        id,
+                        body,
+                    });
                 }
-                body => self.cluster.do_send(Serve {
-                    link: msg.link,
-                    id,
-                    body,
-                }),
-            },
+            }
             LinkEvent::Heartbeat { members } => {
                 if current {
                     self.detector.heartbeat(Instant::now());
-                    self.cluster.do_send(LearnMembers(members));
+                    self.cluster.do_send(PeerEvent::Learned(members));
                 }
             }
             LinkEvent::Leave => {
@@ -381,7 +429,7 @@ impl Handler<FromLink> for PeerActor {
                 msg.link.close("the peer left");
                 self.link = None;
                 self.state = PeerState::Left;
-                self.cluster.do_send(PeerLeft(self.peer.clone()));
+                self.cluster.do_send(PeerEvent::Left(self.peer.clone()));
             }
             LinkEvent::Closed { reason } => {
                 if current && !self.retired {

@@ -22,7 +22,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::model::{blocking, Gate, ModelActor, ModelSlot, Train, TrainingSource};
-use super::supervision::{contain, injected_fault, Supervision};
+use super::supervision::{guard, injected_fault, Kind, Supervision};
 use crate::config::DriftConfig;
 use crate::ml::shard::{good_lines, read_new_at_most};
 use crate::ml::{detect, parse_csv, DriftReport, Swap, Watermark};
@@ -381,13 +381,15 @@ impl Actor for DataWatcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let every = Duration::from_millis(self.config.check_interval_ms);
-        ctx.run_interval(every, |act, ctx| act.check(ctx));
+        ctx.run_interval(every, |act, ctx| {
+            guard(act, ctx, "data watcher", |act, ctx| act.check(ctx));
+        });
     }
 }
 
 impl Supervised for DataWatcher {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.supervision.restarting("data watcher");
+        self.supervision.restarting(Kind::Watcher, "data watcher");
         // Re-read everything new since the current model's training.
         self.busy = false;
         self.reset();
@@ -446,7 +448,7 @@ pub struct Fail;
 impl Handler<Fail> for DataWatcher {
     type Result = ();
     fn handle(&mut self, _msg: Fail, ctx: &mut Context<Self>) {
-        contain(ctx, "data watcher actor", injected_fault);
+        guard(self, ctx, "data watcher actor", |_, _| injected_fault());
     }
 }
 

@@ -1,17 +1,28 @@
-//! Cluster logic without I/O: peer states, the liveness rule, reconnect backoff, which of two
-//! links between the same pair of nodes survives, and gathering answers from many peers.
-//! Plain functions and types, unit-tested here; the actors in `crate::actors` apply them.
+//! Cluster logic: peer states, the liveness rule, reconnect backoff, which of two links between
+//! the same pair of nodes survives ([`new_link_wins`]), the member table ([`Membership`]), and the
+//! cluster-wide flows ([`cross_validate`], [`predict`], [`ensemble`], [`predict_file`]).
+//!
+//! The flows reach members only through the [`Member`] trait ("a member I can ask with a
+//! deadline"), implemented by a network link and by this node's own model, so this module knows
+//! nothing of actors and its logic is unit-tested without sockets.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use rand::Rng;
 use serde::Serialize;
 
-use crate::error::Result;
-use crate::net::Link;
-use crate::protocol::{Request, Response};
+use crate::net::LinkOrigin;
+
+mod member;
+mod membership;
+mod predict;
+mod train;
+
+pub use member::{Asked, Batch, Member, Plan};
+pub use membership::{Admission, Entry, Membership};
+pub use predict::{ensemble, predict, predict_file, FlowError};
+pub use train::cross_validate;
 
 /// How this node sees a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,13 +173,6 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Who dialed a link, and the tag both ends know it by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkOrigin<'a> {
-    pub initiator: &'a str,
-    pub tag: u64,
-}
-
 /// Decides whether a new connection from the same peer replaces the current one. Both ends apply
 /// the same rule to the same facts, so two nodes that dial each other at once keep the same single
 /// link: the one dialed by the node with the smaller id (between two links dialed by the same node,
@@ -193,26 +197,6 @@ pub fn new_link_wins(
         (true, false) => false,
         _ => new.tag > current.tag,
     }
-}
-
-/// One peer's answer in a fan-out.
-pub struct Answer {
-    pub peer: String,
-    pub result: Result<Response>,
-}
-
-/// Sends `request` to every `(peer, link, deadline)` at once and gathers every answer; each is
-/// bounded by its own deadline and a broken link fails at once, so the whole takes at most the
-/// longest deadline.
-pub async fn fan_out(targets: Vec<(String, Link, Duration)>, request: &Request) -> Vec<Answer> {
-    join_all(targets.into_iter().map(|(peer, link, deadline)| {
-        let request = request.clone();
-        async move {
-            let result = link.request(request, deadline).await;
-            Answer { peer, result }
-        }
-    }))
-    .await
 }
 
 #[cfg(test)]

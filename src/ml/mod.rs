@@ -36,8 +36,8 @@ pub use data::{
     load_csv, load_rows, parse_csv, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
 };
 pub use drift::{
-    decide_swap, detect, judge_swap, DriftReport, DriftSettings, ErrorDrift, FeatureDrift,
-    Reference, Swap, SwapScores,
+    decide_swap, detect, judge_swap, unseen_rows, DriftReport, DriftSettings, ErrorDrift,
+    FeatureDrift, Reference, Swap, SwapScores,
 };
 pub use error::{MlError, Result};
 pub use eval::{combine_splits, evaluate_split, run_offline, OfflineArgs, SplitEval};

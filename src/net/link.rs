@@ -25,6 +25,13 @@ const SEND_QUEUE: usize = 8192;
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Who dialed a link, and the tag both ends know it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkOrigin<'a> {
+    pub initiator: &'a str,
+    pub tag: u64,
+}
+
 /// What a link reports to its owner.
 #[derive(Debug)]
 pub enum LinkEvent {
@@ -123,9 +130,10 @@ impl Link {
         self.inner.id
     }
 
-    /// Who dialed this link and its tag, for [`crate::cluster::new_link_wins`].
-    pub fn origin(&self) -> crate::cluster::LinkOrigin<'_> {
-        crate::cluster::LinkOrigin {
+    /// Who dialed this link and its tag: which of two links between the same nodes survives
+    /// depends on it.
+    pub fn origin(&self) -> LinkOrigin<'_> {
+        LinkOrigin {
             initiator: &self.inner.initiator,
             tag: self.inner.tag,
         }

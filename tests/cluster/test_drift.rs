@@ -1,7 +1,7 @@
 //! Local retraining on drift. A node notices rows appended to its shard: rows like the ones it
 //! trained on change nothing; shifted rows trigger exactly one local retrain, on that node only.
 //! While a node retrains, every prediction is answered by the old model until the swap and by the
-//! new one after. A node killed in the middle of a retrain comes back with its last saved model.
+//! new one after. (A node killed while saving a model: test_supervision.rs.)
 //! A half-written last line is not an error: it is read once complete.
 
 use std::path::{Path, PathBuf};
@@ -164,14 +164,30 @@ fn big_node(name: &str, rows: usize) -> (Node, PathBuf) {
 
 /// `ctl ... train local` on its own thread (it returns when the training ends).
 fn retrain_in_background(node: &Node) -> thread::JoinHandle<crate::util::Ran> {
-    let addr = node.addr();
-    let auth = [
-        "--cluster",
-        crate::util::CLUSTER,
-        "--secret",
-        crate::util::SECRET,
-    ];
-    thread::spawn(move || crate::util::ctl(addr, &auth, &["train", "local"]))
+    let addr = node.addr().to_string();
+    // A generous deadline: on a loaded machine the training alone can take longer than ctl's
+    // usual 10 s, and a late answer is not what this test is about.
+    thread::spawn(move || {
+        let args = [
+            "ctl",
+            addr.as_str(),
+            "--timeout-ms",
+            "120000",
+            "--cluster",
+            crate::util::CLUSTER,
+            "--secret",
+            crate::util::SECRET,
+            "train",
+            "local",
+        ];
+        run(
+            &args,
+            &[],
+            "",
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            Duration::from_secs(130),
+        )
+    })
 }
 
 fn row() -> String {
@@ -189,7 +205,7 @@ fn predictions_never_wait_for_training() {
     let retrain = retrain_in_background(&node);
     let mut answers: Vec<(u64, Duration)> = Vec::new();
     let mut during: Vec<Duration> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut after_swap = 0;
     while Instant::now() < deadline && after_swap < 20 {
         let training_before = node.status()["training"] == true;
@@ -236,31 +252,6 @@ fn predictions_never_wait_for_training() {
         "{} predictions answered while training ({train_ms} ms); slowest {slowest:?}",
         during.len()
     );
-}
-
-#[test]
-fn a_node_killed_while_retraining_comes_back_with_its_last_model() {
-    let (mut node, state) = big_node("kill-retrain", 60_000);
-    let before = version(&mut node).expect("a model");
-    let retrain = retrain_in_background(&node);
-    assert!(
-        wait_until(Duration::from_secs(10), || node.status()["training"]
-            == true),
-        "the retrain did not start"
-    );
-    node.kill();
-    let _ = retrain.join();
-    node.restart();
-    assert_eq!(version(&mut node), Some(before));
-    let p = node.command(&format!("predict {}", row()));
-    assert_eq!(p["ok"], true, "{p}");
-    let files: Vec<String> = std::fs::read_dir(&state)
-        .expect("state dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(files, vec!["model.msgpack".to_string()], "{files:?}");
-    assert!(!node.log().contains("not a valid model"));
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! Champion / challenger: after a drift retrain the new model (challenger) replaces the one that
 //! answers (champion) only if it does at least as well on a held-out slice of the recent rows,
-//! which neither model trained on, and no worse than `tolerance` (relative) on the challenger's
-//! validation split. The rule is a pure function of the four errors, so it is tested here; the
-//! model actor measures them and applies the answer.
+//! which neither model trained on, and no worse than `tolerance` (relative) on the rows of the
+//! challenger's validation split that the champion did not train on either ([`unseen_rows`]: on
+//! rows it trained on, the champion would look better than it is). The rule is a pure function
+//! of the four errors, tested here; the model actor measures them and applies the answer.
 
 use serde::{Deserialize, Serialize};
 
 use super::RowError;
-use crate::ml::data::Table;
+use crate::ml::data::{Column, ColumnData, Labels, Table};
 use crate::ml::error::Result;
 use crate::ml::pipeline::Pipeline;
 
@@ -94,9 +95,53 @@ pub fn decide_swap(s: &SwapScores, tolerance: f64) -> Swap {
     }
 }
 
-/// Scores the current model and the challenger on the held-out recent rows `held` and on the
-/// challenger's validation split `valid` (one metric for both, see [`RowError::for_labels`]), and
-/// decides with [`decide_swap`].
+/// The row indices of the (train, validation) split of an `n`-row table, as
+/// [`Table::split`] makes it (it depends on `n`, the fraction and the seed only).
+pub fn split_indices(n: usize, valid_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let index = Table {
+        columns: vec![Column {
+            name: "row".into(),
+            data: ColumnData::Numeric((0..n).map(|i| Some(i as f64)).collect()),
+        }],
+        labels: Labels::Regression(vec![0.0; n]),
+        label_name: "y".into(),
+    };
+    let (train, valid) = index.split(valid_fraction, seed);
+    let rows = |t: &Table| match t.columns.first().map(|c| &c.data) {
+        Some(ColumnData::Numeric(v)) => v.iter().flatten().map(|x| *x as usize).collect(),
+        _ => Vec::new(),
+    };
+    (rows(&train), rows(&valid))
+}
+
+/// Positions, within the validation split of an `n`-row table, of the rows the current model did
+/// not train on, given that it was trained on the split of the first `current_rows` rows of the
+/// same table (rows are appended at the end). None when the table is shorter than that.
+pub fn unseen_rows(
+    n: usize,
+    current_rows: usize,
+    valid_fraction: f64,
+    seed: u64,
+) -> Option<Vec<usize>> {
+    if current_rows > n {
+        return None;
+    }
+    let (_, valid) = split_indices(n, valid_fraction, seed);
+    let (trained, _) = split_indices(current_rows, valid_fraction, seed);
+    let trained: std::collections::HashSet<usize> = trained.into_iter().collect();
+    Some(
+        valid
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| !trained.contains(i))
+            .map(|(p, _)| p)
+            .collect(),
+    )
+}
+
+/// Scores the current model and the challenger on the held-out recent rows `held` and on `valid`,
+/// rows neither trained on (one metric for both, see [`RowError::for_labels`]), and decides with
+/// [`decide_swap`].
 pub fn judge_swap(
     current: &Pipeline,
     challenger: &Pipeline,
@@ -125,7 +170,7 @@ pub fn judge_swap(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ml::data::{parse_csv, DataSpec, Labels, Task};
+    use crate::ml::data::{parse_csv, DataSpec, Task};
     use crate::ml::synth::{write_rows, GenArgs};
     use crate::ml::{Kind, ModelConfig, ModelMeta};
 
@@ -148,6 +193,23 @@ mod tests {
             ..Default::default()
         };
         Pipeline::fit(t, &cfg, ModelMeta::default()).unwrap()
+    }
+
+    #[test]
+    fn split_indices_follow_the_table_split() {
+        let (train, valid) = split_indices(10, 0.3, 42);
+        assert_eq!((train.len(), valid.len()), (7, 3));
+        let mut all: Vec<usize> = train.iter().chain(&valid).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        // Rows 0..6 were split (seed 42) for the current model; of the 10-row table's validation
+        // rows, those it did not train on are its own validation rows and the rows ≥ 6.
+        let unseen = unseen_rows(10, 6, 0.3, 42).unwrap();
+        let (cur_train, _) = split_indices(6, 0.3, 42);
+        for (p, i) in valid.iter().enumerate() {
+            assert_eq!(unseen.contains(&p), !cur_train.contains(i), "row {i}");
+        }
+        assert!(unseen_rows(5, 6, 0.3, 42).is_none());
     }
 
     /// A model that learned the shifted rows beats one that never saw them, on shifted rows; a

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{MlError, Result};
 
 pub use detect::detect;
-pub use gate::{decide_swap, judge_swap, Swap, SwapScores};
+pub use gate::{decide_swap, judge_swap, split_indices, unseen_rows, Swap, SwapScores};
 pub use reference::{
     CategoricalSummary, FeatureKind, NumericSummary, Reference, ReferenceColumn, RowError, Summary,
     ValidationErrors, KS_SAMPLE,

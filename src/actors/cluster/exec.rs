@@ -1,0 +1,236 @@
+//! Commands, dispatched to typed answers: the node's own state (`status`, `peers`, `drift`),
+//! local training, fault injection, and the cluster-wide flows of [`crate::cluster`], which this
+//! node coordinates. Also where node-level requests from the network (a client's command line,
+//! a client's ensemble prediction) are answered.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::super::model::{Fail as ModelFail, Train};
+use super::super::peer::Fail as PeerFail;
+use super::super::supervision::guard_response;
+use super::super::watcher::{Fail as WatcherFail, GetReport};
+use super::{ClusterActor, Shutdown};
+use crate::answer::{Answer, Help, Injected, Leaving, LocalTraining, PeerEntry, Peers, Status};
+use crate::cluster::{self, Plan};
+use crate::command::{self, Command, Fault};
+use crate::config::Aggregation;
+use crate::ml::Rows;
+use crate::net::Link;
+use crate::protocol::{Request, Response};
+
+type AnswerFuture = ResponseActFuture<ClusterActor, Answer>;
+
+fn ready(answer: Answer) -> AnswerFuture {
+    Box::pin(fut::ready(answer))
+}
+
+/// What a caller hears when the cluster actor failed on its request.
+fn internal(reason: String) -> Answer {
+    Answer::error(format!(
+        "internal failure ({reason}); the node restarted the failed part"
+    ))
+}
+
+impl ClusterActor {
+    /// Runs a command under supervision: a panic anywhere in it answers with an error and
+    /// restarts this actor.
+    pub(super) fn exec_guarded(
+        &mut self,
+        command: Command,
+        ctx: &mut Context<Self>,
+    ) -> AnswerFuture {
+        guard_response(
+            self,
+            ctx,
+            "cluster actor (command)",
+            |act, ctx| act.exec(command, ctx),
+            internal,
+        )
+    }
+
+    fn exec(&mut self, command: Command, ctx: &mut Context<Self>) -> AnswerFuture {
+        if std::mem::take(&mut self.fail_next_command) {
+            panic!("injected fault: cluster command dispatch");
+        }
+        match command {
+            Command::Help => ready(Answer::Help(Help::new())),
+            Command::Status => ready(Answer::Status(Box::new(self.status()))),
+            Command::Peers => ready(Answer::Peers(self.peers())),
+            Command::Train => Box::pin(cluster::cross_validate(self.plan(), true).into_actor(self)),
+            Command::Evaluate => {
+                Box::pin(cluster::cross_validate(self.plan(), false).into_actor(self))
+            }
+            Command::TrainLocal => {
+                let train = self.local.actor.send(Train {
+                    reason: "train local".into(),
+                    window: self.settings.drift.window(),
+                    queue: true,
+                    gate: None,
+                });
+                let work = async move {
+                    match train.await {
+                        Ok(Ok(t)) => Answer::TrainLocal(LocalTraining {
+                            node: t.summary.node,
+                            version: t.summary.version,
+                            rows_train: t.summary.rows_train,
+                            rows_valid: t.summary.rows_valid,
+                            train_ms: t.summary.train_ms,
+                            valid: t.summary.valid,
+                        }),
+                        Ok(Err(e)) => Answer::error(e.to_string()),
+                        Err(e) => Answer::error(format!("model actor unavailable: {e}")),
+                    }
+                };
+                Box::pin(work.into_actor(self))
+            }
+            Command::Predict { row, explain } => {
+                let rows = Rows::from_json_object(&row);
+                Box::pin(cluster::predict(self.plan(), rows, explain).into_actor(self))
+            }
+            Command::PredictFile { input, output } => {
+                let label = self
+                    .settings
+                    .data
+                    .as_ref()
+                    .map(|d| d.label.clone())
+                    .unwrap_or_else(|| "prediction".into());
+                let work = cluster::predict_file(self.plan(), input, output, label);
+                Box::pin(work.into_actor(self))
+            }
+            Command::Fault(target) => ready(self.fault(target)),
+            Command::Drift => match self.watcher.clone() {
+                Some(w) => Box::pin(
+                    async move {
+                        match w.send(GetReport).await {
+                            Ok(status) => Answer::Drift(Box::new(status)),
+                            Err(e) => Answer::error(format!("watcher unavailable: {e}")),
+                        }
+                    }
+                    .into_actor(self),
+                ),
+                None => ready(Answer::error(
+                    "this node watches no shard (no [data], or drift.enabled = false)",
+                )),
+            },
+            Command::Quit => {
+                ctx.notify(Shutdown);
+                ready(Answer::Quit(Leaving { leaving: true }))
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let (members, peers_up, peers_suspect, peers_down) = self.members.counts();
+        let model = self.local.slot.current();
+        let summary = model.as_ref().map(|m| &m.summary);
+        Status {
+            node: self.me().id.clone(),
+            listen: self.me().addr.to_string(),
+            cluster: self.settings.cluster.name.clone(),
+            members,
+            peers_up,
+            peers_suspect,
+            peers_down,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            model_version: summary.map(|s| s.version),
+            training: self.local.slot.is_training(),
+            models_held: self.local.slot.models_held(),
+            rows_train: summary.map(|s| s.rows_train),
+            rows_valid: summary.map(|s| s.rows_valid),
+            restarts: self.supervision.counts(),
+        }
+    }
+
+    fn peers(&self) -> Peers {
+        Peers {
+            peers: self
+                .members
+                .entries()
+                .map(|p| PeerEntry {
+                    id: p.info.id.clone(),
+                    addr: p.info.addr.to_string(),
+                    state: p.state,
+                })
+                .collect(),
+        }
+    }
+
+    /// The members a cluster-wide flow involves.
+    fn plan(&self) -> Plan {
+        let cluster = &self.settings.cluster;
+        let (members, unreachable) = self
+            .members
+            .ask(Rc::new(self.local.clone()), cluster.request_timeout());
+        Plan {
+            members,
+            unreachable,
+            long_deadline: Duration::from_millis(cluster.train_timeout_ms),
+            weighted: cluster.aggregation == Aggregation::Weighted,
+        }
+    }
+
+    /// Makes one of this node's actors fail (tests of supervision only).
+    fn fault(&mut self, target: Fault) -> Answer {
+        if !self.settings.testing.faults {
+            return Answer::error("fault injection is off (set [testing] faults = true)");
+        }
+        match target {
+            Fault::Model => self.local.actor.do_send(ModelFail),
+            Fault::Watcher => match &self.watcher {
+                Some(w) => w.do_send(WatcherFail),
+                None => return Answer::error("this node has no data watcher"),
+            },
+            Fault::Peer(id) => match self.members.get(&id).and_then(|p| p.handle.as_ref()) {
+                Some(actor) => actor.do_send(PeerFail),
+                None => return Answer::error(format!("no peer {id:?}")),
+            },
+            Fault::Cluster => self.fail_next_command = true,
+            Fault::PanicNextPredict => self.local.slot.panic_next_predict(),
+        }
+        Answer::Fault(Injected { injected: true })
+    }
+
+    /// Answers a node-level request that arrived on `link` (model requests never get here).
+    pub(super) fn serve(&mut self, link: Link, id: u64, body: Request, ctx: &mut Context<Self>) {
+        match body {
+            Request::Command { line } => {
+                let command = match command::parse(&line) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return link.respond(id, output(&Answer::error("empty command"))),
+                    Err(e) => return link.respond(id, output(&Answer::error(e.to_string()))),
+                };
+                let quitting = command == Command::Quit;
+                let answer = self
+                    .exec_guarded(command, ctx)
+                    .map(move |answer, _act, _ctx| {
+                        link.respond(id, output(&answer));
+                        if quitting {
+                            // Let the answer reach the client before the node goes away.
+                            let link = link.clone();
+                            actix_rt::spawn(
+                                async move { link.flush(Duration::from_millis(300)).await },
+                            );
+                        }
+                    });
+                ctx.spawn(answer);
+            }
+            Request::PredictEnsemble { rows } => {
+                let work = cluster::ensemble(self.plan(), rows);
+                actix_rt::spawn(async move { link.respond(id, work.await) });
+            }
+            other => {
+                let local = self.local.clone();
+                actix_rt::spawn(async move { link.respond(id, local.serve(other).await) });
+            }
+        }
+    }
+}
+
+fn output(answer: &Answer) -> Response {
+    Response::Output {
+        json: answer.to_json().to_string(),
+    }
+}

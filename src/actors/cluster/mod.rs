@@ -1,0 +1,319 @@
+//! The [`ClusterActor`]: this node's member table and the entry point of every command.
+//!
+//! It keeps the [`Membership`] up to date from its peer actors' [`PeerEvent`]s, starts a
+//! supervised [`PeerActor`] for each member it learns of, joins through the seeds while it has
+//! no live peer, and leaves the cluster cleanly on `quit` or a signal. Commands are dispatched in
+//! [`exec`] to typed answers. It is supervised like every long-lived actor: a panic in a handler
+//! answers the request in flight with an error and restarts it, and a restart asks every peer
+//! actor to report again, which rebuilds the member table.
+
+mod exec;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::model::LocalModel;
+use super::peer::{Attach, Gossip, PeerActor, PeerEnv, PeerEvent, Relocate, Report, Timing};
+use super::supervision::{guard, Guarded, Kind, Supervision};
+use super::watcher::DataWatcher;
+use crate::answer::Answer;
+use crate::cluster::{Admission, Membership};
+use crate::command::Command;
+use crate::config::Settings;
+use crate::error::Error;
+use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
+use crate::protocol::{Message, NodeInfo, Role};
+
+pub struct ClusterActor {
+    settings: Arc<Settings>,
+    greeting: Greeting,
+    timing: Timing,
+    local: LocalModel,
+    watcher: Option<Addr<DataWatcher>>,
+    supervision: Supervision,
+    members: Membership<Addr<PeerActor>>,
+    seeds: Vec<SocketAddr>,
+    seed_dials: usize,
+    started: Instant,
+    leaving: bool,
+    /// `fault cluster`: the next command panics inside its dispatch.
+    fail_next_command: bool,
+}
+
+impl ClusterActor {
+    pub fn new(
+        me: NodeInfo,
+        settings: Arc<Settings>,
+        greeting: Greeting,
+        local: LocalModel,
+        watcher: Option<Addr<DataWatcher>>,
+        supervision: Supervision,
+    ) -> Self {
+        let c = &settings.cluster;
+        let timing = Timing {
+            heartbeat: c.heartbeat(),
+            acceptable_pause: Duration::from_millis(c.acceptable_pause_ms),
+            phi_suspect: c.phi_suspect,
+            phi_down: c.phi_down,
+            reconnect_max: Duration::from_millis(c.reconnect_max_ms),
+        };
+        let seeds = settings
+            .node
+            .seeds
+            .iter()
+            .filter_map(|s| crate::config::parse_addr(s).ok())
+            .filter(|a| *a != me.addr)
+            .collect();
+        ClusterActor {
+            settings,
+            greeting,
+            timing,
+            local,
+            watcher,
+            supervision,
+            members: Membership::new(me),
+            seeds,
+            seed_dials: 0,
+            started: Instant::now(),
+            leaving: false,
+            fail_next_command: false,
+        }
+    }
+
+    fn me(&self) -> &NodeInfo {
+        self.members.me()
+    }
+
+    fn broadcast_gossip(&self) {
+        let view = Arc::new(self.members.view());
+        for actor in self.members.handles() {
+            actor.do_send(Gossip(view.clone()));
+        }
+    }
+
+    /// Makes sure a member is known and has a peer actor; returns it unless the member is this
+    /// node or a run of it that already left.
+    fn ensure_peer(&mut self, node: NodeInfo, ctx: &mut Context<Self>) -> Option<Addr<PeerActor>> {
+        if self.leaving {
+            return None;
+        }
+        match self.members.admit(&node) {
+            Admission::Ignore => None,
+            Admission::Known { handle, relocated } => {
+                if relocated {
+                    handle.do_send(Relocate(node));
+                }
+                Some(handle)
+            }
+            Admission::New => {
+                tracing::info!(peer = %node.id, addr = %node.addr, "new member");
+                let env = PeerEnv {
+                    me: self.me().clone(),
+                    greeting: self.greeting.clone(),
+                    timing: self.timing,
+                    cluster: ctx.address().recipient(),
+                    local: self.local.clone(),
+                    supervision: self.supervision.clone(),
+                };
+                let peer = PeerActor::new(env, node.clone(), Arc::new(self.members.view()));
+                let actor = Supervisor::start(move |_| peer);
+                self.members.insert(node, actor.clone());
+                Some(actor)
+            }
+        }
+    }
+
+    /// While no peer is live, dial the seeds to (re)join the cluster.
+    fn join_through_seeds(&mut self, ctx: &mut Context<Self>) {
+        if self.leaving || self.seed_dials > 0 || self.members.any_live() {
+            return;
+        }
+        for seed in self.seeds.clone() {
+            self.seed_dials += 1;
+            let role = Role::Member(self.me().clone());
+            let greeting = self.greeting.clone();
+            let work = async move { net::dial(seed, role, &greeting).await };
+            let joined = work.into_actor(self).map(move |result, act, ctx| {
+                act.seed_dials -= 1;
+                match result {
+                    Ok(dialed) => {
+                        let initiator = act.me().id.clone();
+                        act.connected(dialed.conn, initiator, dialed.tag, dialed.node, ctx);
+                        for member in dialed.members {
+                            act.ensure_peer(member, ctx);
+                        }
+                    }
+                    // A refusal will not heal by retrying: say it loudly. An absent seed may
+                    // simply not have started yet.
+                    Err(e @ Error::Refused { .. }) => tracing::warn!("seed {seed}: {e}"),
+                    Err(e) => tracing::debug!("seed {seed}: {e}"),
+                }
+            });
+            ctx.spawn(Guarded::new(joined, "cluster actor (seed)", |_| ()));
+        }
+    }
+
+    fn connected(
+        &mut self,
+        conn: Conn,
+        initiator: String,
+        tag: u64,
+        node: NodeInfo,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(actor) = self.ensure_peer(node.clone(), ctx) {
+            actor.do_send(Attach {
+                conn,
+                initiator,
+                tag,
+                node,
+            });
+        }
+    }
+
+    fn on_peer_event(&mut self, event: PeerEvent, ctx: &mut Context<Self>) {
+        match event {
+            PeerEvent::Changed { info, state, link } => {
+                if self.members.update(info, state, link) {
+                    self.broadcast_gossip();
+                }
+            }
+            PeerEvent::Learned(nodes) => {
+                for node in nodes {
+                    if self.members.is_news(&node) {
+                        self.ensure_peer(node, ctx);
+                    }
+                }
+            }
+            PeerEvent::Left(info) => {
+                self.members.leave(&info);
+                self.broadcast_gossip();
+            }
+            PeerEvent::Request { link, id, body } => self.serve(link, id, body, ctx),
+        }
+    }
+}
+
+impl Actor for ClusterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(node = %self.me().id, addr = %self.me().addr, cluster = %self.settings.cluster.name, "node started");
+        self.join_through_seeds(ctx);
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            guard(act, ctx, "cluster actor (join)", |act, ctx| {
+                act.join_through_seeds(ctx)
+            });
+        });
+    }
+}
+
+impl Supervised for ClusterActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.supervision.restarting(Kind::Cluster, "cluster");
+        // Dials in flight went with the old context; peers report their state again, which
+        // rebuilds whatever the failed handler left half-updated.
+        self.seed_dials = 0;
+        for actor in self.members.handles() {
+            actor.do_send(Report);
+        }
+    }
+}
+
+/// A member connection whose handshake (and `Welcome`) is done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MemberConnected {
+    pub conn: Conn,
+    pub node: NodeInfo,
+    pub initiator: String,
+    pub tag: u64,
+}
+
+impl Handler<MemberConnected> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: MemberConnected, ctx: &mut Context<Self>) {
+        guard(self, ctx, "cluster actor (connected)", |act, ctx| {
+            act.connected(msg.conn, msg.initiator, msg.tag, msg.node, ctx)
+        });
+    }
+}
+
+impl Handler<PeerEvent> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, event: PeerEvent, ctx: &mut Context<Self>) {
+        guard(self, ctx, "cluster actor (peer event)", |act, ctx| {
+            act.on_peer_event(event, ctx)
+        });
+    }
+}
+
+/// The members to put in a `Welcome`.
+#[derive(Message)]
+#[rtype(result = "Vec<NodeInfo>")]
+pub struct GetMembers;
+
+impl Handler<GetMembers> for ClusterActor {
+    type Result = MessageResult<GetMembers>;
+    fn handle(&mut self, _msg: GetMembers, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.members.view())
+    }
+}
+
+/// Runs a command.
+#[derive(Message)]
+#[rtype(result = "Answer")]
+pub struct Exec(pub Command);
+
+impl Handler<Exec> for ClusterActor {
+    type Result = ResponseActFuture<Self, Answer>;
+    fn handle(&mut self, msg: Exec, ctx: &mut Context<Self>) -> Self::Result {
+        self.exec_guarded(msg.0, ctx)
+    }
+}
+
+/// Events of client links (`ctl`, `bench`): their requests are served like a peer's.
+impl Handler<FromLink> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: FromLink, ctx: &mut Context<Self>) {
+        if let LinkEvent::Request { id, body } = msg.event {
+            guard(self, ctx, "cluster actor (client request)", |act, ctx| {
+                if let Some(body) = act.local.serve_link(&msg.link, id, body) {
+                    act.serve(msg.link, id, body, ctx);
+                }
+            });
+        }
+    }
+}
+
+/// Leave the cluster: tell every peer, let the notices go out, stop the node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        tracing::info!(node = %self.me().id, "leaving the cluster");
+        let links: Vec<Link> = self.members.links().cloned().collect();
+        for link in &links {
+            let _ = link.send(Message::Leave);
+        }
+        let flushed = async move {
+            futures::future::join_all(links.iter().map(|l| l.flush(Duration::from_millis(300))))
+                .await;
+        };
+        ctx.spawn(
+            flushed
+                .into_actor(self)
+                .map(|_, _, _| System::current().stop()),
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! [`LocalModel`]: the one way the node's own model is served, whether the request came from a
+//! peer, a client, or a flow this node coordinates.
+//!
+//! Model code is where a bad row or a bad model can fail: every prediction runs under
+//! `catch_unwind`; a panic answers that request with an error and restarts the model actor,
+//! which reloads the persisted model.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::Addr;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use super::actor::{blocking, Evaluate, ModelActor, ModelFailed, Train};
+use super::slot::ModelSlot;
+use crate::actors::supervision::panic_message;
+use crate::cluster::{Batch, Member};
+use crate::error::Result;
+use crate::ml::Rows;
+use crate::net::Link;
+use crate::protocol::{Request, Response};
+
+/// Requests with at most this many rows are predicted inline; bigger batches go to the blocking
+/// pool so they cannot stall the node's network thread.
+const INLINE_ROWS: usize = 64;
+
+/// This node's model services. Cloning shares them.
+#[derive(Clone)]
+pub struct LocalModel {
+    pub node: String,
+    pub actor: Addr<ModelActor>,
+    pub slot: ModelSlot,
+}
+
+impl LocalModel {
+    /// Serves a request that arrived on `link`: model requests are answered here (at once when
+    /// they need no wait, else from a task), anything else is handed back for the node to serve.
+    pub fn serve_link(&self, link: &Link, id: u64, request: Request) -> Option<Request> {
+        match request {
+            Request::Command { .. } | Request::PredictEnsemble { .. } => Some(request),
+            Request::Ping => {
+                link.respond(id, Response::Pong);
+                None
+            }
+            Request::Predict { rows } if rows.len() <= INLINE_ROWS => {
+                link.respond(id, self.predict_now(&rows));
+                None
+            }
+            request => {
+                let (me, link) = (self.clone(), link.clone());
+                actix_rt::spawn(async move { link.respond(id, me.serve(request).await) });
+                None
+            }
+        }
+    }
+
+    /// Serves one model request.
+    pub async fn serve(&self, request: Request) -> Response {
+        let failed = |reason: String| Response::Error { reason };
+        match request {
+            Request::Ping => Response::Pong,
+            Request::Train => match self
+                .actor
+                .send(Train {
+                    reason: "cluster training".into(),
+                    window: None,
+                    queue: true,
+                    gate: None,
+                })
+                .await
+            {
+                Ok(Ok(t)) => Response::Trained {
+                    summary: t.summary,
+                    model: t.bytes,
+                },
+                Ok(Err(e)) => failed(e.to_string()),
+                Err(e) => failed(format!("model actor unavailable: {e}")),
+            },
+            Request::GetModel => match self.slot.current() {
+                Some(c) => Response::Model {
+                    summary: c.summary.clone(),
+                    model: c.bytes.clone(),
+                },
+                None => Response::NoModel,
+            },
+            Request::Evaluate { models } => match self.actor.send(Evaluate(models)).await {
+                Ok(Ok(eval)) => Response::Evaluated { eval },
+                Ok(Err(e)) => failed(e.to_string()),
+                Err(e) => failed(format!("model actor unavailable: {e}")),
+            },
+            Request::Predict { rows } => self.predict(rows).await,
+            Request::Command { .. } | Request::PredictEnsemble { .. } => {
+                failed("cluster requests are served by the node, not its model".into())
+            }
+        }
+    }
+
+    /// Predicts with the current model; never waits for a training. Big batches run on the
+    /// blocking pool.
+    pub async fn predict(&self, rows: Rows) -> Response {
+        if rows.len() <= INLINE_ROWS {
+            return self.predict_now(&rows);
+        }
+        let me = self.clone();
+        blocking("prediction", move || Ok::<_, String>(me.predict_now(&rows)))
+            .await
+            .unwrap_or_else(|reason| Response::Error { reason })
+    }
+
+    /// Predicts on the calling thread. A panic in the model code answers with an error and
+    /// restarts the model actor.
+    pub fn predict_now(&self, rows: &Rows) -> Response {
+        let Some(current) = self.slot.current() else {
+            return Response::NoModel;
+        };
+        let inject = self
+            .slot
+            .0
+            .panic_next_predict
+            .swap(false, Ordering::Relaxed);
+        let predicted = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                panic!("injected fault: predict");
+            }
+            current.pipeline.predict(rows)
+        }));
+        match predicted {
+            Ok(Ok(preds)) => Response::Predictions {
+                node: self.node.clone(),
+                version: current.summary.version,
+                weight: current.weight,
+                preds,
+            },
+            Ok(Err(e)) => Response::Error {
+                reason: e.to_string(),
+            },
+            Err(panic) => {
+                let msg = panic_message(panic.as_ref());
+                tracing::error!("prediction panicked: {msg}");
+                self.actor.do_send(ModelFailed(msg.clone()));
+                Response::Error {
+                    reason: format!("the model failed on this request ({msg}); restarting it"),
+                }
+            }
+        }
+    }
+}
+
+/// This node as a member of its own flows: the same serving path a peer's request takes.
+impl Member for LocalModel {
+    fn call(&self, request: Request, _deadline: Duration) -> LocalBoxFuture<'_, Result<Response>> {
+        self.serve(request).map(Ok).boxed_local()
+    }
+
+    fn predict<'a>(
+        &'a self,
+        batch: &'a Batch,
+        _deadline: Duration,
+    ) -> LocalBoxFuture<'a, Result<Response>> {
+        if batch.len() <= INLINE_ROWS {
+            return futures::future::ready(Ok(self.predict_now(&batch.rows))).boxed_local();
+        }
+        LocalModel::predict(self, batch.rows.clone())
+            .map(Ok)
+            .boxed_local()
+    }
+}

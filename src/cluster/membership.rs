@@ -1,0 +1,267 @@
+//! The member table: every peer this node knows, with its address, its state, the handle of the
+//! actor that owns its link, and the link itself while it is up. Plain data and rules (who is
+//! admitted, what gossip about a member that left means, who a flow asks), so they are tested
+//! without actors; `H` is whatever handle the owner keeps per peer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::member::{Asked, Member};
+use super::PeerState;
+use crate::net::Link;
+use crate::protocol::NodeInfo;
+
+/// One known peer.
+#[derive(Debug, Clone)]
+pub struct Entry<H> {
+    pub info: NodeInfo,
+    /// `None` once the peer left.
+    pub handle: Option<H>,
+    pub state: PeerState,
+    pub link: Option<Link>,
+}
+
+/// What to do about a member heard of (in a handshake, a welcome, or gossip).
+#[derive(Debug, PartialEq)]
+pub enum Admission<H> {
+    /// This node itself, or a run of a member that already left: nothing to do.
+    Ignore,
+    /// Known, with this handle; `relocated` when the news is a newer run of it.
+    Known { handle: H, relocated: bool },
+    /// Not known (or known without a live handle): start a handle and [`Membership::insert`] it.
+    New,
+}
+
+pub struct Membership<H> {
+    me: NodeInfo,
+    peers: BTreeMap<String, Entry<H>>,
+    /// Incarnations that left on purpose: news of them is stale.
+    left: HashMap<String, u64>,
+}
+
+impl<H: Clone> Membership<H> {
+    pub fn new(me: NodeInfo) -> Self {
+        Membership {
+            me,
+            peers: BTreeMap::new(),
+            left: HashMap::new(),
+        }
+    }
+
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    /// This node and every peer it sees live: what it tells newcomers and gossips.
+    pub fn view(&self) -> Vec<NodeInfo> {
+        std::iter::once(self.me.clone())
+            .chain(
+                self.peers
+                    .values()
+                    .filter(|p| p.state.is_live())
+                    .map(|p| p.info.clone()),
+            )
+            .collect()
+    }
+
+    /// Decides about `node`, recording a newer incarnation of a known member.
+    pub fn admit(&mut self, node: &NodeInfo) -> Admission<H> {
+        if node.id == self.me.id {
+            return Admission::Ignore;
+        }
+        if let Some(&gone) = self.left.get(&node.id) {
+            if node.incarnation <= gone {
+                return Admission::Ignore;
+            }
+            self.left.remove(&node.id);
+        }
+        match self.peers.get_mut(&node.id) {
+            Some(peer) => {
+                let relocated = node.incarnation > peer.info.incarnation;
+                if relocated {
+                    peer.info = node.clone();
+                }
+                match &peer.handle {
+                    Some(handle) => Admission::Known {
+                        handle: handle.clone(),
+                        relocated,
+                    },
+                    None => Admission::New,
+                }
+            }
+            None => Admission::New,
+        }
+    }
+
+    /// Whether gossip about `node` is news: an unknown member, or a newer run of a known one.
+    pub fn is_news(&self, node: &NodeInfo) -> bool {
+        !self
+            .peers
+            .get(&node.id)
+            .is_some_and(|p| p.info.incarnation >= node.incarnation && p.handle.is_some())
+    }
+
+    /// Records a new member and the handle started for it.
+    pub fn insert(&mut self, node: NodeInfo, handle: H) {
+        self.peers.insert(
+            node.id.clone(),
+            Entry {
+                info: node,
+                handle: Some(handle),
+                state: PeerState::Connecting,
+                link: None,
+            },
+        );
+    }
+
+    /// A peer's new state and link; true when it went from live to not live or back.
+    pub fn update(&mut self, info: NodeInfo, state: PeerState, link: Option<Link>) -> bool {
+        let Some(peer) = self.peers.get_mut(&info.id) else {
+            return false;
+        };
+        let was_live = peer.state.is_live();
+        peer.info = info;
+        peer.state = state;
+        peer.link = link;
+        was_live != state.is_live()
+    }
+
+    /// The peer left on purpose: forget its link and handle, ignore news of that run.
+    pub fn leave(&mut self, info: &NodeInfo) {
+        self.left.insert(info.id.clone(), info.incarnation);
+        if let Some(peer) = self.peers.get_mut(&info.id) {
+            peer.state = PeerState::Left;
+            peer.link = None;
+            peer.handle = None;
+        }
+    }
+
+    pub fn any_live(&self) -> bool {
+        self.peers.values().any(|p| p.state.is_live())
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<H>> {
+        self.peers.values()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Entry<H>> {
+        self.peers.get(id)
+    }
+
+    pub fn handles(&self) -> impl Iterator<Item = &H> {
+        self.peers.values().filter_map(|p| p.handle.as_ref())
+    }
+
+    pub fn links(&self) -> impl Iterator<Item = &Link> {
+        self.peers.values().filter_map(|p| p.link.as_ref())
+    }
+
+    /// Peers in each state: (members including this node and excluding those that left, up or
+    /// suspect, suspect, down or not reached yet).
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let count = |s: PeerState| self.peers.values().filter(|p| p.state == s).count();
+        let members = 1 + self.peers.len() - count(PeerState::Left);
+        (
+            members,
+            count(PeerState::Up) + count(PeerState::Suspect),
+            count(PeerState::Suspect),
+            count(PeerState::Down) + count(PeerState::Connecting),
+        )
+    }
+
+    /// Who a flow asks: `local` (this node) and every live peer with a link, in id order; a
+    /// suspect peer gets a quarter of the deadline, as it may be gone. The others known and not
+    /// left are unreachable.
+    pub fn ask(&self, local: Rc<dyn Member>, deadline: Duration) -> (Vec<Asked>, Vec<String>) {
+        let mut members = vec![Asked {
+            id: self.me.id.clone(),
+            member: local,
+            deadline,
+        }];
+        let mut unreachable = Vec::new();
+        for peer in self.peers.values() {
+            match (&peer.link, peer.state) {
+                (Some(link), state) if state.is_live() => members.push(Asked {
+                    id: peer.info.id.clone(),
+                    member: Rc::new(link.clone()),
+                    deadline: if state == PeerState::Suspect {
+                        deadline / 4
+                    } else {
+                        deadline
+                    },
+                }),
+                (_, PeerState::Left) => {}
+                _ => unreachable.push(peer.info.id.clone()),
+            }
+        }
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        (members, unreachable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, incarnation: u64) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            addr: "127.0.0.1:1".parse().expect("an address"),
+            incarnation,
+        }
+    }
+
+    #[test]
+    fn admits_new_members_once_and_ignores_itself() {
+        let mut m: Membership<u32> = Membership::new(node("a", 1));
+        assert_eq!(m.admit(&node("a", 9)), Admission::Ignore);
+        assert_eq!(m.admit(&node("b", 1)), Admission::New);
+        m.insert(node("b", 1), 7);
+        assert_eq!(
+            m.admit(&node("b", 1)),
+            Admission::Known {
+                handle: 7,
+                relocated: false
+            }
+        );
+        assert!(!m.is_news(&node("b", 1)));
+        assert!(m.is_news(&node("b", 2)));
+        assert_eq!(
+            m.admit(&node("b", 2)),
+            Admission::Known {
+                handle: 7,
+                relocated: true
+            }
+        );
+        assert_eq!(m.get("b").map(|e| e.info.incarnation), Some(2));
+    }
+
+    #[test]
+    fn a_member_that_left_comes_back_only_as_a_newer_run() {
+        let mut m: Membership<u32> = Membership::new(node("a", 1));
+        m.insert(node("b", 5), 1);
+        m.leave(&node("b", 5));
+        assert_eq!(m.counts(), (1, 0, 0, 0), "a peer that left is not a member");
+        assert_eq!(m.admit(&node("b", 5)), Admission::Ignore, "stale gossip");
+        assert_eq!(m.admit(&node("b", 6)), Admission::New, "restarted");
+    }
+
+    #[test]
+    fn counts_and_view_follow_states() {
+        let mut m: Membership<u32> = Membership::new(node("a", 1));
+        for (id, h) in [("b", 1), ("c", 2), ("d", 3)] {
+            m.insert(node(id, 1), h);
+        }
+        assert!(m.update(node("b", 1), PeerState::Up, None));
+        assert!(m.update(node("c", 1), PeerState::Suspect, None));
+        assert!(
+            !m.update(node("d", 1), PeerState::Down, None),
+            "was not live"
+        );
+        assert_eq!(m.counts(), (4, 2, 1, 1));
+        let view: Vec<String> = m.view().into_iter().map(|n| n.id).collect();
+        assert_eq!(view, ["a", "b", "c"]);
+        assert!(m.any_live());
+    }
+}
