@@ -336,3 +336,66 @@ fn a_malformed_row_is_skipped_and_drift_still_found() {
     assert_eq!(d["bad_rows"], 1, "{d}");
     assert_eq!(d["rows_since_training"], 300, "{d}");
 }
+
+/// A drift retrain whose model is worse on the held-out recent rows is refused: rows whose label
+/// contradicts the features (y → 40 − y) are appended, then rows like the training data. The
+/// drift is real (the label moved), but the new model, trained partly on the contradicting rows,
+/// does worse than the current one on the last rows appended (the held-out slice): the current
+/// model keeps answering and `drift` says why.
+#[test]
+fn a_worse_retrained_model_is_refused() {
+    let dir = TestDir::new("refused-swap");
+    let shard = dir.path().join("s.csv");
+    gen(&shard, 2000, 11, 0.0, false);
+    let drift = "check_interval_ms = 200\nmin_rows = 700\ncooldown_ms = 600000";
+    let spec = NodeSpec::new("n1").toml(&data_toml(&shard, drift));
+    let mut node = Node::start(&dir, spec);
+    let v1 = wait_for_model(&mut node, Duration::from_secs(20));
+
+    // 700 rows in one write: the first 490 with the label turned around, the last 210 as drawn.
+    let extra = dir.path().join("extra.csv");
+    gen(&extra, 700, 12, 0.0, false);
+    let text = std::fs::read_to_string(&extra).expect("extra rows");
+    let mut rows = String::new();
+    for (i, line) in text.lines().skip(1).enumerate() {
+        if i < 490 {
+            let (x, y) = line.rsplit_once(',').expect("a label");
+            let y: f64 = y.parse().expect("a number");
+            rows.push_str(&format!("{x},{}\n", 40.0 - y));
+        } else {
+            rows.push_str(line);
+            rows.push('\n');
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .expect("open");
+    use std::io::Write;
+    f.write_all(rows.as_bytes()).expect("append");
+    f.flush().expect("flush");
+
+    let mut d = Value::Null;
+    let decided = wait_until(Duration::from_secs(60), || {
+        d = node.command("drift");
+        d["swap"] != Value::Null
+    });
+    assert!(decided, "no swap decision: {d}");
+    assert_eq!(d["report"]["dataset_drift"], true, "{d}");
+    let swap = &d["swap"];
+    assert_eq!(swap["accepted"], false, "{d}");
+    assert_eq!(swap["holdout_rows"], 210, "{d}");
+    assert!(
+        swap["challenger"].as_f64() > swap["current"].as_f64(),
+        "{d}"
+    );
+    assert_eq!(d["swap_model_version"], v1, "{d}");
+    eprintln!("refused: {swap}");
+    // The current model still answers, and nothing replaced it on disk.
+    assert!(node.wait_for_log(&format!("model v{v1} kept"), Duration::from_secs(5)));
+    assert_eq!(version(&mut node), Some(v1));
+    let p = node.command(&format!("predict --explain {}", row()));
+    assert_eq!(p["nodes"][0]["version"], v1, "{p}");
+    node.restart();
+    assert_eq!(version(&mut node), Some(v1), "a refused model was saved");
+}
