@@ -55,11 +55,14 @@ pub struct DriftConfig {
     pub check_interval_ms: u64,
     /// New rows needed before they are compared with the training data.
     pub min_rows: usize,
-    /// A feature drifted at PSI ≥ this.
+    /// False-alarm rate of one check (the tests' p-values, Holm-corrected, are compared with it).
+    pub alpha: f64,
+    /// A significant feature counts as drifted only when its PSI is ≥ this (0: no floor).
     pub psi: f64,
     /// Dataset drift when at least this share of the features drifted.
     pub share: f64,
-    /// ... or when the model's error on the new rows is ≥ this × its validation error.
+    /// A significant rise of the model's error counts only when it is ≥ this × the validation
+    /// error (1: no floor).
     pub error_ratio: f64,
     /// Quantile bins of numeric features.
     pub bins: usize,
@@ -67,6 +70,11 @@ pub struct DriftConfig {
     pub cooldown_ms: u64,
     pub retrain_on: RetrainOn,
     pub window_rows: usize,
+    /// A drift retrain's model answers only if its validation error is at most (1 + this) × the
+    /// current model's on the same split (and it does as well on held-out recent rows).
+    pub tolerance: f64,
+    /// At most this many new rows wait for a check; beyond it the oldest are let go.
+    pub max_pending_rows: usize,
 }
 
 impl Default for DriftConfig {
@@ -76,6 +84,7 @@ impl Default for DriftConfig {
             enabled: true,
             check_interval_ms: 1_000,
             min_rows: 200,
+            alpha: stats.alpha,
             psi: stats.psi,
             share: stats.share,
             error_ratio: stats.error_ratio,
@@ -83,6 +92,8 @@ impl Default for DriftConfig {
             cooldown_ms: 30_000,
             retrain_on: RetrainOn::All,
             window_rows: 10_000,
+            tolerance: 0.05,
+            max_pending_rows: 50_000,
         }
     }
 }
@@ -91,6 +102,7 @@ impl DriftConfig {
     /// The statistics' thresholds.
     pub fn stats(&self) -> DriftSettings {
         DriftSettings {
+            alpha: self.alpha,
             psi: self.psi,
             share: self.share,
             error_ratio: self.error_ratio,
@@ -402,6 +414,14 @@ impl Settings {
         }
         if d.min_rows == 0 {
             return Err(Invalid("drift.min_rows must be greater than 0".into()));
+        }
+        if !(d.tolerance.is_finite() && d.tolerance >= 0.0) {
+            return Err(Invalid("drift.tolerance must be a number ≥ 0".into()));
+        }
+        if d.max_pending_rows < d.min_rows {
+            return Err(Invalid(
+                "drift.max_pending_rows must be at least drift.min_rows".into(),
+            ));
         }
         if d.retrain_on == RetrainOn::Recent && d.window_rows < 10 {
             return Err(Invalid(

@@ -11,8 +11,8 @@
 //! - [`pipeline`]: [`Pipeline`] = preprocessing + learner + label coding + [`ModelMeta`]; the
 //!   model file (MessagePack).
 //! - [`metrics`]: [`score`], [`aggregate`] (mean / vote).
-//! - [`drift`]: [`Reference`] (summary of the training data) and [`detect`] (PSI / KS per
-//!   feature, label, model error → [`DriftReport`]).
+//! - [`drift`]: [`Reference`] (summary of the training data) and [`detect`] (tests per
+//!   feature, label, model error, Holm-corrected → [`DriftReport`]); the swap rule.
 //! - [`synth`]: the `gen` synthetic data generator.
 //! - [`eval`]: [`evaluate_split`], [`combine_splits`], and [`run_offline`], the whole protocol in
 //!   one process.
@@ -35,7 +35,10 @@ pub use config::{Kind, ModelConfig, Target};
 pub use data::{
     load_csv, load_rows, parse_csv, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
 };
-pub use drift::{detect, DriftReport, DriftSettings, ErrorDrift, FeatureDrift, Reference};
+pub use drift::{
+    decide_swap, detect, judge_swap, unseen_rows, DriftReport, DriftSettings, ErrorDrift,
+    FeatureDrift, Reference, Swap, SwapScores,
+};
 pub use error::{MlError, Result};
 pub use eval::{combine_splits, evaluate_split, run_offline, OfflineArgs, SplitEval};
 pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};

@@ -1,6 +1,8 @@
 //! A node's shard on disk: one CSV file, or a folder of CSV files with the same header. Files are
 //! read up to their last complete line (a half-written last line waits for the next read), and a
 //! [`Watermark`] records how far each file was read, so that later reads return only new rows.
+//! [`read_new_at_most`] bounds what one read takes in, and [`good_lines`] sets malformed rows
+//! aside so that one bad line cannot hold up the rows after it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::data::{load_csv_parts, DataSpec, Table};
+use super::data::{load_csv_parts, parse_csv, DataSpec, Table};
 use super::error::{MlError, Result};
 
 /// How many bytes of each shard file have been read (always at a line boundary).
@@ -48,13 +50,19 @@ pub fn shard_files(shard: &Path) -> Result<Vec<PathBuf>> {
 /// Reads `path` from byte `from` up to and including its last newline. Returns the bytes and
 /// the new offset; a file shorter than `from` (truncated or replaced) reads from the start.
 pub fn read_complete(path: &Path, from: u64) -> Result<(Vec<u8>, u64)> {
+    read_complete_at_most(path, from, u64::MAX)
+}
+
+/// [`read_complete`] reading at most `limit` bytes.
+fn read_complete_at_most(path: &Path, from: u64, limit: u64) -> Result<(Vec<u8>, u64)> {
     let mut file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let from = if len < from { 0 } else { from };
     file.seek(SeekFrom::Start(from))
         .map_err(|e| io_err(path, e))?;
-    let mut bytes = Vec::with_capacity((len - from) as usize);
-    file.take(len - from)
+    let take = (len - from).min(limit);
+    let mut bytes = Vec::with_capacity(take as usize);
+    file.take(take)
         .read_to_end(&mut bytes)
         .map_err(|e| io_err(path, e))?;
     let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -87,18 +95,45 @@ pub struct NewLines {
     /// Data lines only (headers of new files removed), each ending in a newline.
     pub lines: Vec<u8>,
     pub rows: usize,
+    /// Lines longer than the read's byte budget, skipped.
+    pub skipped: usize,
 }
 
 /// Reads what was appended to the shard's files, and files added to its folder, since `mark`.
 pub fn read_new(shard: &Path, mark: &mut Watermark) -> Result<NewLines> {
+    read_new_at_most(shard, mark, u64::MAX)
+}
+
+/// [`read_new`] taking in at most about `budget` bytes of new lines: the rest waits for the next
+/// read. A line longer than the whole budget is skipped (counted in `skipped`).
+pub fn read_new_at_most(shard: &Path, mark: &mut Watermark, budget: u64) -> Result<NewLines> {
     let mut out = NewLines {
         header: Vec::new(),
         lines: Vec::new(),
         rows: 0,
+        skipped: 0,
     };
     for file in shard_files(shard)? {
         let from = mark.files.get(&file).copied().unwrap_or(0);
-        let (bytes, end) = read_complete(&file, from)?;
+        let left = budget.saturating_sub(out.lines.len() as u64);
+        if left == 0 {
+            break;
+        }
+        let (bytes, end) = read_complete_at_most(&file, from, left)?;
+        if bytes.is_empty() && from > 0 && left == budget && budget < u64::MAX {
+            let len = std::fs::metadata(&file)
+                .map_err(|e| io_err(&file, e))?
+                .len();
+            if len.saturating_sub(from) > budget {
+                // No newline within the whole budget: a line this long is no row; skip it.
+                let to = skip_line(&file, from)?;
+                if to > from {
+                    out.skipped += 1;
+                    mark.files.insert(file, to);
+                }
+                continue;
+            }
+        }
         // A file read from its start begins with its header.
         let data = if from == 0 || end < from {
             let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
@@ -129,6 +164,64 @@ pub fn read_new(shard: &Path, mark: &mut Watermark) -> Result<NewLines> {
         mark.files.insert(file, end);
     }
     Ok(out)
+}
+
+/// Where the line that starts at `from` ends (after its newline), reading in chunks; `from` when
+/// it has no newline yet.
+fn skip_line(path: &Path, from: u64) -> Result<u64> {
+    let mut file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| io_err(path, e))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = from;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io_err(path, e))?;
+        if n == 0 {
+            return Ok(from);
+        }
+        if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
+            return Ok(at + i as u64 + 1);
+        }
+        at += n as u64;
+    }
+}
+
+/// The lines of `lines` that parse as rows under `header` (newline-ended each), how many, and
+/// the rows that did not: their count and the first one's error. The whole batch is tried first;
+/// only a batch with an error is split line by line.
+pub fn good_lines(
+    origin: &Path,
+    header: &[u8],
+    lines: &[u8],
+    spec: &DataSpec,
+) -> (Vec<u8>, usize, usize, Option<String>) {
+    let parses = |body: &[u8]| {
+        let mut text = header.to_vec();
+        text.extend_from_slice(body);
+        parse_csv(origin, &text, spec)
+    };
+    let rows = lines
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    if lines.is_empty() || parses(lines).is_ok() {
+        return (lines.to_vec(), rows.count(), 0, None);
+    }
+    let (mut good, mut n, mut bad, mut first) = (Vec::new(), 0, 0, None);
+    for line in rows {
+        let mut one = line.to_vec();
+        one.push(b'\n');
+        match parses(&one) {
+            Ok(_) => {
+                good.extend_from_slice(&one);
+                n += 1;
+            }
+            Err(e) => {
+                bad += 1;
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    (good, n, bad, first)
 }
 
 fn first_line(path: &Path) -> Result<Vec<u8>> {
@@ -204,5 +297,43 @@ mod tests {
             read_new(&d, &mut mark).is_err(),
             "another header is an error"
         );
+    }
+
+    #[test]
+    fn malformed_lines_are_set_aside_and_counted() {
+        let origin = Path::new("new rows");
+        let (good, rows, bad, why) = good_lines(origin, b"x,y\n", b"1,2\n3,4\n", &spec());
+        assert_eq!(
+            (good.as_slice(), rows, bad, why),
+            (&b"1,2\n3,4\n"[..], 2, 0, None)
+        );
+        // Ragged, then a non-numeric label: both skipped, the good rows kept in order.
+        let lines = b"1,2\n1,2,3\n5,6\n7,abc\n\n8,9\n";
+        let (good, rows, bad, why) = good_lines(origin, b"x,y\n", lines, &spec());
+        assert_eq!(
+            (good.as_slice(), rows, bad),
+            (&b"1,2\n5,6\n8,9\n"[..], 3, 2)
+        );
+        assert!(why.is_some_and(|w| w.contains("ragged")));
+    }
+
+    #[test]
+    fn a_read_takes_in_at_most_its_budget() {
+        let d = dir("budget");
+        let f = d.join("s.csv");
+        append(&f, "x,y\n0,0\n");
+        let (_, mut mark) = load_shard(&f, &spec()).expect("loads");
+        append(&f, "1,2\n3,4\n5,6\n");
+        // 9 bytes: two whole lines; the third waits for the next read.
+        let new = read_new_at_most(&f, &mut mark, 9).expect("reads");
+        assert_eq!((new.lines.as_slice(), new.rows), (&b"1,2\n3,4\n"[..], 2));
+        let new = read_new_at_most(&f, &mut mark, 9).expect("reads");
+        assert_eq!(new.rows, 1);
+        // A line longer than the whole budget is skipped, and what follows is read.
+        append(&f, &format!("{},1\n7,8\n", "9".repeat(40)));
+        let new = read_new_at_most(&f, &mut mark, 9).expect("reads");
+        assert_eq!((new.rows, new.skipped), (0, 1));
+        let new = read_new_at_most(&f, &mut mark, 9).expect("reads");
+        assert_eq!((new.lines.as_slice(), new.skipped), (&b"7,8\n"[..], 0));
     }
 }

@@ -68,6 +68,7 @@ impl ClusterActor {
                     reason: "train local".into(),
                     window: self.settings.drift.window(),
                     queue: true,
+                    gate: None,
                 });
                 let work = async move {
                     match train.await {

@@ -23,8 +23,8 @@ use crate::actors::supervision::{
     guard, injected_fault, panic_message, Guarded, Kind, Supervision,
 };
 use crate::ml::{
-    evaluate_split, load_shard, score, DataSpec, MlError, ModelConfig, ModelMeta, Pipeline,
-    Reference, Scores, SplitEval, Table, Watermark,
+    evaluate_split, judge_swap, load_shard, score, unseen_rows, DataSpec, MlError, ModelConfig,
+    ModelMeta, Pipeline, Reference, Scores, SplitEval, Swap, Table, Watermark,
 };
 use crate::protocol::{ModelBlob, ModelSummary};
 
@@ -45,13 +45,30 @@ impl TrainingSource {
     /// The shard's train and validation splits (of its last `window` rows when given), and how
     /// far each file was read.
     fn load_split(&self, window: Option<usize>) -> Result<(Table, Table, Watermark), MlError> {
+        let (train, valid, _, mark) = self.load_gated(window, 0)?;
+        Ok((train, valid, mark))
+    }
+
+    /// [`TrainingSource::load_split`] with the last `holdout` rows (the most recently appended)
+    /// set aside first, for the champion / challenger check; at least 2 rows stay to train on.
+    fn load_gated(
+        &self,
+        window: Option<usize>,
+        holdout: usize,
+    ) -> Result<(Table, Table, Table, Watermark), MlError> {
         let (mut table, mark) = load_shard(&self.shard, &self.spec)?;
         if let Some(w) = window.filter(|&w| w < table.len()) {
             let recent: Vec<usize> = (table.len() - w..table.len()).collect();
             table = table.select(&recent);
         }
+        let n = table.len();
+        let h = holdout.min(n.saturating_sub(2));
+        let held = table.select(&(n - h..n).collect::<Vec<_>>());
+        if h > 0 {
+            table = table.select(&(0..n - h).collect::<Vec<_>>());
+        }
         let (train, valid) = table.split(self.valid_fraction, self.seed);
-        Ok((train, valid, mark))
+        Ok((train, valid, held, mark))
     }
 }
 
@@ -99,15 +116,32 @@ fn usable(store: &Store, stored: Option<Stored>) -> Option<Current> {
 pub struct Trained {
     pub summary: ModelSummary,
     pub bytes: Bytes,
+    /// The champion / challenger decision of a gated training; when not accepted, the model
+    /// above was neither saved nor put in service.
+    pub swap: Option<Swap>,
 }
+
+/// A training whose model must beat the current one before it answers (a drift retrain): the
+/// shard's last `holdout_rows` rows are held out of training and both models are scored on them,
+/// and on the new validation split within `tolerance` ([`crate::ml::judge_swap`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Gate {
+    pub holdout_rows: usize,
+    pub tolerance: f64,
+}
+
+/// The trained model, its validation split, and the swap decision of a gated training.
+type TrainOutcome = (Arc<Current>, Arc<Table>, Option<Swap>);
 
 fn train_blocking(
     source: &TrainingSource,
     ticket: Ticket,
     window: Option<usize>,
     store: &Store,
-) -> Result<(Arc<Current>, Arc<Table>), ModelError> {
-    let (train, valid, watermark) = source.load_split(window)?;
+    gate: Option<(Gate, Arc<Current>)>,
+) -> Result<TrainOutcome, ModelError> {
+    let holdout = gate.as_ref().map_or(0, |(g, _)| g.holdout_rows);
+    let (train, valid, held, watermark) = source.load_gated(window, holdout)?;
     let started = Instant::now();
     let version = ticket.version;
     let meta = ModelMeta {
@@ -125,7 +159,7 @@ fn train_blocking(
         Some(score(valid.labels(), &preds)?)
     };
     let bytes = Bytes::from(pipeline.to_bytes()?);
-    let reference = Reference::with_bins(&train, source.drift_bins)?;
+    let reference = Reference::of_model(&train, &pipeline, &valid, source.drift_bins)?;
     let reference_bytes = Bytes::from(reference.to_bytes()?);
     let summary = ModelSummary {
         node: source.node.clone(),
@@ -141,7 +175,31 @@ fn train_blocking(
         watermark: watermark.clone(),
         reference: Some(reference_bytes),
     };
-    store.save(ticket, &stored)?;
+    let swap = match &gate {
+        Some((g, champion)) => {
+            // Judged on validation rows the current model did not train on either (a window
+            // hides which rows those are: then on the held-out rows alone).
+            let was = champion.summary.rows_train + champion.summary.rows_valid;
+            let table_rows = train.len() + valid.len();
+            let unseen = window
+                .is_none()
+                .then(|| unseen_rows(table_rows, was, source.valid_fraction, source.seed))
+                .flatten()
+                .unwrap_or_default();
+            let fresh = valid.select(&unseen);
+            Some(judge_swap(
+                &champion.pipeline,
+                &pipeline,
+                &held,
+                &fresh,
+                g.tolerance,
+            )?)
+        }
+        None => None,
+    };
+    if swap.as_ref().is_none_or(|s| s.accepted) {
+        store.save(ticket, &stored)?;
+    }
     let current = Current {
         reference: Some(Arc::new(reference)),
         weight: weight_of(summary.valid.as_ref()),
@@ -150,7 +208,7 @@ fn train_blocking(
         summary,
         watermark,
     };
-    Ok((Arc::new(current), Arc::new(valid)))
+    Ok((Arc::new(current), Arc::new(valid), swap))
 }
 
 /// Runs `work` on the blocking pool; a panic in it becomes an error, not a dead actor.
@@ -229,19 +287,33 @@ impl ModelActor {
         }
         let ticket = self.store.begin();
         let store = self.store.clone();
-        let Train { reason, window, .. } = msg;
+        let Train {
+            reason,
+            window,
+            gate,
+            ..
+        } = msg;
+        let gate = gate.and_then(|g| self.slot.current().map(|c| (g, c)));
         // The cached validation split is rebuilt by the training; don't hold both at once.
         self.valid = None;
         tracing::info!(version = ticket.version, %reason, "training");
         let work = blocking("training", move || {
-            train_blocking(&source, ticket, window, &store)
+            train_blocking(&source, ticket, window, &store, gate)
         });
         Box::pin(work.into_actor(self).map(move |result, act, _ctx| {
             act.slot.0.training.store(false, Ordering::Release);
             act.trainings_done.send_modify(|n| *n += 1);
-            let (current, valid) = result.inspect_err(|e| {
+            let (current, valid, swap) = result.inspect_err(|e| {
                 tracing::error!("training failed, keeping the previous model: {e}")
             })?;
+            if let Some(refused) = swap.as_ref().filter(|s| !s.accepted) {
+                tracing::info!(%reason, why = %refused.reason, "new model not put in service");
+                return Ok(Trained {
+                    summary: current.summary.clone(),
+                    bytes: current.bytes.clone(),
+                    swap,
+                });
+            }
             let summary = current.summary.clone();
             let bytes = current.bytes.clone();
             tracing::info!(
@@ -253,7 +325,11 @@ impl ModelActor {
             );
             act.slot.publish(current);
             act.valid = Some(valid);
-            Ok(Trained { summary, bytes })
+            Ok(Trained {
+                summary,
+                bytes,
+                swap,
+            })
         }))
     }
 
@@ -317,6 +393,7 @@ impl Actor for ModelActor {
                 reason: "first start".into(),
                 window: None,
                 queue: false,
+                gate: None,
             });
         }
     }
@@ -346,6 +423,8 @@ pub struct Train {
     /// Train on the shard's last rows only.
     pub window: Option<usize>,
     pub queue: bool,
+    /// Put the new model in service only if it beats the current one (no current model: always).
+    pub gate: Option<Gate>,
 }
 
 impl Handler<Train> for ModelActor {

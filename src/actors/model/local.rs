@@ -76,6 +76,7 @@ impl LocalModel {
                     reason: "cluster training".into(),
                     window: None,
                     queue: true,
+                    gate: None,
                 })
                 .await
             {

@@ -12,8 +12,8 @@ mod local;
 mod slot;
 mod store;
 
-pub use actor::{blocking, Fail, ModelActor, Train, TrainingSource};
+pub use actor::{blocking, Fail, Gate, ModelActor, Train, TrainingSource};
 pub use error::ModelError;
 pub use local::LocalModel;
-pub use slot::ModelSlot;
+pub use slot::{Current, ModelSlot};
 pub use store::MODEL_FILE;
