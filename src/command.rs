@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use crate::ml::Rows;
+
 /// A command typed on a node's stdin or sent with `ctl`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -30,6 +32,16 @@ pub enum Command {
     },
     /// The latest drift report of this node's shard.
     Drift,
+    /// Prediction of a batch of rows, one answer per row: with the whole cluster, or with this
+    /// node's own model only (`local`). Sent by the HTTP API; not typed on the console.
+    PredictRows {
+        rows: Rows,
+        local: bool,
+    },
+    /// This node's current model: its input columns, task and version.
+    Model,
+    /// The score matrix of the last `train` or `evaluate` this node coordinated.
+    LastReport,
     /// Make one of this node's actors fail (only with `[testing] faults = true`).
     Fault(Fault),
     Quit,
