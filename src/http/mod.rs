@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod load;
 pub mod metrics;
 pub mod oip;
 pub mod page;
