@@ -316,6 +316,7 @@ if ((DETACH)); then
     for ((k = 1; k <= N; k++)); do
         start_background "$k"
     done
+    mkdir -p "$(dirname "$PID_FILE")"
     : >"$PID_FILE"
     for ((k = 1; k <= N; k++)); do
         wait_ready "${STARTED[k - 1]}" "${ADDRS[k - 1]}" "${CONFIGS[k - 1]}" "$LOG_DIR/n$k.log"
