@@ -16,8 +16,8 @@ pub mod v1;
 pub mod v2;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_web::dev::Service;
@@ -35,6 +35,10 @@ use crate::config::HttpSettings;
 const MAX_BODY: usize = 64 << 20;
 /// HTTP worker threads; the cluster work itself runs on the node's actors.
 const WORKERS: usize = 2;
+/// How long an inference request may check its columns against a schema read earlier, rather
+/// than ask the cluster actor again (a retrain on the same shard keeps the columns; a schema
+/// change is seen within this time).
+const SCHEMA_TTL: Duration = Duration::from_secs(1);
 
 /// What every handler shares.
 pub struct State {
@@ -43,6 +47,8 @@ pub struct State {
     pub metrics: Metrics,
     /// This node's id: the name of its own model in the Open Inference Protocol.
     pub node: String,
+    /// The last model description read, and when.
+    schema: Mutex<Option<(Instant, Arc<ModelInfo>)>>,
 }
 
 pub type Shared = web::Data<Arc<State>>;
@@ -58,6 +64,23 @@ impl State {
         self.metrics
             .command(name, answer.is_ok(), started.elapsed());
         answer
+    }
+
+    /// This node's model as read at most [`SCHEMA_TTL`] ago: what inference checks its inputs
+    /// against, kept off the cluster actor's mailbox on the hot path.
+    pub async fn schema(&self) -> Result<Arc<ModelInfo>, ApiError> {
+        if let Ok(cached) = self.schema.lock() {
+            if let Some((at, info)) = cached.as_ref() {
+                if at.elapsed() < SCHEMA_TTL {
+                    return Ok(info.clone());
+                }
+            }
+        }
+        let info = Arc::new(self.model().await?);
+        if let Ok(mut cached) = self.schema.lock() {
+            *cached = Some((Instant::now(), info.clone()));
+        }
+        Ok(info)
     }
 
     /// This node's current model, or 503 when it has none.
@@ -87,6 +110,7 @@ pub fn start(
         auth: Auth::new(settings),
         metrics: Metrics::new(),
         node,
+        schema: Mutex::new(None),
     });
     let server = HttpServer::new(move || {
         let state = web::Data::new(state.clone());

@@ -129,7 +129,7 @@ async fn infer(
         .map(|v| v.to_str().unwrap_or("?"));
     let (header, binary) = oip::split_body(&body, header_len)?;
     let request: InferRequest = parse_json(header)?;
-    let model = state.model().await?;
+    let model = state.schema().await?;
     let rows = oip::to_rows(&request, binary, &model.features)?;
     let n = rows.len();
     let command = if local {
@@ -145,8 +145,9 @@ async fn infer(
             state
                 .metrics
                 .predicted(n, answer.answered, answer.asked, started.elapsed());
-            let version = local.then(|| model.version.to_string());
-            Ok(HttpResponse::Ok().json(oip::response(&name, version, request.id, &answer)))
+            // No model_version: the schema may be a second old, and a version that did not
+            // answer would be worse than none.
+            Ok(HttpResponse::Ok().json(oip::response(&name, None, request.id, &answer)))
         }
         Answer::Failure(f) => Err(ApiError::unavailable(f.error)),
         _ => Err(ApiError::unavailable(
