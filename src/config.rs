@@ -165,6 +165,10 @@ pub struct NodeSettings {
     pub id: String,
     /// Address to listen on; port 0 picks a free port (`status` reports the bound one).
     pub listen: SocketAddr,
+    /// `host:port` (a DNS name or an IP) that peers and gossip use to reach this node. Defaults
+    /// to `listen` when that is a specific address; required when `listen` is `0.0.0.0` or `::`.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Members to contact at start; empty for the first node.
     #[serde(default)]
     pub seeds: Vec<String>,
@@ -216,8 +220,15 @@ pub struct ClusterSettings {
     pub reconnect_max_ms: u64,
     /// Largest frame accepted or sent; must hold a model.
     pub max_frame_bytes: usize,
-    /// Connections accepted at once (members and clients); more are closed at accept.
+    /// Client connections (`ctl`, `bench`) open at once; more are refused at their handshake.
+    /// Members are not counted: they are bounded by `max_members`.
     pub max_connections: usize,
+    /// Connections still in their handshake at once; more are closed at accept.
+    pub max_handshakes: usize,
+    /// A client connection that sends nothing for this long is closed.
+    pub client_idle_ms: u64,
+    /// Members this node keeps track of, itself included; news of more is ignored.
+    pub max_members: usize,
     /// How predictions are combined.
     pub aggregation: Aggregation,
 }
@@ -237,6 +248,9 @@ impl Default for ClusterSettings {
             reconnect_max_ms: 1_000,
             max_frame_bytes: 256 * 1024 * 1024,
             max_connections: 1_024,
+            max_handshakes: 256,
+            client_idle_ms: 60_000,
+            max_members: 1_024,
             aggregation: Aggregation::Mean,
         }
     }
@@ -315,34 +329,52 @@ impl Settings {
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let settings: Settings = raw.try_deserialize().map_err(|e| bad(e.to_string()))?;
-        settings.validate().map_err(bad)?;
+        settings.validate().map_err(|e| bad(e.0))?;
         Ok(settings)
     }
 
     /// Checks what serde cannot; the error names the key.
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> std::result::Result<(), Invalid> {
         let n = &self.node;
         if n.id.trim().is_empty() {
-            return Err("node.id must not be empty".into());
+            return Err(Invalid("node.id must not be empty".into()));
         }
         if n.id.len() > 64 || n.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "node.id {:?} must be at most 64 characters without spaces",
                 n.id
-            ));
+            )));
         }
         for seed in &n.seeds {
-            parse_addr(seed).map_err(|e| format!("node.seeds: {e}"))?;
+            check_host_port(seed).map_err(|e| Invalid(format!("node.seeds: {e}")))?;
+        }
+        match &n.advertise {
+            Some(a) => {
+                check_host_port(a).map_err(|e| Invalid(format!("node.advertise: {e}")))?;
+                if a.ends_with(":0") {
+                    return Err(Invalid(format!(
+                        "node.advertise {a:?} must name the port peers dial, not 0"
+                    )));
+                }
+            }
+            None if n.listen.ip().is_unspecified() => {
+                return Err(Invalid(format!(
+                    "node.advertise is required when node.listen ({}) is an unspecified address: \
+                     peers need a name or address they can reach",
+                    n.listen
+                )))
+            }
+            None => {}
         }
         self.http.validate()?;
         let c = &self.cluster;
         if c.name.trim().is_empty() {
-            return Err("cluster.name must not be empty".into());
+            return Err(Invalid("cluster.name must not be empty".into()));
         }
         if matches!(&c.secret, Some(s) if s.is_empty()) {
-            return Err(
+            return Err(Invalid(
                 "cluster.secret must not be empty when set (remove the key instead)".into(),
-            );
+            ));
         }
         let positive = [
             ("cluster.heartbeat_ms", c.heartbeat_ms),
@@ -353,52 +385,112 @@ impl Settings {
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(format!("{key} must be greater than 0"));
+                return Err(Invalid(format!("{key} must be greater than 0")));
             }
         }
         if c.phi_suspect.is_nan() || c.phi_suspect <= 0.0 {
-            return Err("cluster.phi_suspect must be greater than 0".into());
+            return Err(Invalid("cluster.phi_suspect must be greater than 0".into()));
         }
         if c.phi_down.is_nan() || c.phi_down <= c.phi_suspect {
-            return Err("cluster.phi_down must be greater than cluster.phi_suspect".into());
+            return Err(Invalid(
+                "cluster.phi_down must be greater than cluster.phi_suspect".into(),
+            ));
         }
         if c.max_frame_bytes < 64 * 1024 {
-            return Err("cluster.max_frame_bytes must be at least 65536".into());
+            return Err(Invalid(
+                "cluster.max_frame_bytes must be at least 65536".into(),
+            ));
         }
         if c.max_frame_bytes > u32::MAX as usize {
-            return Err("cluster.max_frame_bytes must fit the 4-byte length prefix".into());
+            return Err(Invalid(
+                "cluster.max_frame_bytes must fit the 4-byte length prefix".into(),
+            ));
+        }
+        for (key, value) in [
+            ("cluster.max_handshakes", c.max_handshakes as u64),
+            ("cluster.client_idle_ms", c.client_idle_ms),
+            ("cluster.max_members", c.max_members as u64),
+        ] {
+            if value == 0 {
+                return Err(Invalid(format!("{key} must be greater than 0")));
+            }
         }
         if c.max_connections == 0 {
-            return Err("cluster.max_connections must be greater than 0".into());
+            return Err(Invalid(
+                "cluster.max_connections must be greater than 0".into(),
+            ));
         }
         if let Some(d) = &self.data {
             if d.label.trim().is_empty() {
-                return Err("data.label must not be empty".into());
+                return Err(Invalid("data.label must not be empty".into()));
             }
             if !(d.valid_fraction > 0.0 && d.valid_fraction < 1.0) {
-                return Err("data.valid_fraction must be between 0 and 1 (exclusive)".into());
+                return Err(Invalid(
+                    "data.valid_fraction must be between 0 and 1 (exclusive)".into(),
+                ));
             }
         }
         self.model.validate().map_err(|e| e.to_string())?;
         self.drift.stats().validate().map_err(|e| e.to_string())?;
         let d = &self.drift;
         if d.check_interval_ms == 0 {
-            return Err("drift.check_interval_ms must be greater than 0".into());
+            return Err(Invalid(
+                "drift.check_interval_ms must be greater than 0".into(),
+            ));
         }
         if d.min_rows == 0 {
-            return Err("drift.min_rows must be greater than 0".into());
+            return Err(Invalid("drift.min_rows must be greater than 0".into()));
         }
         if d.retrain_on == RetrainOn::Recent && d.window_rows < 10 {
-            return Err(
+            return Err(Invalid(
                 "drift.window_rows must be at least 10 with retrain_on = \"recent\"".into(),
-            );
+            ));
         }
         Ok(())
     }
 }
 
+/// A setting that breaks a rule serde cannot check; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid(message)
+    }
+}
+
+/// Text that is not a `host:port` address.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a host:port address")]
+pub struct BadAddr(pub String);
+
+/// Checks that `s` reads `host:port` (a DNS name, an IPv4 address or a bracketed IPv6 one) without
+/// resolving it: a name may only resolve once its host is up.
+pub fn check_host_port(s: &str) -> std::result::Result<(), BadAddr> {
+    let bad = || BadAddr(s.to_string());
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if name_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
 /// Parses `host:port` (IPv4, `[IPv6]` or `localhost`) into a socket address.
-pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, BadAddr> {
     use std::net::ToSocketAddrs;
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -406,7 +498,7 @@ pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, String> {
     s.to_socket_addrs()
         .ok()
         .and_then(|mut it| it.next())
-        .ok_or_else(|| format!("{s:?} is not a host:port address"))
+        .ok_or_else(|| BadAddr(s.to_string()))
 }
 
 #[cfg(test)]

@@ -2,20 +2,24 @@
 //! data and training one weak learner on it; any node answers predictions as the ensemble.
 //!
 //! # Layout
+//! Front ends → typed commands → cluster logic → links → frames; each layer knows only the ones
+//! below it.
 //! - [`protocol`]: the wire format (length-prefixed MessagePack frames, message enums). The only
 //!   code that sees bytes.
 //! - [`net`]: the handshake (cluster name, version, HMAC proof of the secret) and [`net::Link`],
 //!   an open connection with request ids, deadlines and heartbeats.
-//! - [`cluster`]: plain cluster logic (peer states, liveness, backoff, which duplicate link
-//!   survives, fan-out), unit-tested without sockets.
-//! - [`actors`]: the node's actors: [`actors::ClusterActor`] (members, commands, coordination)
-//!   one supervised [`actors::PeerActor`] per remote member, and the supervised
-//!   [`actors::ModelActor`] that owns the node's model (double-buffered, persisted).
+//! - [`cluster`]: cluster logic, tested without actors: peer states, liveness, backoff, which
+//!   duplicate link survives, the member table, and the cluster-wide flows (training with
+//!   cross-validation, evaluation, prediction), which ask members through [`cluster::Member`].
+//! - [`actors`]: thin, supervised owners of state: [`actors::ClusterActor`] (member table,
+//!   command dispatch), one [`actors::PeerActor`] per remote member, the [`actors::ModelActor`]
+//!   (this node's model: double-buffered, persisted; [`actors::LocalModel`] serves it) and the
+//!   [`actors::DataWatcher`] (drift, local retraining).
 //! - [`ml`]: data, preprocessing, learners, metrics, model files; no networking.
-//! - [`coordinator`]: the cluster-wide flows (global training with cross-validation, evaluation,
-//!   global prediction), run by whichever node got the command.
-//! - [`console`]: command parsing (pure) and rendering; [`ctl`]: the one-shot client;
-//!   [`bench`]: the load client.
+//! - [`command`]: what can be asked, and the pure parser of a typed line; [`answer`]: the typed
+//!   answers every front end renders.
+//! - Front ends: [`console`] (stdin, human or `--json`), [`ctl`] (the one-shot client),
+//!   [`bench`] (the load client).
 //! - [`http`]: the optional HTTP API (Open Inference Protocol, `/v1` JSON, `/metrics`, status
 //!   page), a front end that sends the same commands.
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.

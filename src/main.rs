@@ -1,6 +1,5 @@
 //! `ensemble-node`: runs one cluster node, or one of the tools around it.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use ensemble_cluster::bench::BenchArgs;
+use ensemble_cluster::command::Command;
 use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::console::ConsoleOptions;
 use ensemble_cluster::ctl;
@@ -149,12 +149,13 @@ fn failure(message: String) -> ExitCode {
 
 impl AuthArgs {
     /// Where and how to connect to the node at `addr`.
-    fn target(self, addr: &str, timeout: Duration) -> Result<ctl::Target, String> {
+    fn target(self, addr: &str, timeout: Duration) -> Result<ctl::Target, Error> {
         let settings = match &self.config {
-            Some(path) => Some(Settings::load(path).map_err(|e| e.to_string())?),
+            Some(path) => Some(Settings::load(path)?),
             None => None,
         };
-        let addr: SocketAddr = config::parse_addr(addr)?;
+        config::check_host_port(addr).map_err(|e| Error::Other(e.to_string()))?;
+        let addr = addr.to_string();
         let secret = self
             .secret
             .or_else(|| std::env::var(config::ENV_SECRET).ok())
@@ -192,11 +193,20 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
         .target(&args.addr, Duration::from_millis(args.timeout_ms))
     {
         Ok(t) => t,
-        Err(e) => return failure(e),
+        Err(e) => return failure(e.to_string()),
     };
     let line = args.command.join(" ");
     let system = actix_rt::System::new();
-    match system.block_on(ctl::run_command(&target, &line)) {
+    // The client's files stay the client's: it streams them itself.
+    let work = async {
+        match ensemble_cluster::command::parse(&line) {
+            Ok(Some(Command::PredictFile { input, output })) => {
+                ctl::predict_file(&target, &input, output.as_deref()).await
+            }
+            _ => ctl::run_command(&target, &line).await,
+        }
+    };
+    match system.block_on(work) {
         Ok(value) => report(value),
         Err(e) => failure(e.to_string()),
     }
@@ -214,7 +224,7 @@ fn run_bench(args: BenchCli) -> ExitCode {
     let addr = args.bench.addr.clone().unwrap_or_default();
     let target = match args.auth.target(&addr, timeout) {
         Ok(t) => t,
-        Err(e) => return failure(e),
+        Err(e) => return failure(e.to_string()),
     };
     let system = actix_rt::System::new();
     match system.block_on(ensemble_cluster::bench::run(&args.bench, &target)) {

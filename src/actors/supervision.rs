@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, ActorFuture, AsyncContext, System};
+use actix::fut::{self, ActorFutureExt};
+use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context, ResponseActFuture, System};
 
 use serde::Serialize;
 
@@ -119,6 +120,33 @@ where
             tracing::error!("{what} panicked: {}", panic_message(panic.as_ref()));
             ctx.stop();
             None
+        }
+    }
+}
+
+/// Runs a handler that answers with a future, under [`guard`]'s rule: a panic while building the
+/// answer or while its future runs answers the caller with `fallback(panic message)` and then
+/// stops the actor. (Stopping first would drop the answer with the actor's pending futures.)
+pub fn guard_response<A, O>(
+    act: &mut A,
+    ctx: &mut Context<A>,
+    what: &'static str,
+    body: impl FnOnce(&mut A, &mut Context<A>) -> ResponseActFuture<A, O>,
+    fallback: impl FnOnce(String) -> O + 'static,
+) -> ResponseActFuture<A, O>
+where
+    A: Actor<Context = Context<A>>,
+    O: 'static,
+{
+    match std::panic::catch_unwind(AssertUnwindSafe(|| body(act, ctx))) {
+        Ok(work) => Box::pin(Guarded::new(work, what, fallback)),
+        Err(panic) => {
+            let msg = panic_message(panic.as_ref());
+            tracing::error!("{what} panicked: {msg}");
+            Box::pin(fut::ready(()).map(move |_, _act, ctx: &mut Context<A>| {
+                ctx.stop();
+                fallback(msg)
+            }))
         }
     }
 }

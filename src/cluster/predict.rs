@@ -21,6 +21,8 @@ const BATCH_ROWS: usize = 8192;
 const BATCHES_IN_FLIGHT: usize = 4;
 /// A batch gets this many times a one-row deadline.
 const BATCH_DEADLINE_SCALE: u32 = 10;
+/// Requests of up to this many rows get the one-row deadline.
+const ONE_ROW_DEADLINE_ROWS: usize = 64;
 
 /// Why a cluster-wide prediction has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +48,8 @@ pub enum FlowError {
 struct Gathered {
     preds: Vec<Predictions>,
     weights: Vec<f64>,
-    /// (node, version, its predictions) of each member that answered.
-    per_node: Vec<(String, u64, Predictions)>,
+    /// (node, version, weight, its predictions) of each member that answered.
+    per_node: Vec<(String, u64, f64, Predictions)>,
     /// Members with a model that were asked.
     asked: usize,
     failed: Vec<Failed>,
@@ -91,7 +93,7 @@ async fn gather(members: &[Asked], batch: &Batch, deadline_scale: u32) -> Gather
             }) if preds.len() == batch.len() => {
                 g.preds.push(preds.clone());
                 g.weights.push(weight);
-                g.per_node.push((node, version, preds));
+                g.per_node.push((node, version, weight, preds));
             }
             Ok(Response::NoModel) => g.asked -= 1,
             Ok(Response::Predictions { preds, .. }) => g.failed.push(Failed::new(
@@ -105,9 +107,15 @@ async fn gather(members: &[Asked], batch: &Batch, deadline_scale: u32) -> Gather
     g
 }
 
-/// Global prediction of `rows`, as a protocol answer (for clients such as `bench`).
+/// Global prediction of `rows`, as a protocol answer (for clients: `bench`, a streamed
+/// `predict-file`). A batch gets the longer deadline of a batch.
 pub async fn ensemble(plan: Plan, rows: Rows) -> Response {
-    let g = gather(&plan.members, &Batch::new(rows), 1).await;
+    let scale = if rows.len() > ONE_ROW_DEADLINE_ROWS {
+        BATCH_DEADLINE_SCALE
+    } else {
+        1
+    };
+    let g = gather(&plan.members, &Batch::new(rows), scale).await;
     match g.combine(plan.weighted) {
         Ok(preds) => Response::Ensemble {
             preds,
@@ -140,11 +148,12 @@ pub async fn predict(plan: Plan, rows: Rows, explain: bool) -> Answer {
     let nodes = explain.then(|| {
         g.per_node
             .iter()
-            .filter_map(|(node, version, p)| {
+            .filter_map(|(node, version, weight, p)| {
                 Some(NodePrediction {
                     id: node.clone(),
                     version: *version,
                     prediction: Predicted::at(p, 0)?,
+                    weight: *weight,
                 })
             })
             .collect()

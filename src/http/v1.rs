@@ -16,6 +16,7 @@ use crate::answer::{Answer, Predicted};
 use crate::command::Command;
 use crate::ml::data::is_missing_token;
 use crate::ml::{Rows, Value};
+use crate::net::Access;
 
 /// Rows per cluster request of `/v1/predict-file` (as `predict-file` does).
 const FILE_BATCH_ROWS: usize = 8192;
@@ -47,43 +48,48 @@ fn serve(answer: &Answer) -> HttpResponse {
     HttpResponse::build(code).json(answer.to_json())
 }
 
+/// Runs a command for a caller holding the role the command needs (the same role a `ctl`
+/// client needs for it).
 async fn run(
     state: Shared,
     req: HttpRequest,
-    need: Role,
     name: &str,
     command: Command,
 ) -> Result<HttpResponse, ApiError> {
+    let need = match command.needs() {
+        Access::Operator => Role::Operator,
+        Access::Reader | Access::Member => Role::Reader,
+    };
     state.auth.check(&req, need)?;
     Ok(serve(&state.exec(name, command).await))
 }
 
 async fn train(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    run(state, req, Role::Operator, "train", Command::Train).await
+    run(state, req, "train", Command::Train).await
 }
 
 async fn evaluate(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    run(state, req, Role::Reader, "evaluate", Command::Evaluate).await
+    run(state, req, "evaluate", Command::Evaluate).await
 }
 
 async fn status(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    run(state, req, Role::Reader, "status", Command::Status).await
+    run(state, req, "status", Command::Status).await
 }
 
 async fn peers(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    run(state, req, Role::Reader, "peers", Command::Peers).await
+    run(state, req, "peers", Command::Peers).await
 }
 
 async fn drift(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    run(state, req, Role::Reader, "drift", Command::Drift).await
+    run(state, req, "drift", Command::Drift).await
 }
 
 async fn model(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    run(state, req, Role::Reader, "model", Command::Model).await
+    run(state, req, "model", Command::Model).await
 }
 
 async fn report(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    run(state, req, Role::Reader, "report", Command::LastReport).await
+    run(state, req, "report", Command::LastReport).await
 }
 
 async fn live(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {

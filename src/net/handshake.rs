@@ -4,7 +4,6 @@
 //! random nonce with HMAC-SHA256 keyed by the secret. A side without a secret sends an empty
 //! proof, which a side with a secret refuses.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use tokio_util::codec::Framed;
 
 use super::Conn;
 use crate::error::{Error, Result};
-use crate::protocol::{FrameCodec, Message, NodeInfo, Role, PROTOCOL_VERSION};
+use crate::protocol::{FrameCodec, Message, NodeInfo, Role, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
 /// The cluster secret, if any. Debug never prints it.
 #[derive(Clone, Default)]
@@ -114,7 +113,7 @@ async fn next(conn: &mut Conn, step: &str) -> Result<Message> {
 }
 
 /// Connects to `addr` as `role` and runs the dialer's side of the handshake.
-pub async fn dial(addr: SocketAddr, role: Role, me: &Greeting) -> Result<Dialed> {
+pub async fn dial(addr: &str, role: Role, me: &Greeting) -> Result<Dialed> {
     let work = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -123,7 +122,7 @@ pub async fn dial(addr: SocketAddr, role: Role, me: &Greeting) -> Result<Dialed>
                 source,
             })?;
         stream.set_nodelay(true)?;
-        let mut conn = Framed::new(stream, FrameCodec::new(me.max_frame_bytes));
+        let mut conn = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
         let my_nonce = nonce();
         conn.send(Message::Hello {
             version: PROTOCOL_VERSION,
@@ -157,6 +156,8 @@ pub async fn dial(addr: SocketAddr, role: Role, me: &Greeting) -> Result<Dialed>
             .await;
             return Err(refused(reason));
         }
+        // The acceptor proved it belongs to the cluster: its frames may now be as big as any.
+        conn.codec_mut().set_max(me.max_frame_bytes);
         let my_proof = me
             .secret
             .proof("dialer", &me.cluster, &their_nonce, &my_nonce);
@@ -190,11 +191,11 @@ pub async fn accept(
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     stream.set_nodelay(true)?;
-    let mut conn = Framed::new(stream, FrameCodec::new(greeting.max_frame_bytes));
+    let mut conn = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
     let work = async {
         let hello = next(&mut conn, "before its hello")
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal(e.to_string()))?;
         let (role, their_nonce) = match hello {
             Message::Hello {
                 version,
@@ -202,7 +203,7 @@ pub async fn accept(
                 role,
                 nonce,
             } => (check_hello(me, greeting, version, &cluster, &role)?, nonce),
-            other => return Err(format!("expected hello, got {}", name(&other))),
+            other => return Err(Refusal(format!("expected hello, got {}", name(&other)))),
         };
         let my_nonce = nonce();
         let proof = greeting
@@ -214,10 +215,10 @@ pub async fn accept(
             proof,
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal(e.to_string()))?;
         match next(&mut conn, "before its proof")
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Refusal(e.to_string()))?
         {
             Message::Auth { proof }
                 if greeting.secret.verify(
@@ -228,26 +229,27 @@ pub async fn accept(
                     &proof,
                 ) =>
             {
+                conn.codec_mut().set_max(greeting.max_frame_bytes);
                 Ok((role, tag_of(&their_nonce)))
             }
-            Message::Auth { .. } => Err(
+            Message::Auth { .. } => Err(Refusal(
                 "authentication failed: the cluster secrets differ (or the dialer has none)"
                     .to_string(),
-            ),
-            Message::Refused { reason } => Err(format!("the dialer gave up: {reason}")),
-            other => Err(format!("expected auth, got {}", name(&other))),
+            )),
+            Message::Refused { reason } => Err(Refusal(format!("the dialer gave up: {reason}"))),
+            other => Err(Refusal(format!("expected auth, got {}", name(&other)))),
         }
     };
     let outcome = match tokio::time::timeout(greeting.timeout, work).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(format!(
+        Err(_) => Err(Refusal(format!(
             "no complete handshake within {} ms",
             greeting.timeout.as_millis()
-        )),
+        ))),
     };
     match outcome {
         Ok((role, tag)) => Ok((conn, role, tag)),
-        Err(reason) => {
+        Err(Refusal(reason)) => {
             // Tell the dialer why, best effort, then drop the connection.
             let _ = tokio::time::timeout(
                 Duration::from_millis(200),
@@ -261,6 +263,11 @@ pub async fn accept(
     }
 }
 
+/// Why a dialer is refused; the text is sent to it and logged.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
 /// Checks a dialer's hello against this node; returns its role, or why it is refused.
 fn check_hello(
     me: &NodeInfo,
@@ -268,21 +275,24 @@ fn check_hello(
     version: u32,
     cluster: &str,
     role: &Role,
-) -> std::result::Result<Role, String> {
+) -> std::result::Result<Role, Refusal> {
     if version != PROTOCOL_VERSION {
-        return Err(format!(
+        return Err(Refusal(format!(
             "protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})"
-        ));
+        )));
     }
     if cluster != greeting.cluster {
-        return Err(format!(
+        return Err(Refusal(format!(
             "cluster {cluster:?} is not this cluster ({:?})",
             greeting.cluster
-        ));
+        )));
     }
     if let Role::Member(info) = role {
         if info.id == me.id {
-            return Err(format!("node id {:?} is already used by this node", me.id));
+            return Err(Refusal(format!(
+                "node id {:?} is already used by this node",
+                me.id
+            )));
         }
     }
     Ok(role.clone())

@@ -6,7 +6,7 @@ mod handshake;
 mod link;
 
 pub use handshake::{accept, dial, Dialed, Greeting, Secret};
-pub use link::{FromLink, Link, LinkEvent, LinkOrigin};
+pub use link::{Access, FromLink, Link, LinkEvent, LinkOrigin};
 
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;

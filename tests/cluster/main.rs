@@ -22,4 +22,6 @@ mod test_load;
 mod test_pause;
 mod test_refusal;
 mod test_slow_clients;
+mod test_supervision;
 mod test_training;
+mod test_trust;

@@ -135,49 +135,55 @@ fn bad_frames_close_only_their_connection() {
     let mut cluster = start();
     let addr = cluster.node("n1").addr();
 
-    // (name, bytes sent, half-close after sending, what the log line must mention)
+    // (name, bytes sent, half-close after sending, what the log line must say). Every bad frame
+    // is refused as soon as it is read: well before the handshake deadline, which would close a
+    // node that ignored it. Only a frame that never completes waits for that deadline.
+    let truncated = {
+        let mut f = 100u32.to_be_bytes().to_vec();
+        f.extend_from_slice(&[0x81; 10]);
+        f
+    };
     let cases: [(&str, Vec<u8>, bool, &str); 6] = [
         (
             "text garbage",
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
             false,
-            "",
+            // "GET " read as a length.
+            "frame of 1195725856 bytes exceeds the limit",
         ),
-        ("garbage body", frame(&[0xc1; 8]), false, ""),
+        (
+            "garbage body",
+            frame(&[0xc1; 8]),
+            false,
+            "malformed frame: wrong msgpack marker",
+        ),
         (
             "unknown message",
             frame(&mp::variant("Bogus", &[])),
             false,
-            "",
+            "malformed frame: unknown variant `Bogus`",
         ),
         (
             "truncated frame, then end of stream",
-            {
-                let mut f = 100u32.to_be_bytes().to_vec();
-                f.extend_from_slice(&[0x81; 10]);
-                f
-            },
+            truncated.clone(),
             true,
-            "",
+            "bytes remaining on stream",
         ),
         (
             "truncated frame, then silence",
-            {
-                let mut f = 100u32.to_be_bytes().to_vec();
-                f.extend_from_slice(&[0x81; 10]);
-                f
-            },
+            truncated,
             false,
-            "",
+            "no complete handshake within 1000 ms",
         ),
         (
             "a frame announcing 4 GiB",
             vec![0xff; 4],
             false,
-            "4294967295",
+            "frame of 4294967295 bytes exceeds the limit",
         ),
     ];
-    for (case, bytes, half_close, mention) in cases {
+    let refused_within = Duration::from_millis(HANDSHAKE_TIMEOUT_MS / 2);
+    for (case, bytes, half_close, reason) in cases {
         let started = Instant::now();
         let (mut stream, local) = connect(addr);
         stream.write_all(&bytes).expect("send");
@@ -188,10 +194,20 @@ fn bad_frames_close_only_their_connection() {
         let closed_after = started.elapsed();
         let line = check_node_is_fine(&mut cluster, &local, case);
         assert!(
-            line.contains(mention),
-            "{case}: the log should mention {mention:?}: {line}"
+            line.contains(reason),
+            "{case}: the log should say {reason:?}: {line}"
         );
-        eprintln!("{case}: closed after {closed_after:?}; logged: {line}");
+        if case.ends_with("silence") {
+            assert!(
+                closed_after >= Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+                "{case}: closed after {closed_after:?}, before the handshake deadline"
+            );
+        } else {
+            assert!(
+                closed_after < refused_within,
+                "{case}: closed only after {closed_after:?}: the bad frame was not refused as read"
+            );
+        }
     }
 }
 
@@ -201,11 +217,11 @@ fn garbage_after_a_handshake_closes_that_connection() {
     let addr = cluster.node("n1").addr();
     let (mut stream, local) = connect(addr);
 
-    // Hello { version: 1, cluster, role: Client, nonce } → Challenge { node, nonce, proof }.
+    // Hello { version: 2, cluster, role: Client, nonce } → Challenge { node, nonce, proof }.
     let hello = mp::variant(
         "Hello",
         &[
-            mp::uint(1),
+            mp::uint(2),
             mp::str(crate::util::CLUSTER),
             mp::str("Client"),
             mp::bin(&[7; 16]),
@@ -250,8 +266,18 @@ fn garbage_after_a_handshake_closes_that_connection() {
     );
 
     // Now garbage on the open link.
+    let started = Instant::now();
     stream.write_all(&frame(&[0xc1; 8])).expect("send garbage");
     expect_closed(&mut stream, CLOSE_WITHIN, "garbage after the handshake");
+    let closed_after = started.elapsed();
     let line = check_node_is_fine(&mut cluster, &local, "garbage after the handshake");
-    eprintln!("garbage after the handshake: logged: {line}");
+    assert!(
+        line.contains("malformed frame: wrong msgpack marker"),
+        "the log should say why: {line}"
+    );
+    // An authenticated client has no handshake deadline: only the refusal closes it.
+    assert!(
+        closed_after < Duration::from_millis(HANDSHAKE_TIMEOUT_MS / 2),
+        "closed only after {closed_after:?}"
+    );
 }

@@ -25,6 +25,7 @@ fn failed_actors_are_restarted_and_rebuild_their_state() {
     assert!(cluster
         .node("n2")
         .wait_for_log("model actor restarting", Duration::from_secs(1)));
+    assert_eq!(cluster.node("n2").status()["restarts"]["model"], 1);
     let p = cluster
         .node("n2")
         .command(&format!("predict --explain {row}"));
@@ -39,19 +40,27 @@ fn failed_actors_are_restarted_and_rebuild_their_state() {
     let t = cluster.node("n2").command("train local");
     assert_eq!(t["ok"], true, "{t}");
 
+    // A link to n3 is made each time n1's peer actor for it (re)starts: count them.
+    let links_to_n3 = |log: String| {
+        log.lines()
+            .filter(|l| l.contains("Up: linked") && l.contains("peer=n3"))
+            .count()
+    };
+    let before = links_to_n3(cluster.node("n1").log());
+    assert!(before >= 1, "n1 never linked to n3");
     let f = cluster.node("n1").command("fault peer n3");
     assert_eq!(f["ok"], true, "{f}");
     assert!(cluster
         .node("n1")
         .wait_for_log("peer n3 actor restarting", Duration::from_secs(2)));
     assert!(
-        wait_until(Duration::from_secs(3), || cluster
-            .node("n1")
-            .peer_state("n3")
-            .as_deref()
-            == Some("up")),
+        wait_until(Duration::from_secs(3), || links_to_n3(
+            cluster.node("n1").log()
+        ) > before
+            && cluster.node("n1").peer_state("n3").as_deref() == Some("up")),
         "the link to n3 was not rebuilt"
     );
+    assert_eq!(cluster.node("n1").status()["restarts"]["peer"], 1);
     let p = cluster.node("n1").command(&format!("predict {row}"));
     assert_eq!(p["answered"], 3, "{p}");
 }

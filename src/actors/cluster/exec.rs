@@ -10,7 +10,7 @@ use actix::prelude::*;
 
 use super::super::model::{Fail as ModelFail, Train};
 use super::super::peer::Fail as PeerFail;
-use super::super::supervision::{guard, Guarded};
+use super::super::supervision::guard_response;
 use super::super::watcher::{Fail as WatcherFail, GetReport};
 use super::{ClusterActor, Shutdown};
 use crate::answer::{
@@ -21,7 +21,7 @@ use crate::cluster::{self, Plan};
 use crate::command::{self, Command, Fault};
 use crate::config::Aggregation;
 use crate::ml::Rows;
-use crate::net::Link;
+use crate::net::{Access, Link};
 use crate::protocol::{Request, Response};
 
 type AnswerFuture = ResponseActFuture<ClusterActor, Answer>;
@@ -45,12 +45,13 @@ impl ClusterActor {
         command: Command,
         ctx: &mut Context<Self>,
     ) -> AnswerFuture {
-        match guard(self, ctx, "cluster actor (command)", |act, ctx| {
-            act.exec(command, ctx)
-        }) {
-            Some(work) => Box::pin(Guarded::new(work, "cluster actor (command)", internal)),
-            None => ready(internal("the command's dispatch panicked".into())),
-        }
+        guard_response(
+            self,
+            ctx,
+            "cluster actor (command)",
+            |act, ctx| act.exec(command, ctx),
+            internal,
+        )
     }
 
     fn exec(&mut self, command: Command, ctx: &mut Context<Self>) -> AnswerFuture {
@@ -149,7 +150,8 @@ impl ClusterActor {
         let summary = model.as_ref().map(|m| &m.summary);
         Status {
             node: self.me().id.clone(),
-            listen: self.me().addr.to_string(),
+            listen: self.bound.to_string(),
+            advertise: self.me().addr.clone(),
             cluster: self.settings.cluster.name.clone(),
             members,
             peers_up,
@@ -161,6 +163,7 @@ impl ClusterActor {
             models_held: self.local.slot.models_held(),
             rows_train: summary.map(|s| s.rows_train),
             rows_valid: summary.map(|s| s.rows_valid),
+            label: self.settings.data.as_ref().map(|d| d.label.clone()),
             restarts: self.supervision.counts(),
         }
     }
@@ -255,6 +258,10 @@ impl ClusterActor {
                     Ok(None) => return link.respond(id, output(&Answer::error("empty command"))),
                     Err(e) => return link.respond(id, output(&Answer::error(e.to_string()))),
                 };
+                if let Err(refusal) = allowed(&command, link.access()) {
+                    tracing::warn!(client = %link.peer(), "refused: {refusal}");
+                    return link.respond(id, output(&Answer::error(refusal)));
+                }
                 let quitting = command == Command::Quit;
                 let answer = self
                     .exec_guarded(command, ctx)
@@ -303,6 +310,29 @@ fn rows_answer(response: Response, asked: usize) -> Answer {
         Response::Error { reason } => Answer::error(reason),
         _ => Answer::error("the prediction came back as another kind of answer"),
     }
+}
+
+/// Whether a client with `access` may run `command` sent over the network.
+fn allowed(command: &Command, access: Access) -> Result<(), String> {
+    if access == Access::Member {
+        return Err("members of the cluster run no console commands".into());
+    }
+    if let Command::PredictFile { .. } = command {
+        // Paths would be this node's: a remote client sends its rows instead.
+        return Err(
+            "predict-file names files on the node: run it at the node's console, or use \
+             `ensemble-node ctl ADDR predict-file IN.csv [OUT.csv]`, which streams the client's file"
+                .into(),
+        );
+    }
+    if command.needs() > access {
+        let needs = match command.needs() {
+            Access::Operator => "operator",
+            Access::Reader | Access::Member => "reader",
+        };
+        return Err(format!("this command needs the {needs} role"));
+    }
+    Ok(())
 }
 
 fn output(answer: &Answer) -> Response {
