@@ -16,7 +16,8 @@
 # Nodes 1-4 use conf/node1.toml ... conf/node4.toml. Node K > 4 gets state/conf/nodeK.toml: a copy
 # of conf/node((K-1)%4+1).toml (so the House Prices shards are reused round-robin) with its own id,
 # state dir and a free port, seeded by node 1. With --detach the script reports how long the
-# cluster took to converge and each node's memory (resident set).
+# cluster took to converge and each node's memory (resident set). Node K serves its HTTP API
+# (status page, /v1 JSON, Open Inference Protocol /v2, /metrics) on http://127.0.0.1:(8100+K)/.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -29,7 +30,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/ensemble-node"
 START_SECONDS=20
 
 usage() {
-    sed -n '2,20s/^# \{0,1\}//p' "$0"
+    sed -n '2,21s/^# \{0,1\}//p' "$0"
 }
 
 die() {
@@ -245,6 +246,11 @@ if [[ -n $(running_from_pid_file) ]]; then
     die "a detached cluster is running (see $PID_FILE); stop it first: ./run_cluster.sh stop"
 fi
 
+# Node K's HTTP port.
+http_port() {
+    echo $((8100 + $1))
+}
+
 echo "building the release binary (cargo build --release)..."
 cargo build --release --quiet
 
@@ -259,6 +265,9 @@ for ((k = 1; k <= N; k++)); do
     [[ -n $addr ]] || die "$file has no [node] listen address"
     if listening "$addr"; then
         die "something already listens on $addr (node $k, $file)"
+    fi
+    if listening "127.0.0.1:$(http_port "$k")"; then
+        die "something already listens on 127.0.0.1:$(http_port "$k") (node $k's HTTP port)"
     fi
     CONFIGS+=("$file")
     ADDRS+=("$addr")
@@ -293,9 +302,11 @@ start_background() {
     local k=$1 log="$LOG_DIR/n$1.log"
     if ((DETACH)) && command -v setsid >/dev/null; then
         # Its own session: a later Ctrl-C or a closed terminal does not reach it.
-        setsid "$BIN" --config "${CONFIGS[k - 1]}" </dev/null >"$log" 2>&1 &
+        ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port "$k")" \
+            setsid "$BIN" --config "${CONFIGS[k - 1]}" </dev/null >"$log" 2>&1 &
     else
-        nohup "$BIN" --config "${CONFIGS[k - 1]}" </dev/null >"$log" 2>&1 &
+        ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port "$k")" \
+            nohup "$BIN" --config "${CONFIGS[k - 1]}" </dev/null >"$log" 2>&1 &
     fi
     STARTED+=("$!")
 }
@@ -305,6 +316,7 @@ if ((DETACH)); then
     for ((k = 1; k <= N; k++)); do
         start_background "$k"
     done
+    mkdir -p "$(dirname "$PID_FILE")"
     : >"$PID_FILE"
     for ((k = 1; k <= N; k++)); do
         wait_ready "${STARTED[k - 1]}" "${ADDRS[k - 1]}" "${CONFIGS[k - 1]}" "$LOG_DIR/n$k.log"
@@ -324,6 +336,10 @@ if ((DETACH)); then
     if [[ -n ${converged_ms:-} ]]; then
         echo "all $N nodes started, and each sees all the others up, in ${converged_ms} ms"
     fi
+    echo "HTTP (status page, /v1, /v2, /metrics):"
+    for ((k = 1; k <= N; k++)); do
+        echo "  n$k http://127.0.0.1:$(http_port "$k")/"
+    done
     echo "drive a node:  $BIN ctl ${ADDRS[0]} --config ${CONFIGS[0]} status"
     echo "stop them:     ./run_cluster.sh stop"
     exit 0
@@ -343,7 +359,9 @@ esac
 cat <<EOF
 cluster of $N nodes: $others, n1 (${ADDRS[0]}) here.
 n1's log: $LOG_DIR/n1.log. Type 'help' for the commands; 'quit' or Ctrl-C stops the cluster.
+HTTP: node K on http://127.0.0.1:(8100+K)/ (n1: http://127.0.0.1:$(http_port 1)/).
 EOF
+export ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port 1)"
 # Node 1 runs as a child we wait for, so that a SIGTERM to this script stops it too. A background
 # child's stdin would be /dev/null; hand it this script's stdin (the terminal) through fd 3.
 exec 3<&0

@@ -27,6 +27,8 @@ pub enum Answer {
     Predict(Prediction),
     PredictFile(FileReport),
     Drift(Box<DriftStatus>),
+    PredictRows(RowsPrediction),
+    Model(Box<ModelInfo>),
     Fault(Injected),
     Quit(Leaving),
     Failure(Failure),
@@ -249,6 +251,64 @@ pub struct NodePrediction {
     pub prediction: Predicted,
     /// The node's weight when `cluster.aggregation = "weighted"` (from its validation score).
     pub weight: f64,
+}
+
+/// A batch prediction: one value per row, in row order.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowsPrediction {
+    pub predictions: Vec<Predicted>,
+    /// `regression` or `classification`.
+    pub task: String,
+    pub answered: usize,
+    pub asked: usize,
+    pub failed: Vec<Failed>,
+}
+
+impl RowsPrediction {
+    /// The answer of a flow that aggregated `preds` from `answered` of `asked` members.
+    pub fn new(preds: &Predictions, answered: usize, asked: usize, failed: Vec<Failed>) -> Self {
+        let (task, predictions) = match preds {
+            Predictions::Regression(v) => (
+                "regression",
+                v.iter().map(|&x| Predicted::Number(x)).collect(),
+            ),
+            Predictions::Classification(v) => (
+                "classification",
+                v.iter().map(|s| Predicted::Label(s.clone())).collect(),
+            ),
+        };
+        RowsPrediction {
+            predictions,
+            task: task.into(),
+            answered,
+            asked,
+            failed,
+        }
+    }
+}
+
+/// This node's current model, as a client needs it to build a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub node: String,
+    pub version: u64,
+    /// The learner, e.g. `tree`.
+    pub kind: String,
+    /// `regression` or `classification`.
+    pub task: String,
+    pub label: String,
+    /// The input columns the model uses, in its order.
+    pub features: Vec<FeatureInfo>,
+    /// Class labels (classification), sorted.
+    pub classes: Vec<String>,
+    pub rows_train: usize,
+    pub train_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureInfo {
+    pub name: String,
+    pub numeric: bool,
 }
 
 /// `predict-file`: where the predictions went.

@@ -1,6 +1,7 @@
 //! `ensemble-node bench`: a load client. Sends N global predictions (or bare protocol round
 //! trips with `--ping`) to one node, C at a time over one connection, and prints latency
-//! percentiles and throughput as one JSON line.
+//! percentiles and throughput as one JSON line. With `--http URL` the predictions go through the
+//! node's Open Inference Protocol route instead, C keep-alive connections ([`crate::http::load`]).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -12,14 +13,26 @@ use serde_json::{json, Value};
 
 use crate::ctl::{self, Target};
 use crate::error::{Error, Result};
+use crate::http;
 use crate::ml::{load_rows, Rows};
 use crate::protocol::{Request, Response};
 
 /// What to send, how many, how many at once.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// The node to load (host:port).
-    pub addr: String,
+    /// The node to load (host:port); not needed with `--http`.
+    #[arg(required_unless_present = "http")]
+    pub addr: Option<String>,
+    /// Load the node's HTTP API instead: `POST /v2/models/ensemble/infer` at this URL
+    /// (`http://HOST:PORT`).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// With `--http`: rows per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// With `--http`: the bearer token, if the node has tokens.
+    #[arg(long)]
+    pub http_token: Option<String>,
     /// Bare protocol round trips instead of predictions.
     #[arg(long)]
     pub ping: bool,
@@ -83,6 +96,82 @@ fn requests_from(args: &BenchArgs) -> Result<Vec<Request>> {
             },
         })
         .collect())
+}
+
+/// The rows `--row-json` or `--rows-from` name.
+fn rows_from(args: &BenchArgs) -> Result<Rows> {
+    if let Some(text) = &args.row_json {
+        return match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(Rows::from_json_object(&map)),
+            _ => Err(Error::Other("--row-json takes one JSON object".into())),
+        };
+    }
+    let Some(path) = &args.rows_from else {
+        return Err(Error::Other(
+            "with --http give --row-json JSON or --rows-from FILE".into(),
+        ));
+    };
+    let rows = load_rows(path).map_err(|e| Error::Other(e.to_string()))?;
+    if rows.is_empty() {
+        return Err(Error::Other(format!("{} has no rows", path.display())));
+    }
+    Ok(rows)
+}
+
+/// `--http`: the same load through the Open Inference Protocol.
+pub async fn run_http(args: &BenchArgs, url: &str) -> Result<Value> {
+    let rows = rows_from(args)?;
+    let load = http::load::prepare(url, args.http_token.clone(), &rows, args.batch, 10_000).await?;
+    let next = Rc::new(RefCell::new(0usize));
+    let total = args.requests;
+    let started = Instant::now();
+    let stop_at = args
+        .duration_ms
+        .map(|ms| started + Duration::from_millis(ms));
+    let load = &load;
+    let workers = (0..args.in_flight.max(1)).map(|_| {
+        let next = next.clone();
+        http::load::worker(load, move || {
+            let mut n = next.borrow_mut();
+            if *n >= total || stop_at.is_some_and(|t| Instant::now() >= t) {
+                return None;
+            }
+            *n += 1;
+            Some(*n - 1)
+        })
+    });
+    let tallies = futures::future::join_all(workers).await;
+    let secs = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(total);
+    let (mut errors, mut partial, mut last_error) = (0, 0, None);
+    for t in tallies {
+        latencies.extend(t.latencies_us);
+        errors += t.errors;
+        partial += t.partial;
+        last_error = last_error.or(t.last_error);
+    }
+    latencies.sort_unstable();
+    let per_s = if secs > 0.0 {
+        (latencies.len() as f64 / secs).round()
+    } else {
+        0.0
+    };
+    Ok(json!({
+        "ok": errors == 0,
+        "kind": "predict",
+        "transport": "http",
+        "batch": args.batch.max(1),
+        "requests": latencies.len(),
+        "in_flight": args.in_flight,
+        "p50_us": percentile(&latencies, 50.0),
+        "p99_us": percentile(&latencies, 99.0),
+        "max_us": latencies.last().copied().unwrap_or(0),
+        "per_s": per_s,
+        "rows_per_s": per_s * args.batch.max(1) as f64,
+        "errors": errors,
+        "partial": partial,
+        "last_error": last_error,
+    }))
 }
 
 /// Runs the load and returns its report.

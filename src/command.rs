@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use crate::ml::Rows;
 use crate::net::Access;
 
 /// A command typed on a node's stdin or sent with `ctl`.
@@ -32,6 +33,16 @@ pub enum Command {
     },
     /// The latest drift report of this node's shard.
     Drift,
+    /// Prediction of a batch of rows, one answer per row: with the whole cluster, or with this
+    /// node's own model only (`local`). Sent by the HTTP API; not typed on the console.
+    PredictRows {
+        rows: Rows,
+        local: bool,
+    },
+    /// This node's current model: its input columns, task and version.
+    Model,
+    /// The score matrix of the last `train` or `evaluate` this node coordinated.
+    LastReport,
     /// Make one of this node's actors fail (only with `[testing] faults = true`).
     Fault(Fault),
     Quit,
@@ -74,7 +85,10 @@ impl Command {
             | Command::Evaluate
             | Command::Predict { .. }
             | Command::PredictFile { .. }
-            | Command::Drift => Access::Reader,
+            | Command::Drift
+            | Command::PredictRows { .. }
+            | Command::Model
+            | Command::LastReport => Access::Reader,
             Command::Train | Command::TrainLocal | Command::Fault(_) | Command::Quit => {
                 Access::Operator
             }

@@ -33,6 +33,48 @@ pub struct Settings {
     pub drift: DriftConfig,
     #[serde(default)]
     pub testing: TestingSettings,
+    /// The HTTP API (Open Inference Protocol, `/v1`, `/metrics`, status page); off unless
+    /// `listen` is set.
+    #[serde(default)]
+    pub http: HttpSettings,
+}
+
+/// `[http]`: where the HTTP API listens and the bearer tokens of its two roles.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: Option<SocketAddr>,
+    /// Grants everything, training included.
+    pub operator_token: Option<String>,
+    /// Grants reads and predictions.
+    pub reader_token: Option<String>,
+}
+
+impl HttpSettings {
+    /// Without a token anyone who reaches the port may train the cluster, so a listener
+    /// without tokens must be on loopback.
+    fn validate(&self) -> std::result::Result<(), String> {
+        for (key, token) in [
+            ("http.operator_token", &self.operator_token),
+            ("http.reader_token", &self.reader_token),
+        ] {
+            if matches!(token, Some(t) if t.trim().is_empty()) {
+                return Err(format!(
+                    "{key} must not be empty when set (remove the key instead)"
+                ));
+            }
+        }
+        if let Some(addr) = self.listen {
+            let no_token = self.operator_token.is_none() && self.reader_token.is_none();
+            if no_token && !addr.ip().is_loopback() {
+                return Err(format!(
+                    "http.listen {addr} is not a loopback address: set http.operator_token \
+                     (and http.reader_token) or listen on 127.0.0.1"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Which rows a local retrain (on drift, or `train local`) learns from.
@@ -341,6 +383,7 @@ impl Settings {
             }
             None => {}
         }
+        self.http.validate()?;
         let c = &self.cluster;
         if c.name.trim().is_empty() {
             return Err(Invalid("cluster.name must not be empty".into()));
@@ -521,6 +564,24 @@ drop = ["Id"]
         let d = s.data.expect("data");
         assert_eq!(d.task, Task::Regression);
         assert_eq!(d.valid_fraction, 0.3);
+    }
+
+    #[test]
+    fn http_without_tokens_must_listen_on_loopback() {
+        let with = |table: &str| format!("{GOOD}\n[http]\n{table}\n");
+        let ok = Settings::load(&write_tmp(
+            "http_ok.toml",
+            &with("listen = \"127.0.0.1:0\""),
+        ));
+        assert!(ok.expect("loopback").http.listen.is_some());
+        let open = with("listen = \"0.0.0.0:8101\"");
+        let err = Settings::load(&write_tmp("http_open.toml", &open)).expect_err("no token");
+        assert!(err.to_string().contains("http.listen"), "{err}");
+        let guarded = with("listen = \"0.0.0.0:8101\"\noperator_token = \"s3cret\"");
+        assert!(Settings::load(&write_tmp("http_tok.toml", &guarded)).is_ok());
+        let empty = with("listen = \"127.0.0.1:0\"\nreader_token = \"\"");
+        let err = Settings::load(&write_tmp("http_empty.toml", &empty)).expect_err("empty");
+        assert!(err.to_string().contains("http.reader_token"), "{err}");
     }
 
     #[test]

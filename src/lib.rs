@@ -20,6 +20,8 @@
 //!   answers every front end renders.
 //! - Front ends: [`console`] (stdin, human or `--json`), [`ctl`] (the one-shot client),
 //!   [`bench`] (the load client).
+//! - [`http`]: the optional HTTP API (Open Inference Protocol, `/v1` JSON, `/metrics`, status
+//!   page), a front end that sends the same commands.
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.
 
 pub mod actors;
@@ -31,6 +33,7 @@ pub mod config;
 pub mod console;
 pub mod ctl;
 pub mod error;
+pub mod http;
 pub mod ml;
 pub mod net;
 pub mod node;

@@ -222,8 +222,16 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
 }
 
 fn run_bench(args: BenchCli) -> ExitCode {
+    if let Some(url) = &args.bench.http {
+        let system = actix_rt::System::new();
+        return match system.block_on(ensemble_cluster::bench::run_http(&args.bench, url)) {
+            Ok(value) => report(value),
+            Err(e) => failure(e.to_string()),
+        };
+    }
     let timeout = Duration::from_millis(args.bench.timeout_ms);
-    let target = match args.auth.target(&args.bench.addr, timeout) {
+    let addr = args.bench.addr.clone().unwrap_or_default();
+    let target = match args.auth.target(&addr, timeout) {
         Ok(t) => t,
         Err(e) => return failure(e.to_string()),
     };

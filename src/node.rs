@@ -31,7 +31,16 @@ pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<i32> {
     let notices = Notices {
         json: console_opts.json,
     };
-    let cluster = system.block_on(start(settings, notices))?;
+    let http = settings.http.clone();
+    let id = settings.node.id.clone();
+    let cluster = system.block_on(async {
+        let cluster = start(settings, notices).await?;
+        crate::http::start(&http, cluster.clone(), id).map_err(|e| Error::Config {
+            file: "http.listen".into(),
+            reason: format!("cannot serve HTTP on {:?}: {e}", http.listen),
+        })?;
+        Ok::<_, Error>(cluster)
+    })?;
     console::spawn(cluster, console_opts);
     Ok(system.run_with_code()?)
 }

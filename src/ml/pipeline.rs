@@ -317,6 +317,19 @@ impl Pipeline {
         &self.classes
     }
 
+    /// The input columns the model uses with whether each is numeric (else categorical): the
+    /// schema a client builds a request from.
+    pub fn feature_columns(&self) -> Vec<(&str, bool)> {
+        self.prep
+            .columns
+            .iter()
+            .map(|c| match c {
+                super::preprocess::ColumnPrep::Numeric { name, .. } => (name.as_str(), true),
+                super::preprocess::ColumnPrep::Categorical { name, .. } => (name.as_str(), false),
+            })
+            .collect()
+    }
+
     /// Names of the input columns the model uses.
     pub fn feature_names(&self) -> Vec<&str> {
         self.prep

@@ -13,7 +13,10 @@ use super::super::peer::Fail as PeerFail;
 use super::super::supervision::guard_response;
 use super::super::watcher::{Fail as WatcherFail, GetReport};
 use super::{ClusterActor, Shutdown};
-use crate::answer::{Answer, Help, Injected, Leaving, LocalTraining, PeerEntry, Peers, Status};
+use crate::answer::{
+    Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, ModelInfo, PeerEntry, Peers,
+    RowsPrediction, Status,
+};
 use crate::cluster::{self, Plan};
 use crate::command::{self, Command, Fault};
 use crate::config::Aggregation;
@@ -59,9 +62,29 @@ impl ClusterActor {
             Command::Help => ready(Answer::Help(Help::new())),
             Command::Status => ready(Answer::Status(Box::new(self.status()))),
             Command::Peers => ready(Answer::Peers(self.peers())),
-            Command::Train => Box::pin(cluster::cross_validate(self.plan(), true).into_actor(self)),
-            Command::Evaluate => {
-                Box::pin(cluster::cross_validate(self.plan(), false).into_actor(self))
+            Command::Train | Command::Evaluate => {
+                let retrain = command == Command::Train;
+                let work = cluster::cross_validate(self.plan(), retrain).into_actor(self);
+                Box::pin(work.map(|answer, act, _ctx| {
+                    if let Answer::Train(report) = &answer {
+                        act.last_report = Some(report.clone());
+                    }
+                    answer
+                }))
+            }
+            Command::LastReport => ready(match &self.last_report {
+                Some(report) => Answer::Train(report.clone()),
+                None => Answer::error("no `train` or `evaluate` has run on this node yet"),
+            }),
+            Command::Model => ready(self.model_info()),
+            Command::PredictRows { rows, local: true } => {
+                let local = self.local.clone();
+                let work = async move { rows_answer(local.predict(rows).await, 1) };
+                Box::pin(work.into_actor(self))
+            }
+            Command::PredictRows { rows, local: false } => {
+                let work = cluster::ensemble(self.plan(), rows);
+                Box::pin(async move { rows_answer(work.await, 0) }.into_actor(self))
             }
             Command::TrainLocal => {
                 let train = self.local.actor.send(Train {
@@ -144,6 +167,38 @@ impl ClusterActor {
             label: self.settings.data.as_ref().map(|d| d.label.clone()),
             restarts: self.supervision.counts(),
         }
+    }
+
+    fn model_info(&self) -> Answer {
+        let Some(current) = self.local.slot.current() else {
+            return Answer::error("this node has no model yet: run `train` first");
+        };
+        let p = &current.pipeline;
+        let kind = serde_json::to_value(p.config().kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Answer::Model(Box::new(ModelInfo {
+            node: self.me().id.clone(),
+            version: current.summary.version,
+            kind,
+            task: match p.task() {
+                crate::ml::Task::Regression => "regression".into(),
+                crate::ml::Task::Classification => "classification".into(),
+            },
+            label: p.meta().label.clone(),
+            features: p
+                .feature_columns()
+                .into_iter()
+                .map(|(name, numeric)| FeatureInfo {
+                    name: name.to_string(),
+                    numeric,
+                })
+                .collect(),
+            classes: p.classes().to_vec(),
+            rows_train: current.summary.rows_train,
+            train_ms: current.summary.train_ms,
+        }))
     }
 
     fn peers(&self) -> Peers {
@@ -233,6 +288,29 @@ impl ClusterActor {
                 actix_rt::spawn(async move { link.respond(id, local.serve(other).await) });
             }
         }
+    }
+}
+
+/// A batch prediction's protocol answer as a typed answer. `asked` counts this node for a
+/// prediction with its own model (the protocol answer does not say).
+fn rows_answer(response: Response, asked: usize) -> Answer {
+    match response {
+        Response::Ensemble {
+            preds,
+            answered,
+            asked,
+        } => Answer::PredictRows(RowsPrediction::new(
+            &preds,
+            answered as usize,
+            asked as usize,
+            Vec::new(),
+        )),
+        Response::Predictions { preds, .. } => {
+            Answer::PredictRows(RowsPrediction::new(&preds, asked, asked, Vec::new()))
+        }
+        Response::NoModel => Answer::error("this node has no model yet: run `train` first"),
+        Response::Error { reason } => Answer::error(reason),
+        _ => Answer::error("the prediction came back as another kind of answer"),
     }
 }
 

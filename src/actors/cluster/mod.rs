@@ -42,6 +42,8 @@ pub struct ClusterActor {
     leaving: bool,
     /// `fault cluster`: the next command panics inside its dispatch.
     fail_next_command: bool,
+    /// The last `train` / `evaluate` report, for the HTTP status page.
+    last_report: Option<Box<crate::answer::TrainReport>>,
 }
 
 impl ClusterActor {
@@ -84,6 +86,7 @@ impl ClusterActor {
             started: Instant::now(),
             leaving: false,
             fail_next_command: false,
+            last_report: None,
         }
     }
 
