@@ -20,6 +20,7 @@
 //!   answers every front end renders.
 //! - Front ends: [`console`] (stdin, human or `--json`), [`ctl`] (the one-shot client),
 //!   [`bench`] (the load client).
+//! - [`tools`]: offline tools (`certs`: the cluster CA and certificates).
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.
 
 pub mod actors;
@@ -35,5 +36,6 @@ pub mod ml;
 pub mod net;
 pub mod node;
 pub mod protocol;
+pub mod tools;
 
 pub use error::{Error, Result};
