@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::net::{self, Greeting, Link, Secret};
+use crate::net::{self, Greeting, Link, Secret, TlsFiles};
 use crate::protocol::{Request, Response, Role};
 
 /// Where and how to connect.
@@ -18,6 +18,8 @@ pub struct Target {
     pub secret: Secret,
     pub timeout: Duration,
     pub max_frame_bytes: usize,
+    /// The client's CA, certificate and key when the node speaks TLS.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Opens a client link to a node.
