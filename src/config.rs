@@ -532,7 +532,10 @@ drop = ["Id"]
         );
         let s = Settings::load(&write_tmp("tls.toml", &format!("{GOOD}{table}"))).expect("valid");
         let files = s.tls.expect("tls table").files();
-        assert_eq!((files.ca, files.cert, files.key), (ca, cert, key.clone()));
+        assert_eq!(
+            (files.ca, files.cert, files.key),
+            (ca.clone(), cert, key.clone())
+        );
 
         let missing = table.replace(&key.display().to_string(), "/nonexistent/n1.key");
         let err = Settings::load(&write_tmp("tls-missing.toml", &format!("{GOOD}{missing}")))
