@@ -135,10 +135,7 @@ fn two_hosts_talk_and_a_link_down_cuts_them_apart() {
 #[test]
 fn a_panicking_test_leaves_no_namespace_behind() {
     let names = match std::panic::catch_unwind(|| -> Result<(), String> {
-        let hosts = match Hosts::create(1) {
-            Ok(h) => h,
-            Err(why) => return Err(why),
-        };
+        let hosts = Hosts::create(1)?;
         let names = hosts.namespaces();
         assert!(listed_namespaces().contains(&names[1]));
         let mut child = hosts
