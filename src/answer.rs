@@ -89,6 +89,8 @@ pub struct Status {
     pub node: String,
     /// The address this node listens on.
     pub listen: String,
+    /// The `host:port` peers dial to reach it.
+    pub advertise: String,
     pub cluster: String,
     /// Members, this node included; a peer that left is not counted.
     pub members: usize,
@@ -105,6 +107,8 @@ pub struct Status {
     pub models_held: usize,
     pub rows_train: Option<usize>,
     pub rows_valid: Option<usize>,
+    /// The label column this node's shard is learned for (`None` without a shard).
+    pub label: Option<String>,
     /// Supervisor restarts since the node started, per actor kind.
     pub restarts: Restarts,
 }

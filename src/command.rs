@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use crate::net::Access;
+
 /// A command typed on a node's stdin or sent with `ctl`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -58,6 +60,25 @@ pub struct ParseError(pub String);
 impl ParseError {
     fn new(message: impl Into<String>) -> Self {
         ParseError(message.into())
+    }
+}
+
+impl Command {
+    /// The least a client needs to run this command: a reader may look and predict, only an
+    /// operator may change or stop the node.
+    pub fn needs(&self) -> Access {
+        match self {
+            Command::Help
+            | Command::Status
+            | Command::Peers
+            | Command::Evaluate
+            | Command::Predict { .. }
+            | Command::PredictFile { .. }
+            | Command::Drift => Access::Reader,
+            Command::Train | Command::TrainLocal | Command::Fault(_) | Command::Quit => {
+                Access::Operator
+            }
+        }
     }
 }
 

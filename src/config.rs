@@ -154,6 +154,10 @@ pub struct NodeSettings {
     pub id: String,
     /// Address to listen on; port 0 picks a free port (`status` reports the bound one).
     pub listen: SocketAddr,
+    /// `host:port` (a DNS name or an IP) that peers and gossip use to reach this node. Defaults
+    /// to `listen` when that is a specific address; required when `listen` is `0.0.0.0` or `::`.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Members to contact at start; empty for the first node.
     #[serde(default)]
     pub seeds: Vec<String>,
@@ -205,8 +209,15 @@ pub struct ClusterSettings {
     pub reconnect_max_ms: u64,
     /// Largest frame accepted or sent; must hold a model.
     pub max_frame_bytes: usize,
-    /// Connections accepted at once (members and clients); more are closed at accept.
+    /// Client connections (`ctl`, `bench`) open at once; more are refused at their handshake.
+    /// Members are not counted: they are bounded by `max_members`.
     pub max_connections: usize,
+    /// Connections still in their handshake at once; more are closed at accept.
+    pub max_handshakes: usize,
+    /// A client connection that sends nothing for this long is closed.
+    pub client_idle_ms: u64,
+    /// Members this node keeps track of, itself included; news of more is ignored.
+    pub max_members: usize,
     /// How predictions are combined.
     pub aggregation: Aggregation,
 }
@@ -226,6 +237,9 @@ impl Default for ClusterSettings {
             reconnect_max_ms: 1_000,
             max_frame_bytes: 256 * 1024 * 1024,
             max_connections: 1_024,
+            max_handshakes: 256,
+            client_idle_ms: 60_000,
+            max_members: 1_024,
             aggregation: Aggregation::Mean,
         }
     }
@@ -321,7 +335,25 @@ impl Settings {
             )));
         }
         for seed in &n.seeds {
-            parse_addr(seed).map_err(|e| format!("node.seeds: {e}"))?;
+            check_host_port(seed).map_err(|e| Invalid(format!("node.seeds: {e}")))?;
+        }
+        match &n.advertise {
+            Some(a) => {
+                check_host_port(a).map_err(|e| Invalid(format!("node.advertise: {e}")))?;
+                if a.ends_with(":0") {
+                    return Err(Invalid(format!(
+                        "node.advertise {a:?} must name the port peers dial, not 0"
+                    )));
+                }
+            }
+            None if n.listen.ip().is_unspecified() => {
+                return Err(Invalid(format!(
+                    "node.advertise is required when node.listen ({}) is an unspecified address: \
+                     peers need a name or address they can reach",
+                    n.listen
+                )))
+            }
+            None => {}
         }
         let c = &self.cluster;
         if c.name.trim().is_empty() {
@@ -361,6 +393,15 @@ impl Settings {
             return Err(Invalid(
                 "cluster.max_frame_bytes must fit the 4-byte length prefix".into(),
             ));
+        }
+        for (key, value) in [
+            ("cluster.max_handshakes", c.max_handshakes as u64),
+            ("cluster.client_idle_ms", c.client_idle_ms),
+            ("cluster.max_members", c.max_members as u64),
+        ] {
+            if value == 0 {
+                return Err(Invalid(format!("{key} must be greater than 0")));
+            }
         }
         if c.max_connections == 0 {
             return Err(Invalid(
@@ -423,6 +464,29 @@ impl From<String> for Invalid {
 #[derive(Debug, thiserror::Error)]
 #[error("{0:?} is not a host:port address")]
 pub struct BadAddr(pub String);
+
+/// Checks that `s` reads `host:port` (a DNS name, an IPv4 address or a bracketed IPv6 one) without
+/// resolving it: a name may only resolve once its host is up.
+pub fn check_host_port(s: &str) -> std::result::Result<(), BadAddr> {
+    let bad = || BadAddr(s.to_string());
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if name_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
 
 /// Parses `host:port` (IPv4, `[IPv6]` or `localhost`) into a socket address.
 pub fn parse_addr(s: &str) -> std::result::Result<SocketAddr, BadAddr> {

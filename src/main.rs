@@ -1,6 +1,5 @@
 //! `ensemble-node`: runs one cluster node, or one of the tools around it.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use ensemble_cluster::bench::BenchArgs;
+use ensemble_cluster::command::Command;
 use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::console::ConsoleOptions;
 use ensemble_cluster::ctl;
@@ -171,7 +171,8 @@ impl AuthArgs {
             Some(path) => Some(Settings::load(path)?),
             None => None,
         };
-        let addr: SocketAddr = config::parse_addr(addr).map_err(|e| Error::Other(e.to_string()))?;
+        config::check_host_port(addr).map_err(|e| Error::Other(e.to_string()))?;
+        let addr = addr.to_string();
         let secret = self
             .secret
             .or_else(|| std::env::var(config::ENV_SECRET).ok())
@@ -245,7 +246,16 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
     };
     let line = args.command.join(" ");
     let system = actix_rt::System::new();
-    match system.block_on(ctl::run_command(&target, &line)) {
+    // The client's files stay the client's: it streams them itself.
+    let work = async {
+        match ensemble_cluster::command::parse(&line) {
+            Ok(Some(Command::PredictFile { input, output })) => {
+                ctl::predict_file(&target, &input, output.as_deref()).await
+            }
+            _ => ctl::run_command(&target, &line).await,
+        }
+    };
+    match system.block_on(work) {
         Ok(value) => report(value),
         Err(e) => failure(e.to_string()),
     }

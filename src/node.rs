@@ -15,7 +15,7 @@ use crate::actors::{
 use crate::config::Settings;
 use crate::console::{self, ConsoleOptions};
 use crate::error::{Error, Result};
-use crate::net::{self, Greeting, Link, Secret};
+use crate::net::{self, Access, Greeting, Link, Secret};
 use crate::protocol::{Message, NodeInfo, Role};
 
 /// How long a node that was told to stop may take to say goodbye before it stops anyway.
@@ -42,7 +42,14 @@ pub async fn start(settings: Settings, notices: Notices) -> Result<Addr<ClusterA
     let listener = TcpListener::bind(settings.node.listen)
         .await
         .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", settings.node.listen)))?;
-    let addr = listener.local_addr()?;
+    let bound = listener.local_addr()?;
+    // Peers dial what this node advertises; with no `advertise`, the address it is bound to
+    // (config validation refuses an unspecified listen address without one).
+    let addr = settings
+        .node
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
     let me = NodeInfo {
         id: settings.node.id.clone(),
         addr,
@@ -57,22 +64,22 @@ pub async fn start(settings: Settings, notices: Notices) -> Result<Addr<ClusterA
         max_frame_bytes: settings.cluster.max_frame_bytes,
         timeout: settings.cluster.handshake_timeout(),
     };
-    let max_connections = settings.cluster.max_connections;
+    let c = &settings.cluster;
+    let pools = Pools {
+        handshakes: Arc::new(tokio::sync::Semaphore::new(c.max_handshakes)),
+        clients: Arc::new(tokio::sync::Semaphore::new(c.max_connections)),
+        max_clients: c.max_connections,
+        client_idle: Duration::from_millis(c.client_idle_ms),
+    };
     let supervision = Supervision::default();
     let (local, watcher) = start_model(&settings, &supervision, notices);
     let settings = Arc::new(settings);
     let cluster = {
         let (me, greeting) = (me.clone(), greeting.clone());
-        let actor = ClusterActor::new(me, settings, greeting, local, watcher, supervision);
+        let actor = ClusterActor::new(me, bound, settings, greeting, local, watcher, supervision);
         Supervisor::start(move |_| actor)
     };
-    actix_rt::spawn(accept_loop(
-        listener,
-        me,
-        greeting,
-        cluster.clone(),
-        max_connections,
-    ));
+    actix_rt::spawn(accept_loop(listener, me, greeting, cluster.clone(), pools));
     actix_rt::spawn(stop_on_signal(cluster.clone()));
     Ok(cluster)
 }
@@ -122,33 +129,43 @@ fn start_model(
     (local, watcher)
 }
 
+/// The limits of inbound connections, each its own pool: connections still in their handshake
+/// (unauthenticated, so bounded tightly and dropped at the handshake deadline), and client
+/// connections (dropped after `cluster.client_idle_ms` of silence). Members are in neither: once
+/// authenticated they live in their peer actors, bounded by `cluster.max_members`, so no number of
+/// clients can keep a member out.
+#[derive(Clone)]
+struct Pools {
+    handshakes: Arc<tokio::sync::Semaphore>,
+    clients: Arc<tokio::sync::Semaphore>,
+    max_clients: usize,
+    client_idle: Duration,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     me: NodeInfo,
     greeting: Greeting,
     cluster: Addr<ClusterActor>,
-    max_connections: usize,
+    pools: Pools,
 ) {
-    // Bounds connections that are handshaking or serving a client, so idle or slow clients cannot
-    // pile up; member links live on in their peer actors.
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%from, "refusing connection: {max_connections} connections already open");
+        let Ok(slot) = pools.handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%from, "refusing connection: too many handshakes in progress");
             continue;
         };
-        let (me, greeting, cluster) = (me.clone(), greeting.clone(), cluster.clone());
+        let (me, greeting, cluster, pools) =
+            (me.clone(), greeting.clone(), cluster.clone(), pools.clone());
         actix_rt::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = serve_connection(stream, &me, &greeting, cluster).await {
+            if let Err(e) = serve_connection(stream, slot, &me, &greeting, cluster, &pools).await {
                 tracing::warn!(%from, "{e}");
             }
         });
@@ -159,11 +176,35 @@ async fn accept_loop(
 /// gives it to that member's peer actor), a client's to a client link served here.
 async fn serve_connection(
     stream: TcpStream,
+    handshake_slot: tokio::sync::OwnedSemaphorePermit,
     me: &NodeInfo,
     greeting: &Greeting,
     cluster: Addr<ClusterActor>,
+    pools: &Pools,
 ) -> Result<()> {
     let (mut conn, role, tag) = net::accept(stream, me, greeting).await?;
+    drop(handshake_slot);
+    let client_slot = match role {
+        Role::Client => match pools.clients.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                let reason = format!(
+                    "this node serves at most {} clients at once (cluster.max_connections)",
+                    pools.max_clients
+                );
+                let _ = conn
+                    .send(Message::Refused {
+                        reason: reason.clone(),
+                    })
+                    .await;
+                return Err(Error::Rejected {
+                    addr: conn.get_ref().peer_addr()?.to_string(),
+                    reason,
+                });
+            }
+        },
+        Role::Member(_) => None,
+    };
     let members = cluster
         .send(GetMembers)
         .await
@@ -180,14 +221,43 @@ async fn serve_connection(
             });
         }
         Role::Client => {
+            let _slot = client_slot;
             let from = conn.get_ref().peer_addr()?;
             tracing::info!(%from, "client connected");
             let name = format!("client@{from}");
-            let link = Link::spawn(conn, name, "client".into(), tag, cluster.recipient());
-            link.closed().await;
+            // Without TLS a client proved it knows the cluster secret (or there is none, and the
+            // node listens on loopback only): it may do anything.
+            let access = Access::Operator;
+            let link = Link::spawn(
+                conn,
+                name,
+                "client".into(),
+                tag,
+                access,
+                cluster.recipient(),
+            );
+            serve_client(&link, pools.client_idle).await;
         }
     }
     Ok(())
+}
+
+/// Keeps a client link until it closes, or until the client has been silent for `idle` with no
+/// answer pending (a client waiting for a long training is not idle).
+async fn serve_client(link: &Link, idle: Duration) {
+    let check = (idle / 4).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = link.closed() => return,
+            _ = tokio::time::sleep(check) => {
+                if link.silence() >= idle && link.is_idle() {
+                    tracing::info!(client = %link.peer(), "closing an idle client connection");
+                    link.close(&format!("idle for {} ms", idle.as_millis()));
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn stop_on_signal(cluster: Addr<ClusterActor>) {

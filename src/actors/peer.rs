@@ -15,7 +15,7 @@ use actix::prelude::*;
 use super::model::LocalModel;
 use super::supervision::{guard, injected_fault, Guarded, Kind, Supervision};
 use crate::cluster::{backoff, liveness, new_link_wins, PeerState, PhiAccrual};
-use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent, LinkOrigin};
+use crate::net::{self, Access, Conn, FromLink, Greeting, Link, LinkEvent, LinkOrigin};
 use crate::protocol::{Message, NodeInfo, Request, Role};
 
 /// What a peer actor tells the node.
@@ -190,10 +190,11 @@ impl PeerActor {
             return;
         }
         self.dialing = true;
-        let addr = self.peer.addr;
+        let addr = self.peer.addr.clone();
         let role = Role::Member(self.me.clone());
         let greeting = self.greeting.clone();
-        let work = async move { net::dial(addr, role, &greeting).await };
+        let target = addr.clone();
+        let work = async move { net::dial(&target, role, &greeting).await };
         let dialed = work.into_actor(self).map(move |result, act, ctx| {
             act.dialing = false;
             match result {
@@ -254,6 +255,7 @@ impl PeerActor {
             self.peer.id.clone(),
             initiator.to_string(),
             tag,
+            Access::Member,
             ctx.address().recipient(),
         );
         self.link = Some(link);

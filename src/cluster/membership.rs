@@ -35,15 +35,18 @@ pub enum Admission<H> {
 
 pub struct Membership<H> {
     me: NodeInfo,
+    /// Members tracked at most, this node included.
+    max: usize,
     peers: BTreeMap<String, Entry<H>>,
     /// Incarnations that left on purpose: news of them is stale.
     left: HashMap<String, u64>,
 }
 
 impl<H: Clone> Membership<H> {
-    pub fn new(me: NodeInfo) -> Self {
+    pub fn new(me: NodeInfo, max: usize) -> Self {
         Membership {
             me,
+            max,
             peers: BTreeMap::new(),
             left: HashMap::new(),
         }
@@ -65,8 +68,20 @@ impl<H: Clone> Membership<H> {
             .collect()
     }
 
-    /// Decides about `node`, recording a newer incarnation of a known member.
+    /// Decides about `node` as the member itself described it, over its own authenticated
+    /// connection: a newer incarnation (a restart, maybe at another address) is recorded.
     pub fn admit(&mut self, node: &NodeInfo) -> Admission<H> {
+        self.decide(node, true)
+    }
+
+    /// Decides about `node` as another member described it (a welcome, gossip): only a
+    /// candidate to dial. What is known of a member (its address, its incarnation) is never
+    /// changed by what others say of it; the dial's handshake says who really answers there.
+    pub fn admit_candidate(&mut self, node: &NodeInfo) -> Admission<H> {
+        self.decide(node, false)
+    }
+
+    fn decide(&mut self, node: &NodeInfo, from_itself: bool) -> Admission<H> {
         if node.id == self.me.id {
             return Admission::Ignore;
         }
@@ -76,7 +91,15 @@ impl<H: Clone> Membership<H> {
             }
             self.left.remove(&node.id);
         }
+        let full = 1 + self.peers.len() >= self.max;
         match self.peers.get_mut(&node.id) {
+            Some(peer) if !from_itself => match &peer.handle {
+                Some(handle) => Admission::Known {
+                    handle: handle.clone(),
+                    relocated: false,
+                },
+                None => Admission::New,
+            },
             Some(peer) => {
                 let relocated = node.incarnation > peer.info.incarnation;
                 if relocated {
@@ -90,16 +113,21 @@ impl<H: Clone> Membership<H> {
                     None => Admission::New,
                 }
             }
+            None if full => {
+                tracing::warn!(
+                    peer = %node.id,
+                    "ignoring a new member: this node tracks at most {} (cluster.max_members)",
+                    self.max
+                );
+                Admission::Ignore
+            }
             None => Admission::New,
         }
     }
 
-    /// Whether gossip about `node` is news: an unknown member, or a newer run of a known one.
+    /// Whether gossip about `node` is news: a member this node does not track.
     pub fn is_news(&self, node: &NodeInfo) -> bool {
-        !self
-            .peers
-            .get(&node.id)
-            .is_some_and(|p| p.info.incarnation >= node.incarnation && p.handle.is_some())
+        self.peers.get(&node.id).is_none_or(|p| p.handle.is_none())
     }
 
     /// Records a new member and the handle started for it.
@@ -207,14 +235,14 @@ mod tests {
     fn node(id: &str, incarnation: u64) -> NodeInfo {
         NodeInfo {
             id: id.into(),
-            addr: "127.0.0.1:1".parse().expect("an address"),
+            addr: "127.0.0.1:1".into(),
             incarnation,
         }
     }
 
     #[test]
     fn admits_new_members_once_and_ignores_itself() {
-        let mut m: Membership<u32> = Membership::new(node("a", 1));
+        let mut m: Membership<u32> = Membership::new(node("a", 1), 8);
         assert_eq!(m.admit(&node("a", 9)), Admission::Ignore);
         assert_eq!(m.admit(&node("b", 1)), Admission::New);
         m.insert(node("b", 1), 7);
@@ -226,7 +254,7 @@ mod tests {
             }
         );
         assert!(!m.is_news(&node("b", 1)));
-        assert!(m.is_news(&node("b", 2)));
+        assert!(!m.is_news(&node("b", 2)), "known members are not news");
         assert_eq!(
             m.admit(&node("b", 2)),
             Admission::Known {
@@ -239,7 +267,7 @@ mod tests {
 
     #[test]
     fn a_member_that_left_comes_back_only_as_a_newer_run() {
-        let mut m: Membership<u32> = Membership::new(node("a", 1));
+        let mut m: Membership<u32> = Membership::new(node("a", 1), 8);
         m.insert(node("b", 5), 1);
         m.leave(&node("b", 5));
         assert_eq!(m.counts(), (1, 0, 0, 0), "a peer that left is not a member");
@@ -249,7 +277,7 @@ mod tests {
 
     #[test]
     fn counts_and_view_follow_states() {
-        let mut m: Membership<u32> = Membership::new(node("a", 1));
+        let mut m: Membership<u32> = Membership::new(node("a", 1), 8);
         for (id, h) in [("b", 1), ("c", 2), ("d", 3)] {
             m.insert(node(id, 1), h);
         }
@@ -263,5 +291,49 @@ mod tests {
         let view: Vec<String> = m.view().into_iter().map(|n| n.id).collect();
         assert_eq!(view, ["a", "b", "c"]);
         assert!(m.any_live());
+    }
+
+    #[test]
+    fn gossip_never_moves_a_known_member() {
+        let mut m: Membership<u32> = Membership::new(node("a", 1), 8);
+        m.insert(node("b", 5), 1);
+        let forged = NodeInfo {
+            addr: "10.0.0.66:1".into(),
+            ..node("b", u64::MAX)
+        };
+        assert_eq!(
+            m.admit_candidate(&forged),
+            Admission::Known {
+                handle: 1,
+                relocated: false
+            }
+        );
+        let b = m.get("b").map(|e| e.info.clone());
+        assert_eq!(b, Some(node("b", 5)), "gossip changed a member");
+        // The member itself, restarted elsewhere, is believed.
+        let moved = NodeInfo {
+            addr: "127.0.0.1:2".into(),
+            ..node("b", 6)
+        };
+        assert!(matches!(
+            m.admit(&moved),
+            Admission::Known {
+                relocated: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            m.get("b").map(|e| e.info.addr.as_str()),
+            Some("127.0.0.1:2")
+        );
+    }
+
+    #[test]
+    fn news_of_more_members_than_the_limit_is_ignored() {
+        let mut m: Membership<u32> = Membership::new(node("a", 1), 3);
+        m.insert(node("b", 1), 1);
+        assert_eq!(m.admit_candidate(&node("c", 1)), Admission::New);
+        m.insert(node("c", 1), 2);
+        assert_eq!(m.admit_candidate(&node("d", 1)), Admission::Ignore);
     }
 }

@@ -21,6 +21,8 @@ const BATCH_ROWS: usize = 8192;
 const BATCHES_IN_FLIGHT: usize = 4;
 /// A batch gets this many times a one-row deadline.
 const BATCH_DEADLINE_SCALE: u32 = 10;
+/// Requests of up to this many rows get the one-row deadline.
+const ONE_ROW_DEADLINE_ROWS: usize = 64;
 
 /// Why a cluster-wide prediction has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +107,15 @@ async fn gather(members: &[Asked], batch: &Batch, deadline_scale: u32) -> Gather
     g
 }
 
-/// Global prediction of `rows`, as a protocol answer (for clients such as `bench`).
+/// Global prediction of `rows`, as a protocol answer (for clients: `bench`, a streamed
+/// `predict-file`). A batch gets the longer deadline of a batch.
 pub async fn ensemble(plan: Plan, rows: Rows) -> Response {
-    let g = gather(&plan.members, &Batch::new(rows), 1).await;
+    let scale = if rows.len() > ONE_ROW_DEADLINE_ROWS {
+        BATCH_DEADLINE_SCALE
+    } else {
+        1
+    };
+    let g = gather(&plan.members, &Batch::new(rows), scale).await;
     match g.combine(plan.weighted) {
         Ok(preds) => Response::Ensemble {
             preds,

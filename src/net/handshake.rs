@@ -4,7 +4,6 @@
 //! random nonce with HMAC-SHA256 keyed by the secret. A side without a secret sends an empty
 //! proof, which a side with a secret refuses.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use tokio_util::codec::Framed;
 
 use super::Conn;
 use crate::error::{Error, Result};
-use crate::protocol::{FrameCodec, Message, NodeInfo, Role, PROTOCOL_VERSION};
+use crate::protocol::{FrameCodec, Message, NodeInfo, Role, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
 /// The cluster secret, if any. Debug never prints it.
 #[derive(Clone, Default)]
@@ -114,7 +113,7 @@ async fn next(conn: &mut Conn, step: &str) -> Result<Message> {
 }
 
 /// Connects to `addr` as `role` and runs the dialer's side of the handshake.
-pub async fn dial(addr: SocketAddr, role: Role, me: &Greeting) -> Result<Dialed> {
+pub async fn dial(addr: &str, role: Role, me: &Greeting) -> Result<Dialed> {
     let work = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -123,7 +122,7 @@ pub async fn dial(addr: SocketAddr, role: Role, me: &Greeting) -> Result<Dialed>
                 source,
             })?;
         stream.set_nodelay(true)?;
-        let mut conn = Framed::new(stream, FrameCodec::new(me.max_frame_bytes));
+        let mut conn = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
         let my_nonce = nonce();
         conn.send(Message::Hello {
             version: PROTOCOL_VERSION,
@@ -157,6 +156,8 @@ pub async fn dial(addr: SocketAddr, role: Role, me: &Greeting) -> Result<Dialed>
             .await;
             return Err(refused(reason));
         }
+        // The acceptor proved it belongs to the cluster: its frames may now be as big as any.
+        conn.codec_mut().set_max(me.max_frame_bytes);
         let my_proof = me
             .secret
             .proof("dialer", &me.cluster, &their_nonce, &my_nonce);
@@ -190,7 +191,7 @@ pub async fn accept(
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     stream.set_nodelay(true)?;
-    let mut conn = Framed::new(stream, FrameCodec::new(greeting.max_frame_bytes));
+    let mut conn = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
     let work = async {
         let hello = next(&mut conn, "before its hello")
             .await
@@ -228,6 +229,7 @@ pub async fn accept(
                     &proof,
                 ) =>
             {
+                conn.codec_mut().set_max(greeting.max_frame_bytes);
                 Ok((role, tag_of(&their_nonce)))
             }
             Message::Auth { .. } => Err(Refusal(

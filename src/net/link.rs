@@ -25,6 +25,16 @@ const SEND_QUEUE: usize = 8192;
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What the other end of a link may ask, as its handshake established: a member of the cluster
+/// asks model requests (train, score, predict, send your model); an operator client may run any
+/// command; a reader client only those that change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    Member,
+    Reader,
+    Operator,
+}
+
 /// Who dialed a link, and the tag both ends know it by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkOrigin<'a> {
@@ -73,6 +83,7 @@ struct Inner {
     initiator: String,
     /// Tag both ends know this connection by.
     tag: u64,
+    access: Access,
     tx: mpsc::Sender<Outgoing>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_request: AtomicU64,
@@ -81,6 +92,8 @@ struct Inner {
     opened: Instant,
     /// Milliseconds after `opened` when the last frame arrived.
     last_heard_ms: AtomicU64,
+    /// Requests from the other side not answered yet.
+    unanswered: AtomicU64,
 }
 
 /// A cheap, cloneable handle to one connection.
@@ -102,6 +115,7 @@ impl Link {
         peer: String,
         initiator: String,
         tag: u64,
+        access: Access,
         events: Recipient<FromLink>,
     ) -> Link {
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
@@ -111,6 +125,7 @@ impl Link {
                 peer,
                 initiator,
                 tag,
+                access,
                 tx,
                 pending: Mutex::new(HashMap::new()),
                 next_request: AtomicU64::new(1),
@@ -118,6 +133,7 @@ impl Link {
                 close_reason: Mutex::new(None),
                 opened: Instant::now(),
                 last_heard_ms: AtomicU64::new(0),
+                unanswered: AtomicU64::new(0),
             }),
         };
         let (sink, stream) = conn.split();
@@ -128,6 +144,16 @@ impl Link {
 
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// What the other end may ask.
+    pub fn access(&self) -> Access {
+        self.inner.access
+    }
+
+    /// Who is at the other end, for logs and errors.
+    pub fn peer(&self) -> &str {
+        &self.inner.peer
     }
 
     /// Who dialed this link and its tag: which of two links between the same nodes survives
@@ -200,8 +226,17 @@ impl Link {
         }
     }
 
+    /// Whether the other side waits for none of our answers.
+    pub fn is_idle(&self) -> bool {
+        self.inner.unanswered.load(Ordering::Relaxed) == 0
+    }
+
     /// Answers request `id`.
     pub fn respond(&self, id: u64, body: Response) {
+        let _ = self
+            .inner
+            .unanswered
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         if let Err(e) = self.send(Message::Response { id, body }) {
             tracing::debug!(peer = %self.inner.peer, "response {id} not sent: {e}");
         }
@@ -347,7 +382,10 @@ impl Link {
                         let _ = waiter.send(body);
                     }
                 }
-                Message::Request { id, body } => notify(LinkEvent::Request { id, body }),
+                Message::Request { id, body } => {
+                    self.inner.unanswered.fetch_add(1, Ordering::Relaxed);
+                    notify(LinkEvent::Request { id, body })
+                }
                 Message::Heartbeat { members } => notify(LinkEvent::Heartbeat { members }),
                 Message::Leave => notify(LinkEvent::Leave),
                 other => {

@@ -8,7 +8,7 @@ mod stream;
 pub mod tls;
 
 pub use handshake::{accept, dial, Dialed, Greeting, Secret};
-pub use link::{FromLink, Link, LinkEvent, LinkOrigin};
+pub use link::{Access, FromLink, Link, LinkEvent, LinkOrigin};
 pub use stream::Stream;
 pub use tls::{CertRole, Identity, Tls, TlsError, TlsFiles};
 

@@ -28,7 +28,17 @@ pub struct FrameCodec {
     in_frame: bool,
 }
 
+/// Largest frame either side reads before the other has proven who it is: a handshake message
+/// is small, and an unauthenticated peer must not make us reserve more.
+pub const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
+
 impl FrameCodec {
+    /// Raises (or lowers) the largest frame accepted, once the other side is authenticated.
+    pub fn set_max(&mut self, max_frame_length: usize) {
+        self.framing.set_max_frame_length(max_frame_length);
+        self.max = max_frame_length;
+    }
+
     pub fn new(max_frame_length: usize) -> Self {
         FrameCodec {
             framing: LengthDelimitedCodec::builder()
@@ -156,7 +166,7 @@ mod tests {
     fn node() -> NodeInfo {
         NodeInfo {
             id: "n1".into(),
-            addr: "127.0.0.1:7101".parse().expect("addr"),
+            addr: "127.0.0.1:7101".into(),
             incarnation: 7,
         }
     }

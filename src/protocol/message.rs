@@ -1,22 +1,21 @@
 //! The messages nodes and clients exchange. Binary payloads are `bytes::Bytes`, which MessagePack
 //! encodes as one `bin` value rather than an array of integers.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::ml::{Predictions, Rows, Scores, SplitEval};
 
 /// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Who a member is: its id, the address it listens on, and when this run of it started, so a
-/// restarted node (a newer incarnation) is told apart from a stale view of its previous run.
+/// Who a member is: its id, the `host:port` it advertises (where its peers dial it: a DNS name
+/// or an IP), and when this run of it started, so a restarted node (a newer incarnation) is told
+/// apart from a stale view of its previous run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: String,
-    pub addr: SocketAddr,
+    pub addr: String,
     pub incarnation: u64,
 }
 

@@ -24,3 +24,4 @@ mod test_refusal;
 mod test_slow_clients;
 mod test_supervision;
 mod test_training;
+mod test_trust;

@@ -18,7 +18,7 @@ use crate::cluster::{self, Plan};
 use crate::command::{self, Command, Fault};
 use crate::config::Aggregation;
 use crate::ml::Rows;
-use crate::net::Link;
+use crate::net::{Access, Link};
 use crate::protocol::{Request, Response};
 
 type AnswerFuture = ResponseActFuture<ClusterActor, Answer>;
@@ -127,7 +127,8 @@ impl ClusterActor {
         let summary = model.as_ref().map(|m| &m.summary);
         Status {
             node: self.me().id.clone(),
-            listen: self.me().addr.to_string(),
+            listen: self.bound.to_string(),
+            advertise: self.me().addr.clone(),
             cluster: self.settings.cluster.name.clone(),
             members,
             peers_up,
@@ -139,6 +140,7 @@ impl ClusterActor {
             models_held: self.local.slot.models_held(),
             rows_train: summary.map(|s| s.rows_train),
             rows_valid: summary.map(|s| s.rows_valid),
+            label: self.settings.data.as_ref().map(|d| d.label.clone()),
             restarts: self.supervision.counts(),
         }
     }
@@ -201,6 +203,10 @@ impl ClusterActor {
                     Ok(None) => return link.respond(id, output(&Answer::error("empty command"))),
                     Err(e) => return link.respond(id, output(&Answer::error(e.to_string()))),
                 };
+                if let Err(refusal) = allowed(&command, link.access()) {
+                    tracing::warn!(client = %link.peer(), "refused: {refusal}");
+                    return link.respond(id, output(&Answer::error(refusal)));
+                }
                 let quitting = command == Command::Quit;
                 let answer = self
                     .exec_guarded(command, ctx)
@@ -226,6 +232,29 @@ impl ClusterActor {
             }
         }
     }
+}
+
+/// Whether a client with `access` may run `command` sent over the network.
+fn allowed(command: &Command, access: Access) -> Result<(), String> {
+    if access == Access::Member {
+        return Err("members of the cluster run no console commands".into());
+    }
+    if let Command::PredictFile { .. } = command {
+        // Paths would be this node's: a remote client sends its rows instead.
+        return Err(
+            "predict-file names files on the node: run it at the node's console, or use \
+             `ensemble-node ctl ADDR predict-file IN.csv [OUT.csv]`, which streams the client's file"
+                .into(),
+        );
+    }
+    if command.needs() > access {
+        let needs = match command.needs() {
+            Access::Operator => "operator",
+            Access::Reader | Access::Member => "reader",
+        };
+        return Err(format!("this command needs the {needs} role"));
+    }
+    Ok(())
 }
 
 fn output(answer: &Answer) -> Response {

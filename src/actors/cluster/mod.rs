@@ -9,7 +9,6 @@
 
 mod exec;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,8 @@ use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
 use crate::protocol::{Message, NodeInfo, Role};
 
 pub struct ClusterActor {
+    /// The address the listener is bound to (`me().addr` is the one peers dial).
+    bound: std::net::SocketAddr,
     settings: Arc<Settings>,
     greeting: Greeting,
     timing: Timing,
@@ -35,7 +36,7 @@ pub struct ClusterActor {
     watcher: Option<Addr<DataWatcher>>,
     supervision: Supervision,
     members: Membership<Addr<PeerActor>>,
-    seeds: Vec<SocketAddr>,
+    seeds: Vec<String>,
     seed_dials: usize,
     started: Instant,
     leaving: bool,
@@ -46,6 +47,7 @@ pub struct ClusterActor {
 impl ClusterActor {
     pub fn new(
         me: NodeInfo,
+        bound: std::net::SocketAddr,
         settings: Arc<Settings>,
         greeting: Greeting,
         local: LocalModel,
@@ -64,17 +66,19 @@ impl ClusterActor {
             .node
             .seeds
             .iter()
-            .filter_map(|s| crate::config::parse_addr(s).ok())
-            .filter(|a| *a != me.addr)
+            .filter(|a| **a != me.addr)
+            .cloned()
             .collect();
+        let max_members = settings.cluster.max_members;
         ClusterActor {
+            bound,
             settings,
             greeting,
             timing,
             local,
             watcher,
             supervision,
-            members: Membership::new(me),
+            members: Membership::new(me, max_members),
             seeds,
             seed_dials: 0,
             started: Instant::now(),
@@ -95,12 +99,26 @@ impl ClusterActor {
     }
 
     /// Makes sure a member is known and has a peer actor; returns it unless the member is this
-    /// node or a run of it that already left.
-    fn ensure_peer(&mut self, node: NodeInfo, ctx: &mut Context<Self>) -> Option<Addr<PeerActor>> {
+    /// node or a run of it that already left. `from_itself`: `node` is what the member said of
+    /// itself over its authenticated connection; otherwise it is what others said (a candidate).
+    fn ensure_peer(
+        &mut self,
+        mut node: NodeInfo,
+        from_itself: bool,
+        ctx: &mut Context<Self>,
+    ) -> Option<Addr<PeerActor>> {
         if self.leaving {
             return None;
         }
-        match self.members.admit(&node) {
+        let admission = if from_itself {
+            self.members.admit(&node)
+        } else {
+            // A candidate's incarnation is unverified: its first link sets it.
+            let admission = self.members.admit_candidate(&node);
+            node.incarnation = 0;
+            admission
+        };
+        match admission {
             Admission::Ignore => None,
             Admission::Known { handle, relocated } => {
                 if relocated {
@@ -135,7 +153,8 @@ impl ClusterActor {
             self.seed_dials += 1;
             let role = Role::Member(self.me().clone());
             let greeting = self.greeting.clone();
-            let work = async move { net::dial(seed, role, &greeting).await };
+            let target = seed.clone();
+            let work = async move { net::dial(&target, role, &greeting).await };
             let joined = work.into_actor(self).map(move |result, act, ctx| {
                 act.seed_dials -= 1;
                 match result {
@@ -143,7 +162,7 @@ impl ClusterActor {
                         let initiator = act.me().id.clone();
                         act.connected(dialed.conn, initiator, dialed.tag, dialed.node, ctx);
                         for member in dialed.members {
-                            act.ensure_peer(member, ctx);
+                            act.ensure_peer(member, false, ctx);
                         }
                     }
                     // A refusal will not heal by retrying: say it loudly. An absent seed may
@@ -164,7 +183,7 @@ impl ClusterActor {
         node: NodeInfo,
         ctx: &mut Context<Self>,
     ) {
-        if let Some(actor) = self.ensure_peer(node.clone(), ctx) {
+        if let Some(actor) = self.ensure_peer(node.clone(), true, ctx) {
             actor.do_send(Attach {
                 conn,
                 initiator,
@@ -184,7 +203,7 @@ impl ClusterActor {
             PeerEvent::Learned(nodes) => {
                 for node in nodes {
                     if self.members.is_news(&node) {
-                        self.ensure_peer(node, ctx);
+                        self.ensure_peer(node, false, ctx);
                     }
                 }
             }

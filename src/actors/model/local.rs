@@ -19,7 +19,7 @@ use crate::actors::supervision::panic_message;
 use crate::cluster::{Batch, Member};
 use crate::error::Result;
 use crate::ml::Rows;
-use crate::net::Link;
+use crate::net::{Access, Link};
 use crate::protocol::{Request, Response};
 
 /// Requests with at most this many rows are predicted inline; bigger batches go to the blocking
@@ -42,6 +42,15 @@ impl LocalModel {
             Request::Command { .. } | Request::PredictEnsemble { .. } => Some(request),
             Request::Ping => {
                 link.respond(id, Response::Pong);
+                None
+            }
+            // Training, scoring and this node's model itself are for members of the cluster.
+            _ if link.access() != Access::Member => {
+                let reason = format!(
+                    "{} is a client: model requests are for members of the cluster",
+                    link.peer()
+                );
+                link.respond(id, Response::Error { reason });
                 None
             }
             Request::Predict { rows } if rows.len() <= INLINE_ROWS => {
