@@ -300,7 +300,7 @@ fn load_errors_name_the_file() {
 fn a_certificate_without_a_role_has_no_identity() {
     let plain = rcgen::generate_simple_self_signed(vec!["n1".to_string()]).expect("cert");
     let err = identity_of(plain.cert.der()).expect_err("no role URI");
-    assert!(err.contains("urn:ensemble:role:"), "{err}");
+    assert!(err.to_string().contains("urn:ensemble:role:"), "{err}");
     let dir = Dir::new("identity");
     let files = dir.issue("r1", CertRole::Reader);
     let der = CertificateDer::from_pem_file(&files.cert).expect("pem");

@@ -165,9 +165,9 @@ impl Tls {
         let ca = read_certs(&files.ca)?;
         let chain = read_certs(&files.cert)?;
         let key = read_key(&files.key)?;
-        let identity = identity_of(&chain[0]).map_err(|reason| TlsError::Pem {
+        let identity = identity_of(&chain[0]).map_err(|e| TlsError::Pem {
             file: files.cert.clone(),
-            reason,
+            reason: e.0,
         })?;
         let mut roots = RootCertStore::empty();
         for cert in ca {
@@ -369,19 +369,25 @@ fn peer_identity(certs: Option<&[CertificateDer<'static>]>) -> Result<Identity, 
     let cert = certs
         .and_then(|c| c.first())
         .ok_or_else(|| TlsError::BadIdentity("the peer presented no certificate".into()))?;
-    identity_of(cert).map_err(TlsError::BadIdentity)
+    identity_of(cert).map_err(|e| TlsError::BadIdentity(e.0))
 }
+
+/// A certificate without a valid cluster identity; the message says what is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoIdentity(pub String);
 
 /// Reads the identity from a certificate's SAN (see the module doc); the error says what is
 /// missing or ambiguous.
-pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, String> {
+pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, NoIdentity> {
+    let no = NoIdentity;
     use x509_parser::extensions::GeneralName;
     let (_, x509) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        .map_err(|e| no(format!("not an X.509 certificate: {e}")))?;
     let san = x509
         .subject_alternative_name()
-        .map_err(|e| format!("bad subject alternative name: {e}"))?
-        .ok_or("no subject alternative name: not a cluster certificate")?;
+        .map_err(|e| no(format!("bad subject alternative name: {e}")))?
+        .ok_or_else(|| no("no subject alternative name: not a cluster certificate".into()))?;
     let mut names = Vec::new();
     let mut roles = Vec::new();
     for general in &san.value.general_names {
@@ -391,7 +397,7 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, String> {
                 if let Some(word) = uri.strip_prefix(ROLE_URN_PREFIX) {
                     roles.push(
                         CertRole::from_word(word)
-                            .ok_or_else(|| format!("unknown role {word:?}"))?,
+                            .ok_or_else(|| no(format!("unknown role {word:?}")))?,
                     );
                 }
             }
@@ -399,19 +405,19 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, String> {
         }
     }
     let [name] = names.as_slice() else {
-        return Err(format!(
+        return Err(no(format!(
             "expected one DNS name (the holder's name) in the SAN, found {}",
             names.len()
-        ));
+        )));
     };
     let [role] = roles.as_slice() else {
-        return Err(format!(
+        return Err(no(format!(
             "expected one {ROLE_URN_PREFIX}* URI in the SAN, found {}",
             roles.len()
-        ));
+        )));
     };
     if name.is_empty() {
-        return Err("empty name in the SAN".into());
+        return Err(no("empty name in the SAN".into()));
     }
     Ok(Identity {
         name: name.clone(),
