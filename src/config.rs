@@ -10,11 +10,16 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::ml::{DataSpec, DriftSettings, ModelConfig, Task};
+use crate::net::TlsFiles;
 
 /// Prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "ENSEMBLE";
 /// The environment variable that carries the cluster secret (also read by `ctl`).
 pub const ENV_SECRET: &str = "ENSEMBLE__CLUSTER__SECRET";
+/// The environment variables that name the TLS files (also read by `ctl` and `bench`).
+pub const ENV_TLS_CA: &str = "ENSEMBLE__TLS__CA";
+pub const ENV_TLS_CERT: &str = "ENSEMBLE__TLS__CERT";
+pub const ENV_TLS_KEY: &str = "ENSEMBLE__TLS__KEY";
 
 /// The whole configuration of one node.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +42,9 @@ pub struct Settings {
     /// `listen` is set.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Mutual TLS; without it connections are plain (for loopback runs and tests).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
 }
 
 /// `[http]`: where the HTTP API listens and the bearer tokens of its two roles.
@@ -53,27 +61,50 @@ pub struct HttpSettings {
 impl HttpSettings {
     /// Without a token anyone who reaches the port may train the cluster, so a listener
     /// without tokens must be on loopback.
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> std::result::Result<(), Invalid> {
         for (key, token) in [
             ("http.operator_token", &self.operator_token),
             ("http.reader_token", &self.reader_token),
         ] {
             if matches!(token, Some(t) if t.trim().is_empty()) {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "{key} must not be empty when set (remove the key instead)"
-                ));
+                )));
             }
         }
         if let Some(addr) = self.listen {
             let no_token = self.operator_token.is_none() && self.reader_token.is_none();
             if no_token && !addr.ip().is_loopback() {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "http.listen {addr} is not a loopback address: set http.operator_token \
                      (and http.reader_token) or listen on 127.0.0.1"
-                ));
+                )));
             }
         }
         Ok(())
+    }
+}
+
+/// `[tls]`: the PEM files of this node's TLS identity (see `net::tls`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The cluster CA's certificate.
+    pub ca: PathBuf,
+    /// This node's certificate (its id in the SAN).
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+impl TlsSettings {
+    /// The files, as `net::Tls::load` takes them.
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
     }
 }
 
@@ -447,6 +478,17 @@ impl Settings {
                 ));
             }
         }
+        if let Some(t) = &self.tls {
+            for (key, path) in [
+                ("tls.ca", &t.ca),
+                ("tls.cert", &t.cert),
+                ("tls.key", &t.key),
+            ] {
+                if !path.is_file() {
+                    return Err(Invalid(format!("{key}: no such file {}", path.display())));
+                }
+            }
+        }
         self.model.validate().map_err(|e| e.to_string())?;
         self.drift.stats().validate().map_err(|e| e.to_string())?;
         let d = &self.drift;
@@ -625,6 +667,38 @@ drop = ["Id"]
         let body = GOOD.replace("127.0.0.1:0", "nowhere");
         let err = Settings::load(&write_tmp("listen.toml", &body)).expect_err("bad listen");
         assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_must_exist_and_are_named() {
+        let ca = write_tmp("tls-ca.pem", "ca");
+        let cert = write_tmp("tls-n1.pem", "cert");
+        let key = write_tmp("tls-n1.key", "key");
+        let table = format!(
+            "[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            ca.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let s = Settings::load(&write_tmp("tls.toml", &format!("{GOOD}{table}"))).expect("valid");
+        let files = s.tls.expect("tls table").files();
+        assert_eq!(
+            (files.ca, files.cert, files.key),
+            (ca.clone(), cert, key.clone())
+        );
+
+        let missing = table.replace(&key.display().to_string(), "/nonexistent/n1.key");
+        let err = Settings::load(&write_tmp("tls-missing.toml", &format!("{GOOD}{missing}")))
+            .expect_err("missing key file");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("tls.key") && msg.contains("/nonexistent/n1.key"),
+            "{msg}"
+        );
+
+        let partial = format!("{GOOD}[tls]\nca = {:?}\n", ca.display().to_string());
+        let err = Settings::load(&write_tmp("tls-partial.toml", &partial)).expect_err("partial");
+        assert!(err.to_string().contains("cert"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::ml::{data::is_missing_token, Predictions, Rows, Value as MlValue};
-use crate::net::{self, Greeting, Link, Secret};
+use crate::net::{self, Greeting, Link, Secret, TlsFiles};
 use crate::protocol::{Request, Response, Role};
 
 /// Where and how to connect.
@@ -24,6 +24,8 @@ pub struct Target {
     pub secret: Secret,
     pub timeout: Duration,
     pub max_frame_bytes: usize,
+    /// The client's CA, certificate and key when the node speaks TLS.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Opens a client link to a node.

@@ -22,6 +22,7 @@
 //!   [`bench`] (the load client).
 //! - [`http`]: the optional HTTP API (Open Inference Protocol, `/v1` JSON, `/metrics`, status
 //!   page), a front end that sends the same commands.
+//! - [`tools`]: offline tools (`certs`: the cluster CA and certificates).
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.
 
 pub mod actors;
@@ -38,5 +39,6 @@ pub mod ml;
 pub mod net;
 pub mod node;
 pub mod protocol;
+pub mod tools;
 
 pub use error::{Error, Result};

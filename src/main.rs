@@ -12,8 +12,9 @@ use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::console::ConsoleOptions;
 use ensemble_cluster::ctl;
 use ensemble_cluster::ml::{run_gen, run_offline, GenArgs, OfflineArgs};
-use ensemble_cluster::net::Secret;
+use ensemble_cluster::net::{Secret, TlsFiles};
 use ensemble_cluster::node;
+use ensemble_cluster::tools::certs::{run_certs, CertsArgs};
 use ensemble_cluster::Error;
 
 #[derive(Parser)]
@@ -52,6 +53,9 @@ enum Tool {
     /// Write a seeded synthetic shard (Friedman #1 regression or classification); prints one
     /// JSON line.
     Gen(GenArgs),
+    /// Create the cluster CA (once, in DIR) and a certificate + key per node and client; prints
+    /// one JSON line.
+    Certs(CertsArgs),
 }
 
 #[derive(Args)]
@@ -74,6 +78,15 @@ struct AuthArgs {
     /// The cluster name (else the one in --config, else "default").
     #[arg(long)]
     cluster: Option<String>,
+    /// The cluster CA certificate, for TLS (else $ENSEMBLE__TLS__CA, else `[tls]` in --config).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// This client's certificate (else $ENSEMBLE__TLS__CERT, else `[tls]` in --config).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// This client's private key (else $ENSEMBLE__TLS__KEY, else `[tls]` in --config).
+    #[arg(long)]
+    key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -109,6 +122,10 @@ fn main() -> ExitCode {
         },
         Some(Tool::Bench(args)) => run_bench(args),
         Some(Tool::Gen(args)) => match run_gen(&args) {
+            Ok(value) => report(value),
+            Err(e) => failure(e.to_string()),
+        },
+        Some(Tool::Certs(args)) => match run_certs(&args) {
             Ok(value) => report(value),
             Err(e) => failure(e.to_string()),
         },
@@ -164,6 +181,10 @@ impl AuthArgs {
             .cluster
             .or_else(|| settings.as_ref().map(|s| s.cluster.name.clone()))
             .unwrap_or_else(|| "default".into());
+        let tls = tls_files(
+            [self.ca, self.cert, self.key],
+            settings.as_ref().and_then(|s| s.tls.as_ref()),
+        )?;
         Ok(ctl::Target {
             addr,
             cluster,
@@ -173,7 +194,35 @@ impl AuthArgs {
                 .as_ref()
                 .map(|s| s.cluster.max_frame_bytes)
                 .unwrap_or(256 * 1024 * 1024),
+            tls,
         })
+    }
+}
+
+/// The client's TLS files: each from its flag, else its `ENSEMBLE__TLS__*` variable, else the
+/// config's `[tls]`. None at all means a plain connection; some but not all is an error.
+fn tls_files(
+    flags: [Option<PathBuf>; 3],
+    from_config: Option<&config::TlsSettings>,
+) -> Result<Option<TlsFiles>, Error> {
+    let envs = [
+        config::ENV_TLS_CA,
+        config::ENV_TLS_CERT,
+        config::ENV_TLS_KEY,
+    ];
+    let configured = from_config.map(|t| [t.ca.clone(), t.cert.clone(), t.key.clone()]);
+    let [ca, cert, key] = [0, 1, 2].map(|i| {
+        flags[i]
+            .clone()
+            .or_else(|| std::env::var_os(envs[i]).map(PathBuf::from))
+            .or_else(|| configured.as_ref().map(|c| c[i].clone()))
+    });
+    match (ca, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles { ca, cert, key })),
+        (None, None, None) => Ok(None),
+        _ => Err(Error::Other(
+            "TLS needs all three of --ca, --cert and --key (or ENSEMBLE__TLS__CA/CERT/KEY)".into(),
+        )),
     }
 }
 

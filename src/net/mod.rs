@@ -4,9 +4,13 @@
 
 mod handshake;
 mod link;
+mod stream;
+pub mod tls;
 
 pub use handshake::{accept, dial, Dialed, Greeting, Secret};
 pub use link::{Access, FromLink, Link, LinkEvent, LinkOrigin};
+pub use stream::Stream;
+pub use tls::{CertRole, Identity, Tls, TlsError, TlsFiles};
 
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;

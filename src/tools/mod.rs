@@ -1,0 +1,3 @@
+//! Offline tools of `ensemble-node` that run without a cluster.
+
+pub mod certs;
