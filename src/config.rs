@@ -414,6 +414,13 @@ impl Settings {
             }
             None => {}
         }
+        if self.tls.is_none() && !n.listen.ip().is_loopback() {
+            return Err(Invalid(format!(
+                "node.listen {} is not a loopback address: without [tls] (ca, cert, key) a node \
+                 listens on loopback only; create certificates with `ensemble-node certs`",
+                n.listen
+            )));
+        }
         self.http.validate()?;
         let c = &self.cluster;
         if c.name.trim().is_empty() {

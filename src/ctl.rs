@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::ml::{data::is_missing_token, Predictions, Rows, Value as MlValue};
-use crate::net::{self, Greeting, Link, Secret, TlsFiles};
+use crate::net::{self, Greeting, Link, Secret, Tls, TlsFiles};
 use crate::protocol::{Request, Response, Role};
 
 /// Where and how to connect.
@@ -35,8 +35,15 @@ pub async fn connect(target: &Target) -> Result<Link> {
         secret: target.secret.clone(),
         max_frame_bytes: target.max_frame_bytes,
         timeout: target.timeout.min(Duration::from_secs(10)),
+        tls: match &target.tls {
+            Some(files) => Some(Tls::load(files).map_err(|e| Error::Config {
+                file: "TLS files".into(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        },
     };
-    let dialed = net::dial(&target.addr, Role::Client, &greeting).await?;
+    let dialed = net::dial(&target.addr, Role::Client, &greeting, None).await?;
     let sink = actix::Actor::start(Discard).recipient();
     Ok(Link::spawn(
         dialed.conn,

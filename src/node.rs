@@ -15,7 +15,7 @@ use crate::actors::{
 use crate::config::Settings;
 use crate::console::{self, ConsoleOptions};
 use crate::error::{Error, Result};
-use crate::net::{self, Access, Greeting, Link, Secret};
+use crate::net::{self, Greeting, Link, Secret, Tls};
 use crate::protocol::{Message, NodeInfo, Role};
 
 /// How long a node that was told to stop may take to say goodbye before it stops anyway.
@@ -72,6 +72,13 @@ pub async fn start(settings: Settings, notices: Notices) -> Result<Addr<ClusterA
         secret: Secret::new(settings.cluster.secret.clone()),
         max_frame_bytes: settings.cluster.max_frame_bytes,
         timeout: settings.cluster.handshake_timeout(),
+        tls: match &settings.tls {
+            Some(t) => Some(Tls::load(&t.files()).map_err(|e| Error::Config {
+                file: "[tls]".into(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        },
     };
     let c = &settings.cluster;
     // A connection in its handshake may become a client: it never gets more room than clients.
@@ -199,7 +206,12 @@ async fn serve_connection(
     cluster: Addr<ClusterActor>,
     pools: &Pools,
 ) -> Result<()> {
-    let (mut conn, role, tag) = net::accept(stream, me, greeting).await?;
+    let net::Accepted {
+        mut conn,
+        role,
+        tag,
+        access,
+    } = net::accept(stream, me, greeting).await?;
     drop(handshake_slot);
     let client_slot = match role {
         Role::Client => match pools.clients.clone().try_acquire_owned() {
@@ -242,9 +254,6 @@ async fn serve_connection(
             let from = conn.get_ref().peer_addr()?;
             tracing::info!(%from, "client connected");
             let name = format!("client@{from}");
-            // Without TLS a client proved it knows the cluster secret (or there is none, and the
-            // node listens on loopback only): it may do anything.
-            let access = Access::Operator;
             let link = Link::spawn(
                 conn,
                 name,

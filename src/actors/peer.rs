@@ -193,8 +193,8 @@ impl PeerActor {
         let addr = self.peer.addr.clone();
         let role = Role::Member(self.me.clone());
         let greeting = self.greeting.clone();
-        let target = addr.clone();
-        let work = async move { net::dial(&target, role, &greeting).await };
+        let (target, expected) = (addr.clone(), self.peer.id.clone());
+        let work = async move { net::dial(&target, role, &greeting, Some(&expected)).await };
         let dialed = work.into_actor(self).map(move |result, act, ctx| {
             act.dialing = false;
             match result {

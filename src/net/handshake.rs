@@ -1,8 +1,11 @@
-//! Opening a connection: `Hello` → `Challenge` → `Auth` → `Welcome`, under one deadline.
+//! Opening a connection: (mutual TLS, then) `Hello` → `Challenge` → `Auth` → `Welcome`, under one
+//! deadline.
 //!
 //! Both sides prove they know the cluster secret without sending it: each signs the other's
 //! random nonce with HMAC-SHA256 keyed by the secret. A side without a secret sends an empty
-//! proof, which a side with a secret refuses.
+//! proof, which a side with a secret refuses. With TLS, each side's certificate also says who it
+//! is: a member may only speak for the node its certificate names, and a client's certificate
+//! gives its role (operator or reader).
 
 use std::time::Duration;
 
@@ -14,7 +17,9 @@ use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use super::Conn;
+use super::link::Access;
+use super::tls::{CertRole, Identity, Tls};
+use super::{Conn, Stream};
 use crate::error::{Error, Result};
 use crate::protocol::{FrameCodec, Message, NodeInfo, Role, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
 
@@ -78,6 +83,8 @@ pub struct Greeting {
     pub secret: Secret,
     pub max_frame_bytes: usize,
     pub timeout: Duration,
+    /// Mutual TLS on every connection; `None` for plain TCP (loopback only).
+    pub tls: Option<Tls>,
 }
 
 /// A connection the dialer opened: the acceptor, and the members it knows.
@@ -112,16 +119,31 @@ async fn next(conn: &mut Conn, step: &str) -> Result<Message> {
     }
 }
 
-/// Connects to `addr` as `role` and runs the dialer's side of the handshake.
-pub async fn dial(addr: &str, role: Role, me: &Greeting) -> Result<Dialed> {
+/// Connects to `addr` as `role` and runs the dialer's side of the handshake. With TLS, the node
+/// that answers must hold a member certificate, of `expected` when given (a known peer), and
+/// must introduce itself under the id its certificate names.
+pub async fn dial(addr: &str, role: Role, me: &Greeting, expected: Option<&str>) -> Result<Dialed> {
     let work = async {
-        let stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| Error::Unreachable {
                 addr: addr.to_string(),
                 source,
             })?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let (stream, certified) = match &me.tls {
+            Some(tls) => {
+                let (stream, identity) =
+                    tls.connect(tcp, expected)
+                        .await
+                        .map_err(|e| Error::Refused {
+                            addr: addr.to_string(),
+                            reason: format!("TLS: {e}"),
+                        })?;
+                (stream, Some(identity))
+            }
+            None => (Stream::Plain(tcp), None),
+        };
         let mut conn = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
         let my_nonce = nonce();
         conn.send(Message::Hello {
@@ -140,6 +162,14 @@ pub async fn dial(addr: &str, role: Role, me: &Greeting) -> Result<Dialed> {
             Message::Refused { reason } => return Err(refused(reason)),
             other => return Err(refused(format!("unexpected {} in handshake", name(&other)))),
         };
+        if let Some(identity) = &certified {
+            if identity.name != node.id {
+                return Err(refused(format!(
+                    "the node introduced itself as {:?} with the certificate of {:?}",
+                    node.id, identity.name
+                )));
+            }
+        }
         if !me
             .secret
             .verify("acceptor", &me.cluster, &my_nonce, &their_nonce, &proof)
@@ -178,19 +208,45 @@ pub async fn dial(addr: &str, role: Role, me: &Greeting) -> Result<Dialed> {
         .map_err(|_| Error::Timeout(format!("handshake with {addr}")))?
 }
 
-/// Runs the acceptor's side of the handshake up to (not including) `Welcome`, which the caller
-/// sends once it has decided what to do with the connection. `me` is this node. Returns the
-/// connection, the dialer's role and the connection's tag.
-pub async fn accept(
-    stream: TcpStream,
-    me: &NodeInfo,
-    greeting: &Greeting,
-) -> Result<(Conn, Role, u64)> {
-    let peer = stream
+/// An inbound connection whose handshake is done, up to (not including) `Welcome`, which the
+/// caller sends once it has decided what to do with it.
+pub struct Accepted {
+    pub conn: Conn,
+    pub role: Role,
+    /// The connection's tag.
+    pub tag: u64,
+    /// What the dialer may ask.
+    pub access: Access,
+}
+
+/// Runs the acceptor's side of the handshake (TLS first, when configured). `me` is this node.
+pub async fn accept(tcp: TcpStream, me: &NodeInfo, greeting: &Greeting) -> Result<Accepted> {
+    let peer = tcp
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
-    stream.set_nodelay(true)?;
+    tcp.set_nodelay(true)?;
+    let (stream, certified) = match &greeting.tls {
+        Some(tls) => {
+            let accepted = tokio::time::timeout(greeting.timeout, tls.accept(tcp)).await;
+            match accepted {
+                Ok(Ok((stream, identity))) => (stream, Some(identity)),
+                Ok(Err(e)) => {
+                    return Err(Error::Rejected {
+                        addr: peer,
+                        reason: format!("TLS: {e}"),
+                    })
+                }
+                Err(_) => {
+                    return Err(Error::Rejected {
+                        addr: peer,
+                        reason: "no TLS handshake in time".into(),
+                    })
+                }
+            }
+        }
+        None => (Stream::Plain(tcp), None),
+    };
     let mut conn = Framed::new(stream, FrameCodec::new(HANDSHAKE_MAX_FRAME));
     let work = async {
         let hello = next(&mut conn, "before its hello")
@@ -205,6 +261,7 @@ pub async fn accept(
             } => (check_hello(me, greeting, version, &cluster, &role)?, nonce),
             other => return Err(Refusal(format!("expected hello, got {}", name(&other)))),
         };
+        let access = access_of(&role, certified.as_ref())?;
         let my_nonce = nonce();
         let proof = greeting
             .secret
@@ -230,7 +287,7 @@ pub async fn accept(
                 ) =>
             {
                 conn.codec_mut().set_max(greeting.max_frame_bytes);
-                Ok((role, tag_of(&their_nonce)))
+                Ok((role, tag_of(&their_nonce), access))
             }
             Message::Auth { .. } => Err(Refusal(
                 "authentication failed: the cluster secrets differ (or the dialer has none)"
@@ -248,7 +305,12 @@ pub async fn accept(
         ))),
     };
     match outcome {
-        Ok((role, tag)) => Ok((conn, role, tag)),
+        Ok((role, tag, access)) => Ok(Accepted {
+            conn,
+            role,
+            tag,
+            access,
+        }),
         Err(Refusal(reason)) => {
             // Tell the dialer why, best effort, then drop the connection.
             let _ = tokio::time::timeout(
@@ -260,6 +322,31 @@ pub async fn accept(
             .await;
             Err(Error::Rejected { addr: peer, reason })
         }
+    }
+}
+
+/// What a dialer may ask, from its role and, with TLS, its certificate: a member must hold the
+/// member certificate of the id it claims; a client holds an operator or reader certificate.
+/// Without TLS, a client that passed the secret check is an operator.
+fn access_of(role: &Role, certified: Option<&Identity>) -> std::result::Result<Access, Refusal> {
+    match (role, certified) {
+        (Role::Member(_), None) => Ok(Access::Member),
+        (Role::Client, None) => Ok(Access::Operator),
+        (Role::Member(info), Some(id)) if id.role == CertRole::Member && id.name == info.id => {
+            Ok(Access::Member)
+        }
+        (Role::Member(info), Some(id)) => Err(Refusal(format!(
+            "the certificate of {} {:?} cannot speak for member {:?}",
+            id.role, id.name, info.id
+        ))),
+        (Role::Client, Some(id)) => match id.role {
+            CertRole::Operator => Ok(Access::Operator),
+            CertRole::Reader => Ok(Access::Reader),
+            CertRole::Member => Err(Refusal(format!(
+                "{:?} holds a member certificate: clients use an operator or reader one",
+                id.name
+            ))),
+        },
     }
 }
 

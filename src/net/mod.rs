@@ -7,15 +7,14 @@ mod link;
 mod stream;
 pub mod tls;
 
-pub use handshake::{accept, dial, Dialed, Greeting, Secret};
+pub use handshake::{accept, dial, Accepted, Dialed, Greeting, Secret};
 pub use link::{Access, FromLink, Link, LinkEvent, LinkOrigin};
 pub use stream::Stream;
 pub use tls::{CertRole, Identity, Tls, TlsError, TlsFiles};
 
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::protocol::FrameCodec;
 
-/// A TCP connection speaking whole frames.
-pub type Conn = Framed<TcpStream, FrameCodec>;
+/// A connection (plain TCP on loopback, or mutual TLS) speaking whole frames.
+pub type Conn = Framed<Stream, FrameCodec>;

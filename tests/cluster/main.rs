@@ -23,5 +23,6 @@ mod test_pause;
 mod test_refusal;
 mod test_slow_clients;
 mod test_supervision;
+mod test_tls;
 mod test_training;
 mod test_trust;

@@ -21,6 +21,7 @@ fn greeting() -> Greeting {
         secret: Secret::new(Some(SECRET.into())),
         max_frame_bytes: 1 << 20,
         timeout: Duration::from_secs(5),
+        tls: None,
     }
 }
 
@@ -77,7 +78,7 @@ fn gossip_cannot_move_a_member_and_roles_are_enforced() {
             addr: "127.0.0.1:9".into(),
             incarnation: 1,
         };
-        let mut dialed = net::dial(&n1, Role::Member(mallory), &greeting())
+        let mut dialed = net::dial(&n1, Role::Member(mallory), &greeting(), None)
             .await
             .expect("a member with the secret is let in");
         let forged = NodeInfo {
@@ -108,7 +109,7 @@ fn gossip_cannot_move_a_member_and_roles_are_enforced() {
         );
 
         // A client sends no model request.
-        let mut client = net::dial(&n1, Role::Client, &greeting())
+        let mut client = net::dial(&n1, Role::Client, &greeting(), None)
             .await
             .expect("client");
         let refused = error_of(ask(&mut client.conn, 1, Request::Train).await);
@@ -204,7 +205,7 @@ fn surplus_and_idle_clients_cannot_keep_members_out() {
         let mut held = Vec::new();
         let mut refused = 0;
         for _ in 0..30 {
-            match net::dial(&n1, Role::Client, &greeting()).await {
+            match net::dial(&n1, Role::Client, &greeting(), None).await {
                 Ok(d) => held.push(d.conn),
                 Err(e) => {
                     assert!(e.to_string().contains("at most 20 clients"), "{e}");

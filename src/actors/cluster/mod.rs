@@ -157,7 +157,7 @@ impl ClusterActor {
             let role = Role::Member(self.me().clone());
             let greeting = self.greeting.clone();
             let target = seed.clone();
-            let work = async move { net::dial(&target, role, &greeting).await };
+            let work = async move { net::dial(&target, role, &greeting, None).await };
             let joined = work.into_actor(self).map(move |result, act, ctx| {
                 act.seed_dials -= 1;
                 match result {
