@@ -67,7 +67,7 @@ fn ctl(hosts: &Hosts, from: usize, tls: &Path, to: &str, command: &[&str]) -> Va
     if let Some(mut stdout) = child.0.stdout.take() {
         let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
     }
-    serde_json::from_str(out.trim()).unwrap_or_else(|_| Value::String(out))
+    serde_json::from_str(out.trim()).unwrap_or(Value::String(out))
 }
 
 fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
