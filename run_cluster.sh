@@ -18,6 +18,9 @@
 # state dir and a free port, seeded by node 1. With --detach the script reports how long the
 # cluster took to converge and each node's memory (resident set). Node K serves its HTTP API
 # (status page, /v1 JSON, Open Inference Protocol /v2, /metrics) on http://127.0.0.1:(8100+K)/.
+# Every node speaks mutual TLS: on first use the script creates the cluster CA and a certificate
+# per node, plus `operator` and `reader` client certificates, under state/tls/ (ensemble-node
+# certs), and drives the nodes as the operator.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -190,7 +193,8 @@ wait_ready() {
             tail -n 20 "$log" >&2 || true
             return 1
         fi
-        if "$BIN" ctl "$addr" --config "$file" --timeout-ms 2000 status >/dev/null 2>&1; then
+        if "$BIN" ctl "$addr" --config "$file" "${CTL_TLS[@]}" --timeout-ms 2000 status \
+            >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.1
@@ -202,8 +206,8 @@ wait_ready() {
 # Whether node K sees all N members up.
 sees_all() {
     local k=$1 answer
-    answer=$("$BIN" ctl "${ADDRS[k - 1]}" --config "${CONFIGS[k - 1]}" --timeout-ms 2000 status \
-        2>/dev/null || true)
+    answer=$("$BIN" ctl "${ADDRS[k - 1]}" --config "${CONFIGS[k - 1]}" "${CTL_TLS[@]}" \
+        --timeout-ms 2000 status 2>/dev/null || true)
     [[ $answer =~ \"members\":$N[,}] && $answer =~ \"peers_up\":$((N - 1))[,}] ]]
 }
 
@@ -254,9 +258,14 @@ http_port() {
 echo "building the release binary (cargo build --release)..."
 cargo build --release --quiet
 
+TLS_DIR=state/tls
+# What ctl needs to reach a TLS node as the cluster's operator.
+CTL_TLS=(--ca "$TLS_DIR/ca.pem" --cert "$TLS_DIR/operator.pem" --key "$TLS_DIR/operator.key")
+
 USED_PORTS=()
 CONFIGS=()
 ADDRS=()
+IDS=()
 for ((k = 1; k <= N; k++)); do
     file=$(config_of "$k")
     addr=$(node_key "$file" listen)
@@ -271,8 +280,29 @@ for ((k = 1; k <= N; k++)); do
     fi
     CONFIGS+=("$file")
     ADDRS+=("$addr")
+    IDS+=("$(node_key "$file" id)")
 done
 mkdir -p "$LOG_DIR"
+
+# Certificates for the nodes that have none yet (the CA is made once and kept).
+missing=()
+for id in "${IDS[@]}" operator reader; do
+    [[ -s $TLS_DIR/$id.pem && -s $TLS_DIR/$id.key ]] && continue
+    case $id in
+    operator) missing+=(--operator operator) ;;
+    reader) missing+=(--reader reader) ;;
+    *) missing+=(--node "$id") ;;
+    esac
+done
+if ((${#missing[@]})); then
+    "$BIN" certs --dir "$TLS_DIR" "${missing[@]}" >/dev/null || die "cannot create certificates in $TLS_DIR"
+fi
+
+# The environment that gives node K its TLS identity.
+tls_env() {
+    local id=${IDS[$1 - 1]}
+    echo "ENSEMBLE__TLS__CA=$TLS_DIR/ca.pem ENSEMBLE__TLS__CERT=$TLS_DIR/$id.pem ENSEMBLE__TLS__KEY=$TLS_DIR/$id.key"
+}
 
 STARTED=()
 DETACHED=()
@@ -302,10 +332,10 @@ start_background() {
     local k=$1 log="$LOG_DIR/n$1.log"
     if ((DETACH)) && command -v setsid >/dev/null; then
         # Its own session: a later Ctrl-C or a closed terminal does not reach it.
-        ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port "$k")" \
+        env $(tls_env "$k") ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port "$k")" \
             setsid "$BIN" --config "${CONFIGS[k - 1]}" </dev/null >"$log" 2>&1 &
     else
-        ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port "$k")" \
+        env $(tls_env "$k") ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port "$k")" \
             nohup "$BIN" --config "${CONFIGS[k - 1]}" </dev/null >"$log" 2>&1 &
     fi
     STARTED+=("$!")
@@ -340,7 +370,7 @@ if ((DETACH)); then
     for ((k = 1; k <= N; k++)); do
         echo "  n$k http://127.0.0.1:$(http_port "$k")/"
     done
-    echo "drive a node:  $BIN ctl ${ADDRS[0]} --config ${CONFIGS[0]} status"
+    echo "drive a node:  $BIN ctl ${ADDRS[0]} --config ${CONFIGS[0]} ${CTL_TLS[*]} status"
     echo "stop them:     ./run_cluster.sh stop"
     exit 0
 fi
@@ -362,6 +392,8 @@ n1's log: $LOG_DIR/n1.log. Type 'help' for the commands; 'quit' or Ctrl-C stops 
 HTTP: node K on http://127.0.0.1:(8100+K)/ (n1: http://127.0.0.1:$(http_port 1)/).
 EOF
 export ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port 1)"
+export ENSEMBLE__TLS__CA=$TLS_DIR/ca.pem ENSEMBLE__TLS__CERT=$TLS_DIR/${IDS[0]}.pem \
+    ENSEMBLE__TLS__KEY=$TLS_DIR/${IDS[0]}.key
 # Node 1 runs as a child we wait for, so that a SIGTERM to this script stops it too. A background
 # child's stdin would be /dev/null; hand it this script's stdin (the terminal) through fd 3.
 exec 3<&0

@@ -21,7 +21,9 @@ use super::link::Access;
 use super::tls::{CertRole, Identity, Tls};
 use super::{Conn, Stream};
 use crate::error::{Error, Result};
-use crate::protocol::{FrameCodec, Message, NodeInfo, Role, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION};
+use crate::protocol::{
+    FrameCodec, Message, NodeInfo, ProtocolError, Role, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION,
+};
 
 /// The cluster secret, if any. Debug never prints it.
 #[derive(Clone, Default)]
@@ -157,7 +159,19 @@ pub async fn dial(addr: &str, role: Role, me: &Greeting, expected: Option<&str>)
             addr: addr.to_string(),
             reason,
         };
-        let (node, their_nonce, proof) = match next(&mut conn, "during the handshake").await? {
+        let first = match next(&mut conn, "during the handshake").await {
+            Err(Error::Protocol(ProtocolError::Oversized { len, .. }))
+                if me.tls.is_none() && looks_like_tls(len) =>
+            {
+                return Err(refused(
+                    "the node speaks TLS: give its cluster CA and a client certificate \
+                     (--ca, --cert, --key)"
+                        .into(),
+                ))
+            }
+            other => other?,
+        };
+        let (node, their_nonce, proof) = match first {
             Message::Challenge { node, nonce, proof } => (node, nonce, proof),
             Message::Refused { reason } => return Err(refused(reason)),
             other => return Err(refused(format!("unexpected {} in handshake", name(&other)))),
@@ -348,6 +362,13 @@ fn access_of(role: &Role, certified: Option<&Identity>) -> std::result::Result<A
             ))),
         },
     }
+}
+
+/// Whether a frame length is really the first bytes of a TLS record (content type 20–23, then
+/// major version 3): what a plaintext dialer reads from a TLS node.
+fn looks_like_tls(len: usize) -> bool {
+    let bytes = (len as u32).to_be_bytes();
+    (20..=23).contains(&bytes[0]) && bytes[1] == 3
 }
 
 /// Why a dialer is refused; the text is sent to it and logged.

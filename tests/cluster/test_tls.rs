@@ -105,6 +105,7 @@ fn tls_members_form_and_clients_act_within_their_role() {
         &["status"],
     );
     assert_eq!(plain.code, Some(1), "{plain}");
+    assert!(plain.stdout.contains("the node speaks TLS"), "{plain}");
     let member_as_client = client_flags(&tls, "n2");
     let r = as_(&member_as_client, &["status"]);
     assert_eq!(r.code, Some(1), "{r}");
