@@ -17,6 +17,8 @@
 //! - [`eval`]: [`evaluate_split`], [`combine_splits`], and [`run_offline`], the whole protocol in
 //!   one process.
 
+pub mod auto;
+pub mod boost;
 pub mod config;
 pub mod data;
 pub mod drift;
@@ -24,7 +26,9 @@ pub mod error;
 pub mod eval;
 pub mod learner;
 pub mod linear;
+pub mod linfa_tree;
 pub mod metrics;
+pub mod par;
 pub mod pipeline;
 pub mod preprocess;
 pub mod shard;
