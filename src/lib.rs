@@ -17,6 +17,7 @@
 //! - [`console`]: command parsing (pure) and rendering; [`ctl`]: the one-shot client;
 //!   [`bench`]: the load client.
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.
+//! - [`tools`]: the `offline` and `gen` subcommands.
 
 pub mod actors;
 pub mod bench;
@@ -30,5 +31,6 @@ pub mod ml;
 pub mod net;
 pub mod node;
 pub mod protocol;
+pub mod tools;
 
 pub use error::{Error, Result};

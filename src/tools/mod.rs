@@ -1,0 +1,9 @@
+//! The command-line tools around a node, beside running one: `offline` (the whole training /
+//! cross-validation protocol in one process) and `gen` (synthetic shards). Thin layers over
+//! [`crate::ml`]; `src/main.rs` parses the arguments and prints what they return.
+
+pub mod gen;
+pub mod offline;
+
+pub use gen::{run_gen, GenArgs};
+pub use offline::{run_offline, OfflineArgs, Seeds};
