@@ -6,7 +6,8 @@
 //! one tree, then the raw scores of every row moved by that tree, routed on the rows' bins (no
 //! float comparisons, no row-major copy of the data). With early stopping on, an inner slice of the
 //! training rows never enters a histogram; its loss after each round decides when to stop, and the
-//! model keeps the rounds up to the best one.
+//! model keeps the rounds up to the best one. Below 20,000 rows that slice is too valuable to lose:
+//! the model is refitted on every row for the round count found.
 
 use ndarray::ArrayView2;
 use rand::rngs::StdRng;
@@ -237,8 +238,23 @@ pub fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> Model {
         }
     }
     trees.truncate(best_rounds);
+    if !val_rows.is_empty() && n < REFIT_BELOW {
+        // Small data: the held-out slice is too precious to leave out of the model. Refit on
+        // every row for the rounds early stopping found, scaled to the larger sample.
+        let rounds = (best_rounds as f64 * n as f64 / fit_rows.len() as f64).ceil() as usize;
+        let all = ModelConfig {
+            n_rounds: rounds.max(1),
+            n_iter_no_change: 0,
+            ..cfg.clone()
+        };
+        return fit_boosted(&all, x, loss);
+    }
     Model::Trees { base, trees }
 }
+
+/// Below this many rows, early stopping only finds the round count; the model is then refitted
+/// on every row.
+const REFIT_BELOW: usize = 20_000;
 
 #[cfg(test)]
 mod tests {
