@@ -10,9 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use ensemble_cluster::bench::BenchArgs;
 use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::ctl;
-use ensemble_cluster::tools::{run_gen, run_offline, GenArgs, OfflineArgs};
 use ensemble_cluster::net::Secret;
 use ensemble_cluster::node::{self, ConsoleOptions};
+use ensemble_cluster::tools::{run_gen, run_offline, GenArgs, OfflineArgs};
 use ensemble_cluster::Error;
 
 #[derive(Parser)]

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use ensemble_cluster::ml::{
-    load_csv, score, Column, ColumnData, DataSpec, Kind, Labels, ModelConfig, ModelMeta,
-    Pipeline, Scores, Table, Task,
+    load_csv, score, Column, ColumnData, DataSpec, Kind, Labels, ModelConfig, ModelMeta, Pipeline,
+    Scores, Table, Task,
 };
 
 fn path(p: &str) -> PathBuf {
@@ -75,7 +75,10 @@ fn auto_records_the_kind_with_the_best_cv_loss() {
         .cv_scores
         .iter()
         .filter_map(|(k, s)| s.map(|s| (k.clone(), s)))
-        .fold((String::new(), f64::MAX), |a, b| if b.1 < a.1 { b } else { a });
+        .fold(
+            (String::new(), f64::MAX),
+            |a, b| if b.1 < a.1 { b } else { a },
+        );
     assert_eq!(meta.kind, best_kind);
     assert_eq!(meta.cv_score, Some(best));
     assert_eq!(meta.kind, "linear", "{meta:?}");
@@ -142,7 +145,10 @@ fn linfa_tree_against_our_tree_on_breast_cancer() {
         // task, and neither is far from the other.
         assert!(a > 0.85 && b > 0.85, "tree {a}, linfa-tree {b}");
         assert!((a - b).abs() < 0.08, "tree {a}, linfa-tree {b}");
-        assert_eq!(back.predict_table(v).unwrap(), linfa.predict_table(v).unwrap());
+        assert_eq!(
+            back.predict_table(v).unwrap(),
+            linfa.predict_table(v).unwrap()
+        );
     }
     // The training rows: a fully grown linfa tree separates them.
     let deep = Pipeline::fit(
@@ -167,7 +173,10 @@ fn linfa_tree_refuses_regression_naming_the_key() {
     let e = Pipeline::fit(&t, &cfg, ModelMeta::default())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("model.kind") && e.contains("classification"), "{e}");
+    assert!(
+        e.contains("model.kind") && e.contains("classification"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -137,8 +137,8 @@ pub fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> Model {
     let mut f: Vec<f64> = (0..n).flat_map(|_| base.iter().copied()).collect();
     let mut gh = vec![0.0; n * 2 * k];
     let p_feat = data.n_features();
-    let n_feat = ((p_feat as f64 * cfg.colsample.unwrap_or(0.5)).round() as usize)
-        .clamp(1, p_feat.max(1));
+    let n_feat =
+        ((p_feat as f64 * cfg.colsample.unwrap_or(0.5)).round() as usize).clamp(1, p_feat.max(1));
     // Bernoulli(subsample) per row: compare a uniform u32 with this threshold.
     let keep_below = (cfg.subsample * 4_294_967_296.0) as u64;
     let mut params = GrowParams {

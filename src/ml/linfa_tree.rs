@@ -89,7 +89,9 @@ fn convert(
     }
     let children = node.children();
     let (Some(left), Some(right)) = (children[0].as_deref(), children[1].as_deref()) else {
-        return Err(MlError::Data("linfa-trees returned a split without children".into()));
+        return Err(MlError::Data(
+            "linfa-trees returned a split without children".into(),
+        ));
     };
     let (feature, split, _) = node.split();
     tree.nodes.push(Node {

@@ -113,9 +113,7 @@ impl Pipeline {
             let pred = p.predict_table(held)?;
             let s = score(&held.labels, &pred)?;
             Ok(match s {
-                Scores::Regression(r) if p.target == Target::Log => {
-                    r.rmsle.unwrap_or(r.rmse)
-                }
+                Scores::Regression(r) if p.target == Target::Log => r.rmsle.unwrap_or(r.rmse),
                 Scores::Regression(r) => r.rmse,
                 Scores::Classification(c) => 1.0 - c.accuracy,
             })

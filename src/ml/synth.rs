@@ -198,14 +198,14 @@ mod tests {
     fn bad_arguments() {
         let mut a = Synth::new(5, "x.csv");
         a.features = 4;
-        assert!(run_gen(&a).is_err());
+        assert!(a.validate().is_err());
         a.features = 5;
         a.task = Task::Classification;
         a.classes = 1;
-        assert!(run_gen(&a).is_err());
+        assert!(a.validate().is_err());
         a.classes = 2;
         a.noise = -1.0;
-        assert!(run_gen(&a).is_err());
+        assert!(a.validate().is_err());
     }
 
     fn means(t: &crate::ml::Table) -> Vec<f64> {

@@ -271,7 +271,17 @@ pub fn grow(
     ctx.build_hist(rows, &mut root_hist);
     let root_sums = ctx.sums_of(rows);
     let mut pool: Vec<Vec<f64>> = Vec::new();
-    let mut cands = vec![ctx.candidate(0, 0, rows.len(), 0, root_hist, root_sums, rows, rng, &mut pool)];
+    let mut cands = vec![ctx.candidate(
+        0,
+        0,
+        rows.len(),
+        0,
+        root_hist,
+        root_sums,
+        rows,
+        rng,
+        &mut pool,
+    )];
     let mut n_leaves = 1;
     let mut scratch: Vec<u32> = Vec::with_capacity(rows.len());
     while n_leaves < p.max_leaves {
@@ -364,8 +374,28 @@ pub fn grow(
         };
         let d = cand.depth + 1;
         let (lrows, rrows) = rows[cand.start..cand.end].split_at(mid - cand.start);
-        let l = ctx.candidate(left_id, cand.start, mid, d, lh, best.left_sums, lrows, rng, &mut pool);
-        let r = ctx.candidate(left_id + 1, mid, cand.end, d, rh, right_sums, rrows, rng, &mut pool);
+        let l = ctx.candidate(
+            left_id,
+            cand.start,
+            mid,
+            d,
+            lh,
+            best.left_sums,
+            lrows,
+            rng,
+            &mut pool,
+        );
+        let r = ctx.candidate(
+            left_id + 1,
+            mid,
+            cand.end,
+            d,
+            rh,
+            right_sums,
+            rrows,
+            rng,
+            &mut pool,
+        );
         cands.push(l);
         cands.push(r);
         n_leaves += 1;
@@ -625,12 +655,7 @@ impl Ctx<'_> {
 
     /// Best split of a small node straight from its rows, sorted by bin per feature: O(m log m)
     /// per feature instead of O(bins), which is what makes fully grown trees cheap.
-    fn best_split_rows(
-        &self,
-        rows: &[u32],
-        sums: &[f64],
-        rng: &mut StdRng,
-    ) -> Option<SplitChoice> {
+    fn best_split_rows(&self, rows: &[u32], sums: &[f64], rng: &mut StdRng) -> Option<SplitChoice> {
         let (k, s) = (self.k, self.s);
         let parent = self.score(sums);
         let mut best: Option<(f64, usize, usize, Vec<f64>)> = None;
