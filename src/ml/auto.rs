@@ -4,7 +4,8 @@
 //! on the same folds (stratified by class for classification) with the fold's own preprocessing,
 //! as `Pipeline::fit` would do on that fold. The score is a loss, lower is better: RMSLE for a
 //! log-target regression, else RMSE; 1 − accuracy for classification. Ties keep the earlier
-//! candidate. Above [`CV_ROWS`] training rows the folds are cut from a seeded sample of that
+//! candidate. Below 1,000 rows the k-fold split is repeated 3 times (a single split of a few
+//! hundred rows ranks learners by noise as often as by merit). Above [`CV_ROWS`] training rows the folds are cut from a seeded sample of that
 //! many rows (a learner's ranking is settled long before that, the final fit uses every row).
 //! Folds run on the configured threads. A candidate not started within `auto_budget_ms` is
 //! skipped, so only a run that hits the budget depends on timing.
@@ -34,6 +35,15 @@ fn n_folds(n: usize) -> usize {
         3
     } else {
         5
+    }
+}
+
+/// Times the k-fold split is repeated (with other shuffles): 3 below 1,000 rows, else 1.
+fn repeats(n: usize) -> usize {
+    if n < 1_000 {
+        3
+    } else {
+        1
     }
 }
 
@@ -88,14 +98,17 @@ pub fn choose(
             data.len()
         )));
     }
-    let fold_of = folds(&data.labels, k, cfg.seed);
-    let parts: Vec<(Table, Table)> = (0..k)
-        .map(|f| {
+    // Small data: the CV score of one fold split is noisy, so the folds are cut several times.
+    let repeats = repeats(data.len());
+    let mut parts: Vec<(Table, Table)> = Vec::with_capacity(k * repeats);
+    for rep in 0..repeats {
+        let fold_of = folds(&data.labels, k, mix(cfg.seed, rep as u64));
+        for f in 0..k {
             let (fit, held): (Vec<usize>, Vec<usize>) =
                 (0..data.len()).partition(|&i| fold_of[i] != f);
-            (data.select(&fit), data.select(&held))
-        })
-        .collect();
+            parts.push((data.select(&fit), data.select(&held)));
+        }
+    }
     let threads = par::resolve_threads(cfg.threads);
     let mut scores = Vec::with_capacity(CANDIDATES.len());
     let mut best: Option<(Kind, f64)> = None;
@@ -110,14 +123,14 @@ pub fn choose(
             threads: Some(1),
             ..cfg.clone()
         };
-        let losses = par::map(k, threads, |f| {
+        let losses = par::map(parts.len(), threads, |f| {
             fold_loss(&parts[f].0, &parts[f].1, &fold_cfg)
         });
         let mut sum = 0.0;
         for l in losses {
             sum += l?;
         }
-        let mean = sum / k as f64;
+        let mean = sum / parts.len() as f64;
         scores.push((kind, Some(mean)));
         if best.is_none_or(|(_, b)| mean < b) {
             best = Some((kind, mean));
