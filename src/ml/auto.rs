@@ -20,8 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{Kind, ModelConfig};
 use super::data::{Labels, Table};
 use super::error::{MlError, Result};
-use super::learner::mix;
-use super::par;
+use super::par::{self, mix};
 
 /// The learners `auto` chooses among, in the order they are tried.
 pub const CANDIDATES: [Kind; 3] = [Kind::Linear, Kind::Boosted, Kind::Forest];

@@ -15,9 +15,8 @@ use rand::seq::SliceRandom;
 use rand::{RngCore, SeedableRng};
 
 use super::config::ModelConfig;
-use super::learner::{mix, Model};
-use super::par;
-use super::tree::{grow, BinnedData, GrowParams};
+use super::par::{self, mix};
+use super::tree::{grow, BinnedData, GrowParams, Tree};
 
 /// The loss and its labels.
 pub enum Loss<'a> {
@@ -126,8 +125,8 @@ fn holdout(n: usize, cfg: &ModelConfig) -> (Vec<u32>, Vec<u32>) {
     (fit, val)
 }
 
-/// Fit the boosted model (see the module documentation).
-pub fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> Model {
+/// Fit the boosted model (see the module documentation): the base scores and the trees.
+pub fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> (Vec<f64>, Vec<Tree>) {
     let threads = par::resolve_threads(cfg.threads);
     let n = x.nrows();
     let data = BinnedData::new(x, cfg.max_bins, threads);
@@ -249,7 +248,7 @@ pub fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> Model {
         };
         return fit_boosted(&all, x, loss);
     }
-    Model::Trees { base, trees }
+    (base, trees)
 }
 
 /// Below this many rows, early stopping only finds the round count; the model is then refitted
@@ -267,11 +266,8 @@ mod tests {
         (x, y)
     }
 
-    fn rounds(m: &Model) -> usize {
-        match m {
-            Model::Trees { trees, .. } => trees.len(),
-            Model::Linear(_) => 0,
-        }
+    fn rounds(m: &(Vec<f64>, Vec<Tree>)) -> usize {
+        m.1.len()
     }
 
     #[test]

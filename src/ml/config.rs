@@ -10,7 +10,7 @@ use super::error::{MlError, Result};
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Pick `linear`, `forest` or `boosted` by k-fold cross-validation on the training split
-    /// (see [`crate::ml::auto`]); the fitted pipeline records the choice.
+    /// (see `auto.rs`); the fitted pipeline records the choice.
     Auto,
     /// One CART tree.
     Tree,

@@ -1,6 +1,6 @@
 //! Evaluation as the cluster does it: every model scored on a validation split, the ensemble
 //! (mean / vote) scored per split and on the union of the validation splits. The `offline` tool
-//! (`crate::tools::offline`) runs the whole protocol in one process with these functions.
+//! (`src/tools/offline.rs`) runs the whole protocol in one process with these functions.
 
 use serde::{Deserialize, Serialize};
 

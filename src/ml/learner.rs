@@ -15,7 +15,7 @@ use super::config::{Kind, ModelConfig};
 use super::error::{MlError, Result};
 use super::linear::Linear;
 use super::linfa_tree;
-use super::par;
+use super::par::{self, mix};
 use super::tree::{grow, BinnedData, GrowParams, Tree};
 
 /// Fitted model: raw outputs per row (`n_outputs` of them). Regression: the prediction.
@@ -72,14 +72,6 @@ pub struct Classifier {
     pub n_classes: usize,
 }
 
-pub(crate) fn mix(seed: u64, i: u64) -> u64 {
-    // splitmix64 of (seed, i): independent, reproducible streams per tree.
-    let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn check_shapes(x: &ArrayView2<f64>, n_targets: usize) -> Result<()> {
     if x.nrows() != n_targets {
         return Err(linfa::Error::MismatchedShapes(x.nrows(), n_targets).into());
@@ -108,7 +100,7 @@ impl Fit<Array2<f64>, Array1<f64>, MlError> for LearnerParams {
                 let gh: Vec<f64> = y.iter().flat_map(|v| [-v, 1.0]).collect();
                 fit_averaged_trees(cfg, x, &gh, 1, false)
             }
-            Kind::Boosted => fit_boosted(cfg, x, Loss::Squared(&y)),
+            Kind::Boosted => boosted(fit_boosted(cfg, x, Loss::Squared(&y))),
             Kind::LinfaTree => return Err(linfa_tree::regression_error()),
             Kind::Auto => return Err(unresolved_auto()),
         };
@@ -135,8 +127,11 @@ impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
                 let gh = one_hot_gradients(&y, n_classes);
                 fit_averaged_trees(cfg, x, &gh, n_classes, true)
             }
-            Kind::Boosted => fit_boosted(cfg, x, Loss::Classes(&y, n_classes)),
-            Kind::LinfaTree => linfa_tree::fit(cfg, x, &y, n_classes)?,
+            Kind::Boosted => boosted(fit_boosted(cfg, x, Loss::Classes(&y, n_classes))),
+            Kind::LinfaTree => Model::Trees {
+                base: vec![0.0; n_classes],
+                trees: vec![linfa_tree::fit(cfg, x, &y, n_classes)?],
+            },
             Kind::Auto => return Err(unresolved_auto()),
         };
         Ok(Classifier {
@@ -145,6 +140,10 @@ impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
             n_classes,
         })
     }
+}
+
+fn boosted((base, trees): (Vec<f64>, Vec<Tree>)) -> Model {
+    Model::Trees { base, trees }
 }
 
 /// `kind = "auto"` is resolved by the pipeline before any learner is fitted.

@@ -15,20 +15,19 @@ use ndarray::{Array1, ArrayView2};
 
 use super::config::ModelConfig;
 use super::error::{MlError, Result};
-use super::learner::Model;
 use super::tree::{Node, Tree};
 
 /// The error for `kind = "linfa-tree"` on a regression task.
 pub fn regression_error() -> MlError {
     MlError::Config(
         "model.kind = \"linfa-tree\" is for classification only (linfa-trees has no regression \
-         trees); use \"tree\", \"forest\", \"boosted\", \"linear\" or \"auto\""
+         trees); pick \"tree\", \"forest\", \"boosted\", \"linear\" or \"auto\""
             .into(),
     )
 }
 
 /// Fit with linfa-trees on class indices `y` in `0..k`, then convert.
-pub fn fit(cfg: &ModelConfig, x: ArrayView2<f64>, y: &[usize], k: usize) -> Result<Model> {
+pub fn fit(cfg: &ModelConfig, x: ArrayView2<f64>, y: &[usize], k: usize) -> Result<Tree> {
     let depth = cfg.depth();
     let ds = Dataset::new(x.to_owned(), Array1::from(y.to_vec()));
     let fitted: DecisionTree<f64, usize> = DecisionTree::params()
@@ -60,10 +59,7 @@ pub fn fit(cfg: &ModelConfig, x: ArrayView2<f64>, y: &[usize], k: usize) -> Resu
             v[class] = 1.0;
         }
     }
-    Ok(Model::Trees {
-        base: vec![0.0; k],
-        trees: vec![tree],
-    })
+    Ok(tree)
 }
 
 /// Append `node` and its subtree in preorder (children after their parent, as the model check

@@ -2,11 +2,19 @@
 //! do not depend on which thread computed them (disjoint output slices, never a shared sum), so a
 //! fit is bit-for-bit the same for any thread count.
 
-/// Threads to use for `threads` as configured: `None` = the cores this machine has.
+/// Thread count for `threads` as configured: `None` = the cores this machine has.
 pub fn resolve_threads(threads: Option<usize>) -> usize {
     threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1)
+}
+
+/// splitmix64 of (seed, i): independent, reproducible random streams per tree, fold or slice.
+pub fn mix(seed: u64, i: u64) -> u64 {
+    let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Work below this many element updates runs on the calling thread: a spawn costs about as much

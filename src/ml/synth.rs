@@ -1,5 +1,5 @@
 //! Seeded synthetic shards for tests, demos and benchmarks (the `gen` tool writes them to a file:
-//! `crate::tools::gen`).
+//! `src/tools/gen.rs`).
 //!
 //! Features `x0..x{F-1}` ~ U(0, 1) (then moved by `shift` standard deviations, 1/√12 each), label
 //! `y`. Regression is Friedman #1, `y = 10 sin(π x0 x1) + 20 (x2 − 0.5)² + 10 x3 + 5 x4 + ε`,
