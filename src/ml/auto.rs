@@ -26,7 +26,7 @@ use super::par::{self, mix};
 pub const CANDIDATES: [Kind; 3] = [Kind::Linear, Kind::Boosted, Kind::Forest];
 
 /// Rows cross-validated at most (a seeded sample above that).
-pub const CV_ROWS: usize = 20_000;
+pub const CV_ROWS: usize = 6_000;
 
 /// Folds: 5, or 3 above 5,000 rows.
 fn n_folds(n: usize) -> usize {
