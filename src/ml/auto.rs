@@ -4,8 +4,8 @@
 //! on the same folds (stratified by class for classification) with the fold's own preprocessing,
 //! as `Pipeline::fit` would do on that fold. The score is a loss, lower is better: RMSLE for a
 //! log-target regression, else RMSE; 1 − accuracy for classification. Ties keep the earlier
-//! candidate. Below 1,000 rows the k-fold split is repeated 3 times (a single split of a few
-//! hundred rows ranks learners by noise as often as by merit). Above [`CV_ROWS`] training rows the folds are cut from a seeded sample of that
+//! candidate. Below 200 rows the 3-fold split is repeated twice (one split of so few rows ranks
+//! learners by noise as often as by merit). Above [`CV_ROWS`] training rows the folds are cut from a seeded sample of that
 //! many rows (a learner's ranking is settled long before that, the final fit uses every row).
 //! Folds run on the configured threads. A candidate not started within `auto_budget_ms` is
 //! skipped, so only a run that hits the budget depends on timing.
@@ -28,19 +28,16 @@ pub const CANDIDATES: [Kind; 3] = [Kind::Linear, Kind::Boosted, Kind::Forest];
 /// Rows cross-validated at most (a seeded sample above that).
 pub const CV_ROWS: usize = 6_000;
 
-/// Folds: 5, or 3 above 5,000 rows.
-fn n_folds(n: usize) -> usize {
-    if n > 5_000 {
-        3
-    } else {
-        5
-    }
+/// Folds: 3. A node's training runs inside the cluster's `train` deadline, beside three other
+/// nodes on the same cores; 5 folds (or repeated splits) cost too much there.
+fn n_folds(_n: usize) -> usize {
+    3
 }
 
-/// Times the k-fold split is repeated (with other shuffles): 3 below 1,000 rows, else 1.
+/// Times the k-fold split is repeated (with other shuffles): 2 below 200 rows, else 1.
 fn repeats(n: usize) -> usize {
-    if n < 1_000 {
-        3
+    if n < 200 {
+        2
     } else {
         1
     }
