@@ -1,5 +1,16 @@
 #!/usr/bin/env python3
-"""scikit-learn side of benchmark item 5 (issue 7).
+"""scikit-learn side of benchmark item 5 (issue 7), and of the quality table (issue 14).
+
+Quality (`--quality`): the `offline` protocol with scikit-learn learners, over several split
+seeds. Each shard is split 70 / 30 with `train_test_split(random_state=seed)` (the same
+fraction and seed numbers as `ensemble-node offline --seeds`, not the same rows: our split is a
+ChaCha shuffle), one model per shard, the ensemble (mean, or majority vote) scored on the union of
+the validation parts. Preprocessing as ours: median imputation, categoricals one-hot for linear
+models and ordinal for trees, log1p target for regression labels ≥ 0 with skewness > 0.75.
+Prints one JSON line: mean and sd (n − 1) per learner.
+
+    python bench/sklearn_baseline.py --quality --label L --task regression|classification
+        [--drop C,...] [--seeds 0-9] SHARD.csv...
 
 Fits scikit-learn's counterparts of our learners on one generated shard (the same CSV that
 `ensemble-node offline` fits in bench/run.sh) and prints one JSON line with the fit times.
@@ -30,7 +41,117 @@ def rmse(y, p):
     return float(np.sqrt(np.mean((y - p) ** 2)))
 
 
+def seeds_of(text):
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def quality(args):
+    from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+    from sklearn.ensemble import (GradientBoostingClassifier, GradientBoostingRegressor,
+                                  HistGradientBoostingClassifier, HistGradientBoostingRegressor,
+                                  RandomForestClassifier, RandomForestRegressor)
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+    from scipy.stats import skew
+
+    frames = [pd.read_csv(p, na_values=["NA", "N/A", "NaN", "nan", "null"],
+                          keep_default_na=False) for p in args.shards]
+    drop = [c for c in args.drop.split(",") if c]
+    reg = args.task == "regression"
+
+    def prep(x, linear):
+        num = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c])]
+        cat = [c for c in x.columns if c not in num]
+        if linear:
+            return ColumnTransformer([
+                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), num),
+                ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                                      OneHotEncoder(handle_unknown="ignore", max_categories=31)),
+                 cat)])
+        return ColumnTransformer([
+            ("num", SimpleImputer(strategy="median"), num),
+            ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                                  OrdinalEncoder(handle_unknown="use_encoded_value",
+                                                 unknown_value=-1)), cat)])
+
+    def learners(seed):
+        if reg:
+            return {
+                "Ridge": (lambda: Ridge(alpha=1.0), True),
+                "RandomForest": (lambda: RandomForestRegressor(random_state=seed, n_jobs=1), False),
+                "GradientBoosting": (lambda: GradientBoostingRegressor(random_state=seed), False),
+                "HistGradientBoosting": (lambda: HistGradientBoostingRegressor(random_state=seed),
+                                         False),
+            }
+        return {
+            "LogisticRegression": (lambda: LogisticRegression(max_iter=5000), True),
+            "RandomForest": (lambda: RandomForestClassifier(random_state=seed, n_jobs=1), False),
+            "GradientBoosting": (lambda: GradientBoostingClassifier(random_state=seed), False),
+            "HistGradientBoosting": (lambda: HistGradientBoostingClassifier(random_state=seed),
+                                     False),
+        }
+
+    results = {}
+    for seed in seeds_of(args.seeds):
+        parts = []
+        for df in frames:
+            y = df[args.label]
+            x = df.drop(columns=[args.label] + [c for c in drop if c in df.columns])
+            parts.append(train_test_split(x, y, test_size=args.valid_fraction, random_state=seed))
+        for name, (make, linear) in learners(seed).items():
+            truth, preds = [], []
+            models = []
+            for x_tr, _, y_tr, _ in parts:
+                y_tr = y_tr.to_numpy()
+                model = make_pipeline(prep(x_tr, linear), make())
+                if reg and (y_tr >= 0).all() and skew(y_tr) > 0.75:
+                    model = TransformedTargetRegressor(model, func=np.log1p, inverse_func=np.expm1)
+                models.append(model.fit(x_tr, y_tr if reg else y_tr.astype(str)))
+            for _, x_va, _, y_va in parts:
+                p = np.array([m.predict(x_va) for m in models])
+                if reg:
+                    preds.append(p.mean(axis=0))
+                else:
+                    votes = []
+                    for col in p.T:
+                        labels, counts = np.unique(col, return_counts=True)
+                        votes.append(labels[np.argmax(counts)])  # ties: smallest label
+                    preds.append(np.array(votes))
+                truth.append(y_va.to_numpy() if reg else y_va.to_numpy().astype(str))
+            t, p = np.concatenate(truth), np.concatenate(preds)
+            if reg:
+                if (t >= 0).all() and (p >= 0).all():
+                    v = float(np.sqrt(np.mean((np.log1p(t) - np.log1p(p)) ** 2)))
+                else:
+                    v = rmse(t, p)
+            else:
+                v = float(np.mean(t == p))
+            results.setdefault(name, []).append(v)
+    out = {"ok": True, "sklearn": sklearn.__version__, "seeds": args.seeds,
+           "metric": ("rmsle or rmse" if reg else "accuracy"), "learners": {}}
+    for name, v in results.items():
+        v = np.array(v)
+        out["learners"][name] = {"mean": float(v.mean()),
+                                 "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+    print(json.dumps(out))
+
+
 def main():
+    if "--quality" in __import__("sys").argv:
+        qp = argparse.ArgumentParser()
+        qp.add_argument("--quality", action="store_true")
+        qp.add_argument("--label", required=True)
+        qp.add_argument("--task", choices=["regression", "classification"], required=True)
+        qp.add_argument("--drop", default="")
+        qp.add_argument("--seeds", default="0-9")
+        qp.add_argument("--valid-fraction", type=float, default=0.3)
+        qp.add_argument("shards", nargs="+")
+        return quality(qp.parse_args())
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
     ap.add_argument("--label", default="y")

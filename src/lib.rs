@@ -24,6 +24,7 @@
 //!   page), a front end that sends the same commands.
 //! - [`tools`]: offline tools (`certs`: the cluster CA and certificates).
 //! - [`config`]: settings from TOML and `ENSEMBLE__*` variables; [`node`]: start and run a node.
+//! - [`tools`]: the `offline` and `gen` subcommands.
 
 pub mod actors;
 pub mod answer;

@@ -11,10 +11,10 @@ use ensemble_cluster::command::Command;
 use ensemble_cluster::config::{self, Settings};
 use ensemble_cluster::console::ConsoleOptions;
 use ensemble_cluster::ctl;
-use ensemble_cluster::ml::{run_gen, run_offline, GenArgs, OfflineArgs};
 use ensemble_cluster::net::{Secret, TlsFiles};
 use ensemble_cluster::node;
 use ensemble_cluster::tools::certs::{run_certs, CertsArgs};
+use ensemble_cluster::tools::{run_gen, run_offline, GenArgs, OfflineArgs};
 use ensemble_cluster::Error;
 
 #[derive(Parser)]

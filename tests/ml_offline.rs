@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use ensemble_cluster::ml::{run_offline, OfflineArgs, Task};
+use ensemble_cluster::ml::Task;
+use ensemble_cluster::tools::{run_offline, OfflineArgs};
 
 fn shards(set: &str) -> Vec<PathBuf> {
     ["A", "B", "C", "D"]
@@ -25,6 +26,7 @@ fn args(
         drop: drop.iter().map(|s| s.to_string()).collect(),
         valid_fraction: 0.3,
         seed: 42,
+        seeds: None,
         shards,
     }
 }

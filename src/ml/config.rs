@@ -9,6 +9,9 @@ use super::error::{MlError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// Pick `linear`, `forest` or `boosted` by k-fold cross-validation on the training split
+    /// (see `auto.rs`); the fitted pipeline records the choice.
+    Auto,
     /// One CART tree.
     Tree,
     /// Bagged trees with per-split feature subsampling.
@@ -17,6 +20,24 @@ pub enum Kind {
     Boosted,
     /// Ridge regression / L2-regularized logistic regression on one-hot, standardized features.
     Linear,
+    /// One classification tree grown by the linfa-trees crate (exact splits, Gini);
+    /// classification only.
+    #[serde(rename = "linfa-tree")]
+    LinfaTree,
+}
+
+impl Kind {
+    /// The name used in config files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Auto => "auto",
+            Kind::Tree => "tree",
+            Kind::Forest => "forest",
+            Kind::Boosted => "boosted",
+            Kind::Linear => "linear",
+            Kind::LinfaTree => "linfa-tree",
+        }
+    }
 }
 
 /// Transform of a regression label before fitting.
@@ -36,7 +57,7 @@ pub enum Target {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     pub kind: Kind,
-    /// Tree depth limit. Default: tree 6, forest 16, boosted 4.
+    /// Tree depth limit. Default: tree and linfa-tree 6, forest unlimited (fully grown), boosted 4.
     pub max_depth: Option<usize>,
     /// Leaf limit (best-first growth). Default: unlimited.
     pub max_leaf_nodes: Option<usize>,
@@ -44,8 +65,12 @@ pub struct ModelConfig {
     pub min_samples_leaf: Option<usize>,
     /// Forest size.
     pub n_trees: usize,
-    /// Boosting rounds.
+    /// Boosting rounds: the cap when early stopping is on.
     pub n_rounds: usize,
+    /// Boosting early stopping: stop after this many rounds without improvement of the loss on an
+    /// inner slice of the training rows (10 %, 20 % below 1,000 rows), keep the best round.
+    /// 0 turns early stopping off: exactly `n_rounds` rounds on every training row.
+    pub n_iter_no_change: usize,
     /// Boosting shrinkage.
     pub learning_rate: f64,
     /// Boosting: fraction of rows drawn (without replacement) for each round.
@@ -63,17 +88,24 @@ pub struct ModelConfig {
     pub target: Target,
     /// Seed of every random choice in fitting (bootstrap, subsampling).
     pub seed: u64,
+    /// Threads for fitting (histograms, forest trees, cross-validation folds). Default: the
+    /// machine's cores. A fit is the same bit for bit whatever the thread count.
+    pub threads: Option<usize>,
+    /// `kind = "auto"`: time budget of the cross-validation. Candidates are tried cheapest first;
+    /// those not reached within the budget are skipped (the choice then depends on timing).
+    pub auto_budget_ms: u64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            kind: Kind::Boosted,
+            kind: Kind::Auto,
             max_depth: None,
             max_leaf_nodes: None,
             min_samples_leaf: None,
-            n_trees: 200,
-            n_rounds: 400,
+            n_trees: 100,
+            n_rounds: 1000,
+            n_iter_no_change: 10,
             learning_rate: 0.05,
             subsample: 0.8,
             colsample: None,
@@ -82,6 +114,8 @@ impl Default for ModelConfig {
             max_bins: 256,
             target: Target::Auto,
             seed: 42,
+            threads: None,
+            auto_budget_ms: 60_000,
         }
     }
 }
@@ -124,14 +158,20 @@ impl ModelConfig {
         if !(2..=256).contains(&self.max_bins) {
             return bad("max_bins", "in 2..=256");
         }
+        if self.threads == Some(0) {
+            return bad("threads", "≥ 1");
+        }
+        if self.auto_budget_ms == 0 {
+            return bad("auto_budget_ms", "≥ 1");
+        }
         Ok(())
     }
 
     pub(crate) fn depth(&self) -> usize {
         self.max_depth.unwrap_or(match self.kind {
-            Kind::Tree => 6,
-            Kind::Forest => 16,
-            Kind::Boosted | Kind::Linear => 4,
+            Kind::Tree | Kind::LinfaTree => 6,
+            Kind::Forest => usize::MAX,
+            Kind::Boosted | Kind::Linear | Kind::Auto => 4,
         })
     }
 

@@ -10,9 +10,12 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::boost::{fit_boosted, Loss};
 use super::config::{Kind, ModelConfig};
 use super::error::{MlError, Result};
 use super::linear::Linear;
+use super::linfa_tree;
+use super::par::{self, mix};
 use super::tree::{grow, BinnedData, GrowParams, Tree};
 
 /// Fitted model: raw outputs per row (`n_outputs` of them). Regression: the prediction.
@@ -69,14 +72,6 @@ pub struct Classifier {
     pub n_classes: usize,
 }
 
-fn mix(seed: u64, i: u64) -> u64 {
-    // splitmix64 of (seed, i): independent, reproducible streams per tree.
-    let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn check_shapes(x: &ArrayView2<f64>, n_targets: usize) -> Result<()> {
     if x.nrows() != n_targets {
         return Err(linfa::Error::MismatchedShapes(x.nrows(), n_targets).into());
@@ -102,10 +97,12 @@ impl Fit<Array2<f64>, Array1<f64>, MlError> for LearnerParams {
         let model = match cfg.kind {
             Kind::Linear => Model::Linear(Linear::fit_ridge(x, &y, cfg.alpha)),
             Kind::Tree | Kind::Forest => {
-                let g: Vec<f64> = y.iter().map(|v| -v).collect();
-                fit_averaged_trees(cfg, x, &g, 1, false)
+                let gh: Vec<f64> = y.iter().flat_map(|v| [-v, 1.0]).collect();
+                fit_averaged_trees(cfg, x, &gh, 1, false)
             }
-            Kind::Boosted => fit_boosted(cfg, x, Loss::Squared(&y)),
+            Kind::Boosted => boosted(fit_boosted(cfg, x, Loss::Squared(&y))),
+            Kind::LinfaTree => return Err(linfa_tree::regression_error()),
+            Kind::Auto => return Err(unresolved_auto()),
         };
         Ok(Regressor {
             model,
@@ -127,13 +124,15 @@ impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
         let model = match cfg.kind {
             Kind::Linear => Model::Linear(Linear::fit_logistic(x, &y, n_classes, cfg.alpha)),
             Kind::Tree | Kind::Forest => {
-                let mut g = vec![0.0; y.len() * n_classes];
-                for (i, &c) in y.iter().enumerate() {
-                    g[i * n_classes + c] = -1.0;
-                }
-                fit_averaged_trees(cfg, x, &g, n_classes, true)
+                let gh = one_hot_gradients(&y, n_classes);
+                fit_averaged_trees(cfg, x, &gh, n_classes, true)
             }
-            Kind::Boosted => fit_boosted(cfg, x, Loss::Classes(&y, n_classes)),
+            Kind::Boosted => boosted(fit_boosted(cfg, x, Loss::Classes(&y, n_classes))),
+            Kind::LinfaTree => Model::Trees {
+                base: vec![0.0; n_classes],
+                trees: vec![linfa_tree::fit(cfg, x, &y, n_classes)?],
+            },
+            Kind::Auto => return Err(unresolved_auto()),
         };
         Ok(Classifier {
             model,
@@ -143,18 +142,38 @@ impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
     }
 }
 
+fn boosted((base, trees): (Vec<f64>, Vec<Tree>)) -> Model {
+    Model::Trees { base, trees }
+}
+
+/// `kind = "auto"` is resolved by the pipeline before any learner is fitted.
+fn unresolved_auto() -> MlError {
+    MlError::Config("model.kind = \"auto\" must be resolved by Pipeline::fit".into())
+}
+
+/// Gradients of a classification tree: `g = −onehot(y)`, `h = 1`, interleaved per row.
+pub(crate) fn one_hot_gradients(y: &[usize], k: usize) -> Vec<f64> {
+    let mut gh = vec![0.0; y.len() * 2 * k];
+    for (i, &c) in y.iter().enumerate() {
+        let row = &mut gh[i * 2 * k..(i + 1) * 2 * k];
+        row[c] = -1.0;
+        row[k..].iter_mut().for_each(|h| *h = 1.0);
+    }
+    gh
+}
+
 /// One tree (`kind = tree`) or a bagged forest: leaves hold means / class frequencies, pre-divided
 /// by the number of trees so the sum is the average.
 fn fit_averaged_trees(
     cfg: &ModelConfig,
     x: ArrayView2<f64>,
-    g: &[f64],
+    gh: &[f64],
     k: usize,
     classify: bool,
 ) -> Model {
     let n = x.nrows();
-    let data = BinnedData::new(x, cfg.max_bins);
-    let h = vec![1.0; g.len()];
+    let threads = par::resolve_threads(cfg.threads);
+    let data = BinnedData::new(x, cfg.max_bins, threads);
     let forest = cfg.kind == Kind::Forest;
     let n_trees = if forest { cfg.n_trees } else { 1 };
     let p = data.n_features().max(1) as f64;
@@ -175,137 +194,33 @@ fn fit_averaged_trees(
         shrinkage: 1.0 / n_trees as f64,
         features: None,
         node_colsample: colsample,
+        // A forest spends its threads on whole trees; a single tree on its histograms.
+        threads: if forest { 1 } else { threads },
     };
-    let mut trees = Vec::with_capacity(n_trees);
-    for t in 0..n_trees {
+    // Each tree draws from its own stream: the forest is the same for any thread count.
+    let trees = par::map(n_trees, if forest { threads } else { 1 }, |t| {
         let mut rng = StdRng::seed_from_u64(mix(cfg.seed, t as u64));
         let mut rows: Vec<u32> = if forest {
             use rand::Rng;
-            let mut r: Vec<u32> = (0..n).map(|_| rng.gen_range(0..n as u32)).collect();
-            r.sort_unstable();
+            // Bootstrap as counts, then the sorted index list (no sort of n draws).
+            let mut counts = vec![0u32; n];
+            for _ in 0..n {
+                counts[rng.gen_range(0..n)] += 1;
+            }
+            let mut r = Vec::with_capacity(n);
+            for (i, c) in counts.iter().enumerate() {
+                r.extend(std::iter::repeat_n(i as u32, *c as usize));
+            }
             r
         } else {
             (0..n as u32).collect()
         };
-        trees.push(grow(&data, g, &h, k, &mut rows, &params, &mut rng));
-    }
+        grow(&data, gh, k, &mut rows, &params, &mut rng).tree
+    });
     Model::Trees {
         base: vec![0.0; k],
         trees,
     }
-}
-
-enum Loss<'a> {
-    Squared(&'a [f64]),
-    Classes(&'a [usize], usize),
-}
-
-/// Gradient boosting: squared loss, logistic loss (one logit) for two classes, softmax with one
-/// multi-output tree per round for more.
-fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> Model {
-    let n = x.nrows();
-    let data = BinnedData::new(x, cfg.max_bins);
-    let xs = x.as_standard_layout();
-    let k = match loss {
-        Loss::Squared(_) => 1,
-        Loss::Classes(_, 2) => 1,
-        Loss::Classes(_, c) => c,
-    };
-    let base: Vec<f64> = match loss {
-        Loss::Squared(y) => vec![y.iter().sum::<f64>() / n as f64],
-        Loss::Classes(y, c) => {
-            let mut counts = vec![0.0; c];
-            for &v in y {
-                counts[v] += 1.0;
-            }
-            let prior: Vec<f64> = counts
-                .iter()
-                .map(|v| (v / n as f64).clamp(1e-6, 1.0 - 1e-6))
-                .collect();
-            if k == 1 {
-                vec![(prior[1] / prior[0]).ln()]
-            } else {
-                prior.iter().map(|p| p.ln()).collect()
-            }
-        }
-    };
-    let mut f: Vec<f64> = (0..n).flat_map(|_| base.iter().copied()).collect();
-    let mut g = vec![0.0; n * k];
-    let mut h = vec![1.0; n * k];
-    let p_feat = data.n_features();
-    let colsample = cfg.colsample.unwrap_or(0.5);
-    let n_feat = ((p_feat as f64 * colsample).round() as usize).clamp(1, p_feat.max(1));
-    let n_rows = ((n as f64 * cfg.subsample).round() as usize).clamp(1, n);
-    let mut params = GrowParams {
-        max_depth: cfg.depth(),
-        max_leaves: cfg.max_leaf_nodes.unwrap_or(usize::MAX),
-        min_samples_leaf: cfg.min_leaf(),
-        lambda: cfg.lambda,
-        min_child_weight: 1e-3,
-        shrinkage: cfg.learning_rate,
-        features: None,
-        node_colsample: None,
-    };
-    let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let mut trees = Vec::with_capacity(cfg.n_rounds);
-    let mut prob = vec![0.0; k];
-    for _ in 0..cfg.n_rounds {
-        match loss {
-            Loss::Squared(y) => {
-                for i in 0..n {
-                    g[i] = f[i] - y[i];
-                }
-            }
-            Loss::Classes(y, _) if k == 1 => {
-                for i in 0..n {
-                    let p = 1.0 / (1.0 + (-f[i]).exp());
-                    g[i] = p - (y[i] == 1) as u8 as f64;
-                    h[i] = (p * (1.0 - p)).max(1e-6);
-                }
-            }
-            Loss::Classes(y, _) => {
-                for i in 0..n {
-                    let fi = &f[i * k..(i + 1) * k];
-                    let m = fi.iter().copied().fold(f64::MIN, f64::max);
-                    let mut z = 0.0;
-                    for (p, v) in prob.iter_mut().zip(fi) {
-                        *p = (v - m).exp();
-                        z += *p;
-                    }
-                    for j in 0..k {
-                        let p = prob[j] / z;
-                        g[i * k + j] = p - (y[i] == j) as u8 as f64;
-                        h[i * k + j] = (p * (1.0 - p)).max(1e-6);
-                    }
-                }
-            }
-        }
-        let mut rows: Vec<u32> = if n_rows < n {
-            let mut r: Vec<u32> = rand::seq::index::sample(&mut rng, n, n_rows)
-                .into_iter()
-                .map(|i| i as u32)
-                .collect();
-            r.sort_unstable();
-            r
-        } else {
-            (0..n as u32).collect()
-        };
-        params.features = if n_feat < p_feat {
-            let mut fs = rand::seq::index::sample(&mut rng, p_feat, n_feat).into_vec();
-            fs.sort_unstable();
-            Some(fs)
-        } else {
-            None
-        };
-        let tree = grow(&data, &g, &h, k, &mut rows, &params, &mut rng);
-        for i in 0..n {
-            if let Some(row) = xs.row(i).as_slice() {
-                tree.add_to(row, &mut f[i * k..(i + 1) * k]);
-            }
-        }
-        trees.push(tree);
-    }
-    Model::Trees { base, trees }
 }
 
 fn predict_raw(model: &Model, x: &Array2<f64>, mut each: impl FnMut(usize, &[f64])) {
@@ -400,7 +315,7 @@ mod tests {
     #[test]
     fn trees_learn_xor_classes() {
         let (x, _, c) = xor_like(400);
-        for kind in [Kind::Tree, Kind::Forest, Kind::Boosted] {
+        for kind in [Kind::Tree, Kind::Forest, Kind::Boosted, Kind::LinfaTree] {
             let cfg = ModelConfig {
                 kind,
                 n_trees: 20,
@@ -425,6 +340,7 @@ mod tests {
             .collect();
         let ds = Dataset::new(x.clone(), Array1::from(c.clone()));
         let m = LearnerParams(ModelConfig {
+            kind: Kind::Boosted,
             n_rounds: 60,
             ..Default::default()
         })

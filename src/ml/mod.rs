@@ -7,16 +7,21 @@
 //! - [`config`]: [`ModelConfig`], the `[model]` table; its `Default` is the tuned default.
 //! - [`preprocess`]: imputation and categorical encoding fitted on the training split.
 //! - [`tree`]: the histogram CART every tree learner grows.
-//! - [`learner`], [`linear`]: tree / forest / boosted / linear behind linfa's `Fit` / `Predict`.
+//! - [`learner`], [`linear`]: tree / forest / boosted / linear / linfa-tree behind linfa's `Fit` /
+//!   `Predict`.
 //! - [`pipeline`]: [`Pipeline`] = preprocessing + learner + label coding + [`ModelMeta`]; the
 //!   model file (MessagePack).
 //! - [`metrics`]: [`score`], [`aggregate`] (mean / vote).
 //! - [`drift`]: [`Reference`] (summary of the training data) and [`detect`] (tests per
 //!   feature, label, model error, Holm-corrected → [`DriftReport`]); the swap rule.
-//! - [`synth`]: the `gen` synthetic data generator.
-//! - [`eval`]: [`evaluate_split`], [`combine_splits`], and [`run_offline`], the whole protocol in
-//!   one process.
+//! - [`synth`]: the synthetic data generator behind the `gen` tool.
+//! - [`eval`]: [`evaluate_split`], [`combine_splits`].
+//! - [`auto`]: `kind = "auto"`, the learner chosen by cross-validation; [`boost`]: gradient
+//!   boosting with early stopping; [`linfa_tree`]: `kind = "linfa-tree"`; [`par`]: deterministic
+//!   threads.
 
+pub mod auto;
+pub mod boost;
 pub mod config;
 pub mod data;
 pub mod drift;
@@ -24,7 +29,9 @@ pub mod error;
 pub mod eval;
 pub mod learner;
 pub mod linear;
+pub mod linfa_tree;
 pub mod metrics;
+pub mod par;
 pub mod pipeline;
 pub mod preprocess;
 pub mod shard;
@@ -40,8 +47,8 @@ pub use drift::{
     FeatureDrift, Reference, Swap, SwapScores,
 };
 pub use error::{MlError, Result};
-pub use eval::{combine_splits, evaluate_split, run_offline, OfflineArgs, SplitEval};
+pub use eval::{combine_splits, evaluate_split, SplitEval};
 pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};
 pub use pipeline::{ModelMeta, Pipeline, FORMAT_VERSION};
 pub use shard::{load_shard, read_new, NewLines, Watermark};
-pub use synth::{run_gen, GenArgs};
+pub use synth::{GenArgs, Synth};

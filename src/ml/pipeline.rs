@@ -6,17 +6,22 @@ use linfa::Dataset;
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
+use super::auto;
 use super::config::{Kind, ModelConfig, Target};
 use super::data::{Labels, Rows, Table, Task};
 use super::error::{MlError, Result};
 use super::learner::{Classifier, LearnerParams, Model, Regressor};
-use super::metrics::Predictions;
+use super::metrics::{score, Predictions, Scores};
 use super::preprocess::Preprocessor;
 
 /// Magic string at the top of every model file.
 pub const MODEL_MAGIC: &str = "ensemble-cluster-model";
-/// Version of the model file layout; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the model file layout; bumped on any incompatible change (2: `auto` and
+/// `linfa-tree` kinds, early stopping and thread settings, `kind` / `cv_score` in the metadata).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Model files larger than this are refused before decoding.
+pub const MAX_MODEL_BYTES: usize = 1 << 30;
 
 /// Who trained a model, on what, and how long it took.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -32,6 +37,13 @@ pub struct ModelMeta {
     pub seed: u64,
     /// The label column (set by `Pipeline::fit`).
     pub label: String,
+    /// The learner fitted (set by `Pipeline::fit`): the configured kind, or what `auto` chose.
+    pub kind: String,
+    /// `kind = "auto"` only: the chosen learner's mean cross-validation loss on the training
+    /// split (RMSLE or RMSE for regression, 1 − accuracy for classification; lower is better).
+    pub cv_score: Option<f64>,
+    /// `kind = "auto"` only: every candidate's mean CV loss (`None`: skipped for the budget).
+    pub cv_scores: Vec<(String, Option<f64>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,11 +98,49 @@ fn skewness(y: &[f64]) -> f64 {
 impl Pipeline {
     /// Fit preprocessing and learner on a training table. `meta.rows`, `meta.seed` and
     /// `meta.label` are filled in; the rest of `meta` is kept as given.
-    pub fn fit(train: &Table, cfg: &ModelConfig, mut meta: ModelMeta) -> Result<Pipeline> {
+    /// With `kind = "auto"` the learner is chosen by cross-validation first (see [`auto`]); the
+    /// pipeline's config then names the chosen kind, and `meta` records it with its CV loss.
+    pub fn fit(train: &Table, cfg: &ModelConfig, meta: ModelMeta) -> Result<Pipeline> {
         cfg.validate()?;
         if train.is_empty() {
             return Err(MlError::Data("no training rows".into()));
         }
+        if cfg.kind != Kind::Auto {
+            return Pipeline::fit_kind(train, cfg, meta);
+        }
+        let choice = auto::choose(train, cfg, |fit, held, fold_cfg| {
+            let p = Pipeline::fit_kind(fit, fold_cfg, ModelMeta::default())?;
+            let pred = p.predict_table(held)?;
+            let s = score(&held.labels, &pred)?;
+            Ok(match s {
+                Scores::Regression(r) if p.target == Target::Log => r.rmsle.unwrap_or(r.rmse),
+                Scores::Regression(r) => r.rmse,
+                Scores::Classification(c) => 1.0 - c.accuracy,
+            })
+        })?;
+        let chosen = ModelConfig {
+            kind: choice.kind,
+            ..cfg.clone()
+        };
+        let mut p = Pipeline::fit_kind(train, &chosen, meta)?;
+        p.meta.cv_score = Some(choice.cv_score);
+        p.meta.cv_scores = choice
+            .scores
+            .iter()
+            .map(|(k, s)| (k.name().to_string(), *s))
+            .collect();
+        Ok(p)
+    }
+
+    /// Fit one given kind (never `auto`).
+    fn fit_kind(train: &Table, cfg: &ModelConfig, mut meta: ModelMeta) -> Result<Pipeline> {
+        if train.is_empty() {
+            return Err(MlError::Data("no training rows".into()));
+        }
+        if cfg.kind == Kind::LinfaTree && matches!(train.labels, Labels::Regression(_)) {
+            return Err(super::linfa_tree::regression_error());
+        }
+        meta.kind = cfg.kind.name().to_string();
         meta.rows = train.len();
         meta.seed = cfg.seed;
         meta.label = train.label_name.clone();
@@ -199,6 +249,12 @@ impl Pipeline {
     /// Read a model file. Garbage, truncation, another format version or an inconsistent model
     /// is an error, never a panic.
     pub fn from_bytes(b: &[u8]) -> Result<Pipeline> {
+        if b.len() > MAX_MODEL_BYTES {
+            return Err(MlError::ModelFile(format!(
+                "{} bytes, more than the {MAX_MODEL_BYTES} a model may have",
+                b.len()
+            )));
+        }
         let h: FileHeader = rmp_serde::from_slice(b)
             .map_err(|e| MlError::ModelFile(format!("not a model file: {e}")))?;
         if h.magic != MODEL_MAGIC {

@@ -1,4 +1,5 @@
-//! `gen`: seeded synthetic shards for tests, demos and benchmarks.
+//! Seeded synthetic shards for tests, demos and benchmarks (the `gen` tool writes them to a file:
+//! `src/tools/gen.rs`).
 //!
 //! Features `x0..x{F-1}` ~ U(0, 1) (then moved by `shift` standard deviations, 1/√12 each), label
 //! `y`. Regression is Friedman #1, `y = 10 sin(π x0 x1) + 20 (x2 − 0.5)² + 10 x3 + 5 x4 + ε`,
@@ -8,10 +9,8 @@
 //! stays. Each row draws its features then its noise from one `StdRng`, so a file of N rows is the
 //! prefix of one of M > N rows with the same arguments.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 
 use ndarray_rand::rand::{Rng, SeedableRng};
 use ndarray_rand::rand_distr::{Normal, Uniform};
@@ -23,41 +22,30 @@ use super::error::{MlError, Result};
 /// Standard deviation of U(0, 1).
 pub const UNIFORM_STD: f64 = 0.288_675_134_594_812_9; // 1/√12
 
-/// `gen --rows N [--features F] [--task regression|classification] [--classes K] [--shift X]
-/// [--noise S] [--seed S] [--append] --out FILE.csv`
-#[derive(Debug, Clone, clap::Args)]
-pub struct GenArgs {
-    /// Rows to write
-    #[arg(long)]
+/// What to generate. `out` only names the destination in I/O errors.
+#[derive(Debug, Clone)]
+pub struct Synth {
     pub rows: usize,
-    /// Feature columns x0..x{F-1} (at least 5: Friedman #1 uses x0..x4)
-    #[arg(long, default_value_t = 10)]
+    /// Feature columns x0..x{F-1} (at least 5: Friedman #1 uses x0..x4).
     pub features: usize,
-    #[arg(long, value_enum, default_value_t = Task::Regression)]
     pub task: Task,
-    /// Classes for classification (labels c0, c1, ...)
-    #[arg(long, default_value_t = 2)]
+    /// Classes for classification (labels c0, c1, ...).
     pub classes: usize,
-    /// Move every feature by this many standard deviations of its unshifted distribution
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    /// Move every feature by this many standard deviations of its unshifted distribution.
     pub shift: f64,
-    /// Standard deviation of the Gaussian noise on the Friedman score
-    #[arg(long, default_value_t = 1.0)]
+    /// Standard deviation of the Gaussian noise on the Friedman score.
     pub noise: f64,
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Append rows (no header) to an existing file whose header must match; creates it otherwise
-    #[arg(long)]
-    pub append: bool,
-    /// Output CSV
-    #[arg(long)]
     pub out: PathBuf,
 }
 
-impl GenArgs {
+/// The name the generator settings had when they were also the command line; kept for callers.
+pub type GenArgs = Synth;
+
+impl Synth {
     /// Defaults of the command line with `rows` and `out` set.
-    pub fn new(rows: usize, out: impl Into<PathBuf>) -> GenArgs {
-        GenArgs {
+    pub fn new(rows: usize, out: impl Into<PathBuf>) -> Synth {
+        Synth {
             rows,
             features: 10,
             task: Task::Regression,
@@ -65,12 +53,12 @@ impl GenArgs {
             shift: 0.0,
             noise: 1.0,
             seed: 42,
-            append: false,
             out: out.into(),
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Check the ranges; the messages name the command-line options.
+    pub fn validate(&self) -> Result<()> {
         let bad = |rule: &str| Err(MlError::Config(format!("gen: {rule}")));
         if self.features < 5 {
             return bad("--features must be at least 5 (Friedman #1 uses x0..x4)");
@@ -130,7 +118,7 @@ fn round6(v: f64) -> f64 {
 }
 
 /// Write `args.rows` rows (and the header line first when `header`) to `w`.
-pub fn write_rows<W: Write>(args: &GenArgs, header: bool, w: W) -> Result<()> {
+pub fn write_rows<W: Write>(args: &Synth, header: bool, w: W) -> Result<()> {
     args.validate()?;
     let io = |source| MlError::Io {
         path: args.out.clone(),
@@ -168,88 +156,13 @@ pub fn write_rows<W: Write>(args: &GenArgs, header: bool, w: W) -> Result<()> {
     w.flush().map_err(io)
 }
 
-/// With `--append` on an existing non-empty file: checks its header and whether it ends with a
-/// newline (a last line without one gets it, so the new rows start on their own line).
-fn check_append(path: &Path, header: &str) -> Result<Option<bool>> {
-    let io = |source| MlError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e)),
-    };
-    let len = f.metadata().map_err(io)?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut first = String::new();
-    BufReader::new(&mut f).read_line(&mut first).map_err(io)?;
-    let found = first.trim_end_matches(['\n', '\r']);
-    let cells: Vec<&str> = found.split(',').map(str::trim).collect();
-    let want: Vec<&str> = header.split(',').collect();
-    if cells != want {
-        return Err(MlError::Csv {
-            path: path.to_path_buf(),
-            line: 1,
-            message: format!("--append: the header is '{found}', these rows need '{header}'"),
-        });
-    }
-    f.seek(SeekFrom::Start(len - 1)).map_err(io)?;
-    let mut last = [0u8; 1];
-    f.read_exact(&mut last).map_err(io)?;
-    Ok(Some(last[0] == b'\n'))
-}
-
-/// Run `gen`: writes the file and returns `{"ok":true,"rows":N,"features":F,"out":path,"ms":..}`.
-pub fn run_gen(args: &GenArgs) -> Result<serde_json::Value> {
-    args.validate()?;
-    let t0 = Instant::now();
-    let io = |source| MlError::Io {
-        path: args.out.clone(),
-        source,
-    };
-    let header = args.header().join(",");
-    let existing = if args.append {
-        check_append(&args.out, &header)?
-    } else {
-        None
-    };
-    match existing {
-        Some(ends_with_newline) => {
-            let mut f = OpenOptions::new()
-                .append(true)
-                .open(&args.out)
-                .map_err(io)?;
-            if !ends_with_newline {
-                f.write_all(b"\n").map_err(io)?;
-            }
-            write_rows(args, false, f)?;
-        }
-        None => write_rows(args, true, File::create(&args.out).map_err(io)?)?,
-    }
-    Ok(serde_json::json!({
-        "ok": true,
-        "rows": args.rows,
-        "features": args.features,
-        "task": args.task,
-        "classes": (args.task == Task::Classification).then_some(args.classes),
-        "shift": args.shift,
-        "seed": args.seed,
-        "append": existing.is_some(),
-        "out": args.out.display().to_string(),
-        "ms": t0.elapsed().as_millis() as u64,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ml::data::{parse_csv, ColumnData, DataSpec, Labels};
     use crate::ml::{score, ModelConfig, ModelMeta, Pipeline, Scores};
 
-    fn bytes(args: &GenArgs) -> Vec<u8> {
+    fn bytes(args: &Synth) -> Vec<u8> {
         let mut buf = Vec::new();
         write_rows(args, true, &mut buf).unwrap();
         buf
@@ -261,16 +174,12 @@ mod tests {
             task,
             drop: vec![],
         };
-        parse_csv(Path::new("gen.csv"), b, &spec).unwrap()
-    }
-
-    fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("ml-gen-{}-{name}", std::process::id()))
+        parse_csv(std::path::Path::new("gen.csv"), b, &spec).unwrap()
     }
 
     #[test]
     fn same_seed_same_file_and_prefixes() {
-        let mut a = GenArgs::new(1_000, "x.csv");
+        let mut a = Synth::new(1_000, "x.csv");
         a.seed = 7;
         assert_eq!(bytes(&a), bytes(&a));
         let mut short = a.clone();
@@ -286,60 +195,17 @@ mod tests {
     }
 
     #[test]
-    fn run_gen_writes_and_appends() {
-        let path = temp("append.csv");
-        let mut a = GenArgs::new(300, &path);
-        let v = run_gen(&a).unwrap();
-        assert_eq!(
-            (v["ok"].as_bool(), v["rows"].as_u64()),
-            (Some(true), Some(300))
-        );
-        a.append = true;
-        a.rows = 200;
-        a.seed = 9;
-        run_gen(&a).unwrap();
-        let text = std::fs::read(&path).unwrap();
-        assert_eq!(parse(&text, Task::Regression).len(), 500);
-        // A last line without its newline gets one before the appended rows.
-        let mut cut = text.clone();
-        cut.pop();
-        std::fs::write(&path, &cut).unwrap();
-        a.rows = 1;
-        run_gen(&a).unwrap();
-        assert_eq!(
-            parse(&std::fs::read(&path).unwrap(), Task::Regression).len(),
-            501
-        );
-        // Another header is refused.
-        a.features = 6;
-        let e = run_gen(&a).unwrap_err().to_string();
-        assert!(e.contains("--append") && e.contains("x5"), "{e}");
-        // Absent file: created with its header.
-        let fresh = temp("fresh.csv");
-        let _ = std::fs::remove_file(&fresh);
-        let mut b = GenArgs::new(5, &fresh);
-        b.append = true;
-        assert_eq!(run_gen(&b).unwrap()["append"], false);
-        assert_eq!(
-            parse(&std::fs::read(&fresh).unwrap(), Task::Regression).len(),
-            5
-        );
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(&fresh);
-    }
-
-    #[test]
     fn bad_arguments() {
-        let mut a = GenArgs::new(5, "x.csv");
+        let mut a = Synth::new(5, "x.csv");
         a.features = 4;
-        assert!(run_gen(&a).is_err());
+        assert!(a.validate().is_err());
         a.features = 5;
         a.task = Task::Classification;
         a.classes = 1;
-        assert!(run_gen(&a).is_err());
+        assert!(a.validate().is_err());
         a.classes = 2;
         a.noise = -1.0;
-        assert!(run_gen(&a).is_err());
+        assert!(a.validate().is_err());
     }
 
     fn means(t: &crate::ml::Table) -> Vec<f64> {
@@ -354,7 +220,7 @@ mod tests {
 
     #[test]
     fn shift_moves_means_by_one_std() {
-        let mut a = GenArgs::new(20_000, "x.csv");
+        let mut a = Synth::new(20_000, "x.csv");
         let base = means(&parse(&bytes(&a), Task::Regression));
         a.shift = 1.0;
         a.seed = 43;
@@ -368,7 +234,7 @@ mod tests {
 
     #[test]
     fn classes_are_balanced_without_shift() {
-        let mut a = GenArgs::new(6_000, "x.csv");
+        let mut a = Synth::new(6_000, "x.csv");
         a.task = Task::Classification;
         a.classes = 3;
         let t = parse(&bytes(&a), Task::Classification);
@@ -383,7 +249,7 @@ mod tests {
 
     #[test]
     fn default_model_fits_friedman() {
-        let a = GenArgs::new(5_000, "x.csv");
+        let a = Synth::new(5_000, "x.csv");
         let t = parse(&bytes(&a), Task::Regression);
         let (train, valid) = t.split(0.3, 42);
         let model = Pipeline::fit(&train, &ModelConfig::default(), ModelMeta::default()).unwrap();

@@ -174,7 +174,7 @@ pub async fn dial(addr: &str, role: Role, me: &Greeting, expected: Option<&str>)
         let (node, their_nonce, proof) = match first {
             Message::Challenge { node, nonce, proof } => (node, nonce, proof),
             Message::Refused { reason } => return Err(refused(reason)),
-            other => return Err(refused(format!("unexpected {} in handshake", name(&other)))),
+            other => return Err(refused(format!("unexpected {} in handshake", other.name()))),
         };
         if let Some(identity) = &certified {
             if identity.name != node.id {
@@ -214,7 +214,7 @@ pub async fn dial(addr: &str, role: Role, me: &Greeting, expected: Option<&str>)
                 members,
             }),
             Message::Refused { reason } => Err(refused(reason)),
-            other => Err(refused(format!("unexpected {} in handshake", name(&other)))),
+            other => Err(refused(format!("unexpected {} in handshake", other.name()))),
         }
     };
     tokio::time::timeout(me.timeout, work)
@@ -273,7 +273,7 @@ pub async fn accept(tcp: TcpStream, me: &NodeInfo, greeting: &Greeting) -> Resul
                 role,
                 nonce,
             } => (check_hello(me, greeting, version, &cluster, &role)?, nonce),
-            other => return Err(Refusal(format!("expected hello, got {}", name(&other)))),
+            other => return Err(Refusal(format!("expected hello, got {}", other.name()))),
         };
         let access = access_of(&role, certified.as_ref())?;
         let my_nonce = nonce();
@@ -308,7 +308,7 @@ pub async fn accept(tcp: TcpStream, me: &NodeInfo, greeting: &Greeting) -> Resul
                     .to_string(),
             )),
             Message::Refused { reason } => Err(Refusal(format!("the dialer gave up: {reason}"))),
-            other => Err(Refusal(format!("expected auth, got {}", name(&other)))),
+            other => Err(Refusal(format!("expected auth, got {}", other.name()))),
         }
     };
     let outcome = match tokio::time::timeout(greeting.timeout, work).await {
@@ -357,7 +357,7 @@ fn access_of(role: &Role, certified: Option<&Identity>) -> std::result::Result<A
             CertRole::Operator => Ok(Access::Operator),
             CertRole::Reader => Ok(Access::Reader),
             CertRole::Member => Err(Refusal(format!(
-                "{:?} holds a member certificate: clients use an operator or reader one",
+                "{:?} holds a member certificate: a client needs an operator or reader one",
                 id.name
             ))),
         },
@@ -404,21 +404,6 @@ fn check_hello(
         }
     }
     Ok(role.clone())
-}
-
-/// A message's variant name, for error messages.
-pub(crate) fn name(msg: &Message) -> &'static str {
-    match msg {
-        Message::Hello { .. } => "hello",
-        Message::Challenge { .. } => "challenge",
-        Message::Auth { .. } => "auth",
-        Message::Welcome { .. } => "welcome",
-        Message::Refused { .. } => "refused",
-        Message::Heartbeat { .. } => "heartbeat",
-        Message::Leave => "leave",
-        Message::Request { .. } => "request",
-        Message::Response { .. } => "response",
-    }
 }
 
 #[cfg(test)]

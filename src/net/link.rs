@@ -15,7 +15,6 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::handshake::name;
 use super::Conn;
 use crate::error::{Error, Result};
 use crate::protocol::{EncodedBody, Message, NodeInfo, Outbound, Request, Response};
@@ -389,7 +388,7 @@ impl Link {
                 Message::Heartbeat { members } => notify(LinkEvent::Heartbeat { members }),
                 Message::Leave => notify(LinkEvent::Leave),
                 other => {
-                    let reason = format!("unexpected {} after the handshake", name(&other));
+                    let reason = format!("unexpected {} after the handshake", other.name());
                     tracing::warn!(peer = %self.inner.peer, "closing connection: {reason}");
                     self.close(&reason);
                     break;

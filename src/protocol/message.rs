@@ -73,6 +73,23 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The variant's name, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Challenge { .. } => "challenge",
+            Message::Auth { .. } => "auth",
+            Message::Welcome { .. } => "welcome",
+            Message::Refused { .. } => "refused",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::Leave => "leave",
+            Message::Request { .. } => "request",
+            Message::Response { .. } => "response",
+        }
+    }
+}
+
 /// Requests; each is answered by exactly one [`Response`] with the same id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {

@@ -1,0 +1,160 @@
+//! `kind = "auto"`: a node picks its learner by k-fold cross-validation on its own training split.
+//!
+//! Candidates `linear`, `boosted` (early stopping on) and `forest`, cheapest first, each scored
+//! on the same folds (stratified by class for classification) with the fold's own preprocessing,
+//! as `Pipeline::fit` would do on that fold. The score is a loss, lower is better: RMSLE for a
+//! log-target regression, else RMSE; 1 − accuracy for classification. Ties keep the earlier
+//! candidate. Below 200 rows the 3-fold split is repeated twice (one split of so few rows ranks
+//! learners by noise as often as by merit). Above [`CV_ROWS`] training rows the folds are cut from a seeded sample of that
+//! many rows (a learner's ranking is settled long before that, the final fit uses every row).
+//! Folds run on the configured threads. A candidate not started within `auto_budget_ms` is
+//! skipped, so only a run that hits the budget depends on timing.
+
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Kind, ModelConfig};
+use super::data::{Labels, Table};
+use super::error::{MlError, Result};
+use super::par::{self, mix};
+
+/// The learners `auto` chooses among, in the order they are tried.
+pub const CANDIDATES: [Kind; 3] = [Kind::Linear, Kind::Boosted, Kind::Forest];
+
+/// Rows cross-validated at most (a seeded sample above that).
+pub const CV_ROWS: usize = 6_000;
+
+/// Folds: 3. A node's training runs inside the cluster's `train` deadline, beside three other
+/// nodes on the same cores; 5 folds (or repeated splits) cost too much there.
+fn n_folds(_n: usize) -> usize {
+    3
+}
+
+/// Times the k-fold split is repeated (with other shuffles): 2 below 200 rows, else 1.
+fn repeats(n: usize) -> usize {
+    if n < 200 {
+        2
+    } else {
+        1
+    }
+}
+
+/// What `auto` decided: the chosen kind and its mean CV loss, and every candidate's loss (`None`:
+/// skipped for the budget).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub kind: Kind,
+    pub cv_score: f64,
+    pub scores: Vec<(Kind, Option<f64>)>,
+}
+
+/// Fold index of each row: a seeded shuffle, stratified by class for classification.
+fn folds(labels: &Labels, k: usize, seed: u64) -> Vec<usize> {
+    let n = labels.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(mix(seed, 0xF01D)));
+    if let Labels::Classification(y) = labels {
+        // Stable sort by class after the shuffle, then deal: every fold gets its share of a class.
+        order.sort_by(|a, b| y[*a].cmp(&y[*b]));
+    }
+    let mut fold = vec![0; n];
+    for (pos, &i) in order.iter().enumerate() {
+        fold[i] = pos % k;
+    }
+    fold
+}
+
+/// Cross-validate the candidates on `train`; `fold_loss(fit_part, held_out, cfg)` fits a pipeline
+/// with `cfg` and returns its loss on the held-out part.
+pub fn choose(
+    train: &Table,
+    cfg: &ModelConfig,
+    fold_loss: impl Fn(&Table, &Table, &ModelConfig) -> Result<f64> + Sync,
+) -> Result<Choice> {
+    let t0 = Instant::now();
+    let sample: Table;
+    let data = if train.len() > CV_ROWS {
+        let mut idx: Vec<usize> = (0..train.len()).collect();
+        idx.shuffle(&mut StdRng::seed_from_u64(mix(cfg.seed, 0xC5)));
+        idx.truncate(CV_ROWS);
+        idx.sort_unstable();
+        sample = train.select(&idx);
+        &sample
+    } else {
+        train
+    };
+    let k = n_folds(data.len()).min(data.len());
+    if k < 2 {
+        return Err(MlError::Data(format!(
+            "model.kind = \"auto\" needs at least 2 training rows, got {}",
+            data.len()
+        )));
+    }
+    // Small data: the CV score of one fold split is noisy, so the folds are cut several times.
+    let repeats = repeats(data.len());
+    let mut parts: Vec<(Table, Table)> = Vec::with_capacity(k * repeats);
+    for rep in 0..repeats {
+        let fold_of = folds(&data.labels, k, mix(cfg.seed, rep as u64));
+        for f in 0..k {
+            let (fit, held): (Vec<usize>, Vec<usize>) =
+                (0..data.len()).partition(|&i| fold_of[i] != f);
+            parts.push((data.select(&fit), data.select(&held)));
+        }
+    }
+    let threads = par::resolve_threads(cfg.threads);
+    let mut scores = Vec::with_capacity(CANDIDATES.len());
+    let mut best: Option<(Kind, f64)> = None;
+    for kind in CANDIDATES {
+        if best.is_some() && t0.elapsed().as_millis() as u64 >= cfg.auto_budget_ms {
+            scores.push((kind, None));
+            continue;
+        }
+        // Folds in parallel, each fit on one thread: the same numbers as sequential folds.
+        let fold_cfg = ModelConfig {
+            kind,
+            threads: Some(1),
+            ..cfg.clone()
+        };
+        let losses = par::map(parts.len(), threads, |f| {
+            fold_loss(&parts[f].0, &parts[f].1, &fold_cfg)
+        });
+        let mut sum = 0.0;
+        for l in losses {
+            sum += l?;
+        }
+        let mean = sum / parts.len() as f64;
+        scores.push((kind, Some(mean)));
+        if best.is_none_or(|(_, b)| mean < b) {
+            best = Some((kind, mean));
+        }
+    }
+    let (kind, cv_score) = best.ok_or_else(|| MlError::Data("no candidate learner".into()))?;
+    Ok(Choice {
+        kind,
+        cv_score,
+        scores,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_are_stratified_and_balanced() {
+        let y: Vec<String> = (0..50)
+            .map(|i| if i % 5 == 0 { "a" } else { "b" }.to_string())
+            .collect();
+        let f = folds(&Labels::Classification(y.clone()), 5, 1);
+        for fold in 0..5 {
+            let a = (0..50).filter(|&i| f[i] == fold && y[i] == "a").count();
+            let all = (0..50).filter(|&i| f[i] == fold).count();
+            // 10 "a" rows over 5 folds: 2 each; 10 rows per fold.
+            assert_eq!((a, all), (2, 10), "fold {fold}");
+        }
+    }
+}
