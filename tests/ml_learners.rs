@@ -64,10 +64,10 @@ fn auto_records_the_kind_with_the_best_cv_loss() {
         )
     });
     let cfg = ModelConfig {
+        kind: Kind::Auto,
         target: ensemble_cluster::ml::Target::Identity,
         ..Default::default()
     };
-    assert_eq!(cfg.kind, Kind::Auto, "auto is the default");
     let m = Pipeline::fit(&t, &cfg, ModelMeta::default()).unwrap();
     let meta = m.meta();
     assert_eq!(meta.cv_scores.len(), 3, "{meta:?}");

@@ -99,7 +99,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            kind: Kind::Auto,
+            kind: Kind::Boosted,
             max_depth: None,
             max_leaf_nodes: None,
             min_samples_leaf: None,
