@@ -92,7 +92,11 @@ fn auto_records_the_kind_with_the_best_cv_loss() {
                 .collect(),
         )
     });
-    let m = Pipeline::fit(&t, &ModelConfig::default(), ModelMeta::default()).unwrap();
+    let auto = ModelConfig {
+        kind: Kind::Auto,
+        ..Default::default()
+    };
+    let m = Pipeline::fit(&t, &auto, ModelMeta::default()).unwrap();
     assert!(
         m.meta().kind == "boosted" || m.meta().kind == "forest",
         "{:?}",
@@ -107,6 +111,7 @@ fn auto_fits_are_identical_across_runs_and_thread_counts() {
     let train = breast_cancer("A");
     let fit = |threads| {
         let cfg = ModelConfig {
+            kind: Kind::Auto,
             threads: Some(threads),
             ..Default::default()
         };

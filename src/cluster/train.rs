@@ -224,7 +224,7 @@ mod tests {
     use super::*;
     use crate::cluster::{Batch, Member};
     use crate::error::{Error, Result};
-    use crate::ml::{ClassificationScores, Labels, Predictions};
+    use crate::ml::{ClassificationScores, Labels, Predictions, SplitStats};
 
     /// A member that trains instantly and answers `Evaluate` with what the test says.
     struct Fake {
@@ -257,8 +257,11 @@ mod tests {
             eval: SplitEval {
                 per_model: vec![accuracy(0.5); models],
                 ensemble: accuracy(0.5),
-                ensemble_pred: Predictions::Classification(vec!["a".into(), "b".into()]),
-                truth: Labels::Classification(vec!["a".into(), "a".into()]),
+                stats: SplitStats::of(
+                    &Labels::Classification(vec!["a".into(), "a".into()]),
+                    &Predictions::Classification(vec!["a".into(), "b".into()]),
+                )
+                .expect("statistics"),
             },
         })
     }

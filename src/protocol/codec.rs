@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn scores_keep_their_kind_over_the_wire() {
-        use crate::ml::{ClassificationScores, Predictions, Scores, SplitEval};
+        use crate::ml::{ClassificationScores, Scores, SplitEval};
         // Both score kinds have four numbers: encoded as bare arrays, an untagged decode would
         // read classification scores as regression ones.
         let scores = Scores::Classification(ClassificationScores {
@@ -296,8 +296,9 @@ mod tests {
         let eval = SplitEval {
             per_model: vec![scores.clone()],
             ensemble: scores,
-            ensemble_pred: Predictions::Classification(vec!["a".into()]),
-            truth: crate::ml::Labels::Classification(vec!["a".into()]),
+            stats: crate::ml::SplitStats::Classification {
+                confusion: vec![("a".into(), "a".into(), 1)],
+            },
         };
         let msg = Message::Response {
             id: 9,
