@@ -10,7 +10,7 @@ use super::data::{Labels, Table};
 use super::error::{MlError, Result};
 
 use super::metrics::{
-    aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores,
+    aggregate, classification_from, score, Predictions, RegressionScores, Scores,
 };
 use super::pipeline::Pipeline;
 
@@ -175,38 +175,14 @@ impl SplitStats {
                 }))
             }
             SplitStats::Classification { confusion } => {
-                // per class: (true positives, predicted count, true count)
-                let mut c: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
-                let (mut correct, mut total) = (0.0, 0.0);
-                for (a, b, n) in confusion {
-                    let n = *n as f64;
-                    total += n;
-                    c.entry(a).or_default().2 += n;
-                    c.entry(b).or_default().1 += n;
-                    if a == b {
-                        correct += n;
-                        c.entry(a).or_default().0 += n;
-                    }
-                }
-                if total == 0.0 {
+                if confusion.iter().all(|(_, _, n)| *n == 0) {
                     return Err(MlError::Mismatch("nothing to score".into()));
                 }
-                let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
-                let k = c.len() as f64;
-                let (mut precision, mut recall, mut f1) = (0.0, 0.0, 0.0);
-                for (tp, np, nt) in c.values() {
-                    let pr = ratio(*tp, *np);
-                    let re = ratio(*tp, *nt);
-                    precision += pr;
-                    recall += re;
-                    f1 += ratio(2.0 * pr * re, pr + re);
-                }
-                Ok(Scores::Classification(ClassificationScores {
-                    accuracy: correct / total,
-                    precision: precision / k,
-                    recall: recall / k,
-                    f1: f1 / k,
-                }))
+                Ok(Scores::Classification(classification_from(
+                    confusion
+                        .iter()
+                        .map(|(a, b, n)| (a.as_str(), b.as_str(), *n as f64)),
+                )))
             }
         }
     }

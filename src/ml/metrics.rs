@@ -142,15 +142,24 @@ fn regression(t: &[f64], p: &[f64]) -> RegressionScores {
 }
 
 fn classification(t: &[String], p: &[String]) -> ClassificationScores {
+    classification_from(t.iter().zip(p).map(|(a, b)| (a.as_str(), b.as_str(), 1.0)))
+}
+
+/// Accuracy and macro-averaged precision, recall and F1 from (true label, predicted label, count)
+/// triples: the rows themselves, or a confusion matrix (a split's mergeable statistics).
+pub(crate) fn classification_from<'a>(
+    counts: impl Iterator<Item = (&'a str, &'a str, f64)>,
+) -> ClassificationScores {
     // per class: (true positives, predicted count, true count)
     let mut c: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
-    let mut correct = 0.0;
-    for (a, b) in t.iter().zip(p) {
-        c.entry(a).or_default().2 += 1.0;
-        c.entry(b).or_default().1 += 1.0;
+    let (mut correct, mut total) = (0.0, 0.0);
+    for (a, b, n) in counts {
+        total += n;
+        c.entry(a).or_default().2 += n;
+        c.entry(b).or_default().1 += n;
         if a == b {
-            correct += 1.0;
-            c.entry(a).or_default().0 += 1.0;
+            correct += n;
+            c.entry(a).or_default().0 += n;
         }
     }
     let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
@@ -164,10 +173,10 @@ fn classification(t: &[String], p: &[String]) -> ClassificationScores {
         f1 += ratio(2.0 * pr * re, pr + re);
     }
     ClassificationScores {
-        accuracy: correct / t.len() as f64,
-        precision: prec / k,
-        recall: rec / k,
-        f1: f1 / k,
+        accuracy: ratio(correct, total),
+        precision: ratio(prec, k),
+        recall: ratio(rec, k),
+        f1: ratio(f1, k),
     }
 }
 
