@@ -291,6 +291,27 @@ impl Pipeline {
         if n_features != self.prep.n_features {
             return bad("feature count");
         }
+        // The feature count must be what the stored columns encode to: it sizes every matrix a
+        // prediction allocates, so a file may not simply claim a huge one.
+        let mut encoded = 0usize;
+        for c in &self.prep.columns {
+            encoded += match c {
+                super::preprocess::ColumnPrep::Numeric { .. } => 1,
+                super::preprocess::ColumnPrep::Categorical { levels, width, .. } => {
+                    if self.prep.one_hot && (*width == 0 || *width > levels.len() + 1) {
+                        return bad("one-hot width");
+                    }
+                    if self.prep.one_hot {
+                        *width
+                    } else {
+                        1
+                    }
+                }
+            };
+        }
+        if encoded != self.prep.n_features {
+            return bad("feature count of the preprocessing");
+        }
         if !outs_ok.contains(&model.n_outputs()) {
             return bad("output count");
         }
@@ -396,5 +417,45 @@ impl Pipeline {
                 | super::preprocess::ColumnPrep::Categorical { name, .. } => name.as_str(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::data::{parse_csv, DataSpec, Task};
+
+    fn small() -> Pipeline {
+        let mut csv = String::from("a,b,y\n");
+        for i in 0..60 {
+            csv.push_str(&format!("{},{},{}\n", i % 7, ["x", "y", "z"][i % 3], i % 5));
+        }
+        let spec = DataSpec {
+            label: "y".into(),
+            task: Task::Regression,
+            drop: vec![],
+        };
+        let table = parse_csv("test".as_ref(), csv.as_bytes(), &spec).expect("a table");
+        let config = ModelConfig {
+            kind: super::super::config::Kind::Tree,
+            ..ModelConfig::default()
+        };
+        Pipeline::fit(&table, &config, ModelMeta::default()).expect("fitted")
+    }
+
+    #[test]
+    fn a_model_claiming_two_to_the_forty_features_is_refused_before_use() {
+        let good = small();
+        assert!(Pipeline::from_bytes(&good.to_bytes().expect("bytes")).is_ok());
+        let huge = 1usize << 40;
+        let mut bad = good.clone();
+        bad.prep.n_features = huge;
+        match &mut bad.learner {
+            Learner::Regressor(r) => r.n_features = huge,
+            Learner::Classifier(c) => c.n_features = huge,
+        }
+        let err = Pipeline::from_bytes(&bad.to_bytes().expect("bytes"))
+            .expect_err("a 2^40-feature model loaded");
+        assert!(err.to_string().contains("inconsistent model"), "{err}");
     }
 }
