@@ -137,7 +137,7 @@ pub fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> (Vec<f6
     let mut gh = vec![0.0; n * 2 * k];
     let p_feat = data.n_features();
     let n_feat =
-        ((p_feat as f64 * cfg.colsample.unwrap_or(0.5)).round() as usize).clamp(1, p_feat.max(1));
+        ((p_feat as f64 * cfg.round_colsample(n, p_feat)).round() as usize).clamp(1, p_feat.max(1));
     // Bernoulli(subsample) per row: compare a uniform u32 with this threshold.
     let keep_below = (cfg.subsample * 4_294_967_296.0) as u64;
     let mut params = GrowParams {
@@ -146,7 +146,7 @@ pub fn fit_boosted(cfg: &ModelConfig, x: ArrayView2<f64>, loss: Loss) -> (Vec<f6
         min_samples_leaf: cfg.min_leaf(),
         lambda: cfg.lambda,
         min_child_weight: 1e-3,
-        shrinkage: cfg.learning_rate,
+        shrinkage: cfg.rate(n),
         features: None,
         node_colsample: None,
         threads,
@@ -275,7 +275,7 @@ mod tests {
         let (x, y) = data(600);
         let cfg = ModelConfig {
             n_rounds: 3000,
-            learning_rate: 0.3,
+            learning_rate: Some(0.3),
             n_iter_no_change: 5,
             threads: Some(1),
             ..Default::default()

@@ -52,6 +52,12 @@ pub enum Target {
     Log,
 }
 
+/// Training rows from which boosting defaults to the faster learning rate and column sample.
+pub const LARGE_SHARD: usize = 50_000;
+
+/// Feature count up to which a small shard's boosting rounds see every feature.
+pub const FEW_FEATURES: usize = 16;
+
 /// Hyperparameters. `None` means "the default of this kind" (see the field docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,7 +67,7 @@ pub struct ModelConfig {
     pub max_depth: Option<usize>,
     /// Leaf limit (best-first growth). Default: unlimited.
     pub max_leaf_nodes: Option<usize>,
-    /// Minimum rows in a leaf. Default: tree / forest 1, boosted 3.
+    /// Minimum rows in a leaf. Default: tree / forest 1, boosted 10.
     pub min_samples_leaf: Option<usize>,
     /// Forest size.
     pub n_trees: usize,
@@ -71,12 +77,14 @@ pub struct ModelConfig {
     /// inner slice of the training rows (10 %, 20 % below 1,000 rows), keep the best round.
     /// 0 turns early stopping off: exactly `n_rounds` rounds on every training row.
     pub n_iter_no_change: usize,
-    /// Boosting shrinkage.
-    pub learning_rate: f64,
+    /// Boosting shrinkage. Default: 0.05 below [`LARGE_SHARD`] training rows, 0.1 from there (a
+    /// large shard early-stops in about half the rounds at 0.1, at the same validation loss).
+    pub learning_rate: Option<f64>,
     /// Boosting: fraction of rows drawn (without replacement) for each round.
     pub subsample: f64,
     /// Fraction of features considered: per split for forest (default √p / p for classification,
-    /// 1/3 for regression), per round for boosted (default 0.5). Unused by tree and linear.
+    /// 1/3 for regression), per round for boosted (default: every feature on a small shard with
+    /// at most [`FEW_FEATURES`] features, else 0.5). Unused by tree and linear.
     pub colsample: Option<f64>,
     /// L2 penalty on leaf values (boosted).
     pub lambda: f64,
@@ -99,14 +107,14 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            kind: Kind::Boosted,
+            kind: Kind::Auto,
             max_depth: None,
             max_leaf_nodes: None,
             min_samples_leaf: None,
             n_trees: 100,
             n_rounds: 1000,
             n_iter_no_change: 10,
-            learning_rate: 0.05,
+            learning_rate: None,
             subsample: 0.8,
             colsample: None,
             lambda: 1.0,
@@ -140,7 +148,7 @@ impl ModelConfig {
         if self.n_rounds == 0 {
             return bad("n_rounds", "≥ 1");
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
+        if matches!(self.learning_rate, Some(r) if !(r > 0.0 && r <= 1.0)) {
             return bad("learning_rate", "in (0, 1]");
         }
         if !(self.subsample > 0.0 && self.subsample <= 1.0) {
@@ -177,9 +185,28 @@ impl ModelConfig {
 
     pub(crate) fn min_leaf(&self) -> usize {
         self.min_samples_leaf.unwrap_or(match self.kind {
-            Kind::Boosted => 3,
+            Kind::Boosted => 10,
             _ => 1,
         })
+    }
+
+    /// Boosting shrinkage for a fit on `n_rows` rows (see `learning_rate`).
+    pub(crate) fn rate(&self, n_rows: usize) -> f64 {
+        self.learning_rate
+            .unwrap_or(if n_rows < LARGE_SHARD { 0.05 } else { 0.1 })
+    }
+
+    /// Boosting: fraction of the `n_features` features drawn per round for a fit on `n_rows` rows
+    /// (see `colsample`). Half the features decorrelate the rounds where there are many of them
+    /// (House Prices); with few features on a small shard, leaving out the one that matters
+    /// costs more than the decorrelation gains.
+    pub(crate) fn round_colsample(&self, n_rows: usize, n_features: usize) -> f64 {
+        self.colsample
+            .unwrap_or(if n_rows < LARGE_SHARD && n_features <= FEW_FEATURES {
+                1.0
+            } else {
+                0.5
+            })
     }
 
     /// Parse the `[model]` table of a TOML document; no table means the defaults.
@@ -244,6 +271,9 @@ mod tests {
             .build()
             .unwrap();
         let m: ModelConfig = c.get("model").unwrap();
-        assert_eq!((m.kind, m.n_trees, m.learning_rate), (Kind::Forest, 7, 0.1));
+        assert_eq!(
+            (m.kind, m.n_trees, m.learning_rate),
+            (Kind::Forest, 7, Some(0.1))
+        );
     }
 }
