@@ -271,7 +271,7 @@ pub fn grow(
     ctx.build_hist(rows, &mut root_hist);
     let root_sums = ctx.sums_of(rows);
     let mut pool: Vec<Vec<f64>> = Vec::new();
-    let mut cands = vec![ctx.candidate(
+    let root = ctx.candidate(
         0,
         0,
         rows.len(),
@@ -281,21 +281,18 @@ pub fn grow(
         rows,
         rng,
         &mut pool,
-    )];
+    );
+    // Every node made so far, by creation order; the splittable ones also in a heap by gain.
+    let mut cands: Vec<Option<Cand>> = Vec::new();
+    let mut open = std::collections::BinaryHeap::new();
+    push_cand(&mut cands, &mut open, root);
     let mut n_leaves = 1;
     let mut scratch: Vec<u32> = Vec::with_capacity(rows.len());
     while n_leaves < p.max_leaves {
-        let mut pick: Option<usize> = None;
-        for (i, c) in cands.iter().enumerate() {
-            if let Some(b) = &c.best {
-                if pick.is_none_or(|j| b.gain > cands[j].best.as_ref().map_or(f64::MIN, |x| x.gain))
-                {
-                    pick = Some(i);
-                }
-            }
-        }
-        let Some(i) = pick else { break };
-        let cand = cands.remove(i);
+        let Some(top) = open.pop() else { break };
+        let Some(cand) = cands.get_mut(top.seq).and_then(Option::take) else {
+            break;
+        };
         let Some(best) = cand.best else { break };
         // Partition the node's rows, stable, left = bin ≤ best.bin.
         let col = &data.bins[best.feature];
@@ -396,11 +393,11 @@ pub fn grow(
             rng,
             &mut pool,
         );
-        cands.push(l);
-        cands.push(r);
+        push_cand(&mut cands, &mut open, l);
+        push_cand(&mut cands, &mut open, r);
         n_leaves += 1;
     }
-    let mut leaves: Vec<Cand> = cands;
+    let mut leaves: Vec<Cand> = cands.into_iter().flatten().collect();
     leaves.sort_by_key(|c| c.node);
     let mut leaf_rows = Vec::with_capacity(leaves.len());
     for c in leaves {
@@ -426,6 +423,51 @@ pub fn grow(
         split_bins,
         leaves: leaf_rows,
     }
+}
+
+/// A splittable node in the best-first queue: the largest gain first, and among equal gains the
+/// node made first (a pure function of the data, as a linear scan in creation order would give).
+struct Open {
+    gain: f64,
+    seq: usize,
+}
+
+impl PartialEq for Open {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Open {}
+
+impl PartialOrd for Open {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Open {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.gain
+            .total_cmp(&other.gain)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+/// Record a new node; a splittable one also enters the queue. A fully grown tree has thousands
+/// of open nodes: a heap keeps picking the next one O(log n) where a scan was O(n).
+fn push_cand(
+    cands: &mut Vec<Option<Cand>>,
+    open: &mut std::collections::BinaryHeap<Open>,
+    c: Cand,
+) {
+    if let Some(b) = &c.best {
+        open.push(Open {
+            gain: b.gain,
+            seq: cands.len(),
+        });
+    }
+    cands.push(Some(c));
 }
 
 struct Ctx<'a> {
