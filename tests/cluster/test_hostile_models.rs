@@ -5,7 +5,8 @@
 //! The model is the node's own model file, its feature counts rewritten (a MessagePack tree edit,
 //! see `fuzz_decode/msgpack.rs`): everything else about it is valid, so only the feature-count
 //! check stands between it and a 2^40-column matrix. The member is forged in the test through the
-//! library's own `net::dial`, and answers `Train` and `GetModel` with that model.
+//! library's own `net::dial`; it announces that model when asked to train or for its model, and
+//! serves it in chunks to the node that fetches it to score it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
@@ -14,9 +15,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ensemble_cluster::cluster::serve_chunk;
 use ensemble_cluster::net::{self, Greeting, Secret};
 use ensemble_cluster::protocol::{
-    Message, ModelBlob, ModelSummary, NodeInfo, Request, Response, Role,
+    Message, ModelRef, ModelSummary, NodeInfo, Request, Response, Role,
 };
 use futures::{SinkExt, StreamExt};
 
@@ -112,11 +114,13 @@ fn a_model_file_claiming_two_to_the_forty_features_is_set_aside_at_start() {
     assert!(node.is_running());
 }
 
-/// A member of the cluster, forged in the test, whose model is `model`: it answers `Train` and
-/// `GetModel` with it, asks the node to score it (`Evaluate`), and reports every request it
-/// gets and the answer to its own.
+/// A member of the cluster, forged in the test, whose model is `model`: it announces it when
+/// asked to train or for its model, serves it in chunks to whoever fetches it, asks the node to
+/// score it (`Evaluate`) once told to, and reports every request it gets and the answer to its
+/// own.
 struct ForgedMember {
     stop: Arc<AtomicBool>,
+    ask: Arc<AtomicBool>,
     events: Receiver<String>,
     thread: Option<JoinHandle<()>>,
 }
@@ -124,16 +128,26 @@ struct ForgedMember {
 impl ForgedMember {
     fn spawn(addr: String, model: Bytes) -> ForgedMember {
         let stop = Arc::new(AtomicBool::new(false));
+        let ask = Arc::new(AtomicBool::new(false));
         let (tx, events) = mpsc::channel();
-        let stopped = stop.clone();
+        let flags = Flags {
+            stop: stop.clone(),
+            ask: ask.clone(),
+        };
         let thread = thread::spawn(move || {
-            actix_rt::System::new().block_on(forged_member(addr, model, stopped, tx));
+            actix_rt::System::new().block_on(forged_member(addr, model, flags, tx));
         });
         ForgedMember {
             stop,
+            ask,
             events,
             thread: Some(thread),
         }
+    }
+
+    /// Sends the `Evaluate` of the forged member's own model.
+    fn ask_to_score(&self) {
+        self.ask.store(true, Ordering::Relaxed);
     }
 
     /// Waits for an event containing `text`; returns it.
@@ -162,12 +176,13 @@ impl Drop for ForgedMember {
 /// Longest a forged member stays connected, whatever the test does.
 const FORGED_FOR: Duration = Duration::from_secs(120);
 
-async fn forged_member(
-    addr: String,
-    model: Bytes,
+/// What the test tells a forged member: stop, or send its `Evaluate`.
+struct Flags {
     stop: Arc<AtomicBool>,
-    events: mpsc::Sender<String>,
-) {
+    ask: Arc<AtomicBool>,
+}
+
+async fn forged_member(addr: String, model: Bytes, flags: Flags, events: mpsc::Sender<String>) {
     let me = NodeInfo {
         id: "mallory".into(),
         addr: "127.0.0.1:9".into(),
@@ -196,27 +211,30 @@ async fn forged_member(
         train_ms: 1,
         valid: None,
     };
-    let evaluate = Message::Request {
-        id: 1,
-        body: Request::Evaluate {
-            models: vec![ModelBlob {
-                node: me.id.clone(),
-                bytes: model.clone(),
-            }],
-        },
-    };
-    if sink.send(evaluate).await.is_err() {
-        let _ = events.send("closed before the evaluate request".into());
-        return;
-    }
+    let size = model.len() as u64;
     let deadline = tokio::time::Instant::now() + FORGED_FOR;
-    let mut beat = tokio::time::interval(Duration::from_millis(200));
-    while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+    let mut beat = tokio::time::interval(Duration::from_millis(100));
+    while !flags.stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
         let frame = tokio::select! {
             _ = beat.tick() => {
                 let heartbeat = Message::Heartbeat { members: vec![me.clone()] };
                 if sink.send(heartbeat).await.is_err() {
                     break;
+                }
+                if flags.ask.swap(false, Ordering::Relaxed) {
+                    let evaluate = Message::Request {
+                        id: 1,
+                        body: Request::Evaluate {
+                            models: vec![ModelRef {
+                                node: me.id.clone(),
+                                version: summary.version,
+                                size,
+                            }],
+                        },
+                    };
+                    if sink.send(evaluate).await.is_err() {
+                        break;
+                    }
                 }
                 continue;
             }
@@ -232,12 +250,15 @@ async fn forged_member(
                 let body = match body {
                     Request::Train => Response::Trained {
                         summary: summary.clone(),
-                        model: model.clone(),
+                        size,
                     },
                     Request::GetModel => Response::Model {
                         summary: summary.clone(),
-                        model: model.clone(),
+                        size,
                     },
+                    Request::FetchModel { version, offset } => {
+                        serve_chunk(Some((summary.version, &model)), version, offset)
+                    }
                     Request::Ping => Response::Pong,
                     Request::Predict { .. } => Response::NoModel,
                     _ => Response::Error {
@@ -280,7 +301,15 @@ fn a_model_claiming_two_to_the_forty_features_from_a_member_is_an_error() {
     let row = csv_row_json("house_prices/test.csv", 5);
 
     let mallory = ForgedMember::spawn(node.addr().to_string(), huge);
-    // Evaluate: the node answers with an error naming the check that failed.
+    assert!(
+        wait_until(Duration::from_secs(10), || node.peer_state("mallory")
+            == Some("up".into())),
+        "the forged member never counted as up: {}",
+        node.command("peers")
+    );
+    // Evaluate: the node fetches the model from its owner, and answers with an error naming the
+    // check that failed.
+    mallory.ask_to_score();
     let answer = mallory
         .wait_for("evaluated", Duration::from_secs(20))
         .unwrap_or_else(|| node.fail("no answer to the forged Evaluate"));
@@ -288,12 +317,6 @@ fn a_model_claiming_two_to_the_forty_features_from_a_member_is_an_error() {
     assert!(
         answer.contains("Error") && answer.contains("inconsistent model: feature count"),
         "{answer}"
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || node.peer_state("mallory")
-            == Some("up".into())),
-        "the forged member never counted as up: {}",
-        node.command("peers")
     );
 
     // Train and evaluate: the node asks the forged member, gets its model, and the round reports

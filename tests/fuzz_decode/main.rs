@@ -7,9 +7,10 @@
 //!   `Response` variant and of fitted models of every kind: integers made extreme, arrays
 //!   emptied, shortened or grown, fields dropped or swapped, subtrees moved, then lengths and
 //!   bytes of the encoding changed.
-//! - What decodes is then used as the receiving node would use it: rows predicted, models loaded
-//!   and asked to predict and to score a validation split, split statistics combined,
-//!   predictions aggregated, a command line parsed, a reference compared with new rows.
+//! - What decodes is then used as the receiving node would use it: rows predicted, models fetched
+//!   in chunks from an owner (the named models, or a hostile chunk), loaded and asked to predict
+//!   and to score a validation split, split statistics combined, predictions aggregated, a command
+//!   line parsed, a reference compared with new rows.
 //!
 //! Case counts are bounded (a few thousand per property), so the whole file runs in seconds in
 //! release. A failing case is shrunk by proptest and printed as its seed and edits.
@@ -18,15 +19,22 @@ mod msgpack;
 
 use std::sync::OnceLock;
 
+use std::rc::Rc;
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
+use ensemble_cluster::cluster::{evaluate, serve_chunk, Asked, Batch, Member};
 use ensemble_cluster::ml::{
     aggregate, combine_splits, detect, evaluate_split, parse_csv, DataSpec, DriftSettings, Kind,
     ModelConfig, ModelMeta, Pipeline, Predictions, Reference, Rows, SplitEval, Table, Task, Value,
 };
 use ensemble_cluster::protocol::{
-    FrameCodec, Message, ModelBlob, ModelSummary, NodeInfo, Request, Response, Role,
+    FrameCodec, Message, ModelBlob, ModelRef, ModelSummary, NodeInfo, Request, Response, Role,
     PROTOCOL_VERSION,
 };
+use ensemble_cluster::Result as ClusterResult;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -41,7 +49,7 @@ fn table(rows: usize, classes: usize, seed: usize) -> Table {
     let mut csv = String::from("a,b,c,d,y\n");
     for i in 0..rows {
         let k = i * 7919 + seed * 104_729;
-        let a = if k % 13 == 0 {
+        let a = if k.is_multiple_of(13) {
             "NA".to_string()
         } else {
             format!("{}", (k % 101) as f64 / 7.0)
@@ -77,6 +85,8 @@ struct Seeds {
     models: Vec<Pipeline>,
     /// Their model files.
     files: Vec<Vec<u8>>,
+    /// The same, as an owner serves them.
+    file_bytes: Vec<Bytes>,
     /// Drift references of a regression and a classification model.
     references: Vec<Vec<u8>>,
     /// Valid encodings of every message variant.
@@ -147,6 +157,7 @@ fn seeds() -> &'static Seeds {
             classes3,
             classes2,
             models,
+            file_bytes: files.iter().map(|f| Bytes::from(f.clone())).collect(),
             files,
             references,
             messages,
@@ -179,9 +190,10 @@ fn every_message(
     };
     let regression = models[0].predict(&rows).expect("predicts");
     let labels = models[4].predict(&rows).expect("predicts");
-    let blob = |i: usize| ModelBlob {
-        node: format!("n{i}"),
-        bytes: Bytes::from(files[i].clone()),
+    let model_ref = |i: usize| ModelRef {
+        node: "n1".into(),
+        version: i as u64,
+        size: files[i].len() as u64,
     };
     let request = |id, body| Message::Request { id, body };
     let response = |id, body| Message::Response { id, body };
@@ -228,7 +240,14 @@ fn every_message(
         request(
             5,
             Request::Evaluate {
-                models: vec![blob(0), blob(3)],
+                models: vec![model_ref(0), model_ref(3)],
+            },
+        ),
+        request(
+            8,
+            Request::FetchModel {
+                version: 2,
+                offset: 0,
             },
         ),
         request(6, Request::Predict { rows: rows.clone() }),
@@ -250,14 +269,29 @@ fn every_message(
             4,
             Response::Trained {
                 summary: summary.clone(),
-                model: Bytes::from(files[2].clone()),
+                size: files[2].len() as u64,
             },
         ),
         response(
             5,
             Response::Model {
                 summary,
-                model: Bytes::from(files[5].clone()),
+                size: files[5].len() as u64,
+            },
+        ),
+        response(
+            13,
+            Response::ModelChunk {
+                version: 5,
+                total: files[5].len() as u64,
+                bytes: Bytes::from(files[5].clone()),
+            },
+        ),
+        response(
+            14,
+            Response::Unfetched {
+                nodes: vec!["n2".into(), "n3".into()],
+                reason: "cannot fetch models (n2: closed)".into(),
             },
         ),
         response(
@@ -368,15 +402,21 @@ fn serve(msg: Message) {
                     let _ = m.predict(&rows);
                 }
             }
-            Request::Evaluate { models } => {
-                let loaded: Vec<Pipeline> = models
-                    .iter()
-                    .filter_map(|b| Pipeline::from_bytes(&b.bytes).ok())
-                    .collect();
-                let refs: Vec<&Pipeline> = loaded.iter().collect();
-                for valid in [&s.regression, &s.classes3] {
-                    let _ = evaluate_split(&refs, valid, None);
-                }
+            // The models named are fetched from an owner holding every seed model (version =
+            // its index), then scored.
+            Request::Evaluate { models } => exchange(
+                |version, offset| {
+                    let s = seeds();
+                    let file = usize::try_from(version)
+                        .ok()
+                        .and_then(|v| s.file_bytes.get(v));
+                    serve_chunk(file.map(|f| (version, f)), version, offset)
+                },
+                models,
+            ),
+            Request::FetchModel { version, offset } => {
+                let _ = serve_chunk(Some((2, &s.file_bytes[2])), version, offset);
+                let _ = serve_chunk(None, version, offset);
             }
             Request::Command { line } => {
                 let _ = ensemble_cluster::command::parse(&line);
@@ -384,11 +424,31 @@ fn serve(msg: Message) {
             Request::Ping | Request::Train | Request::GetModel => {}
         },
         Message::Response { body, .. } => match body {
-            Response::Trained { model, summary } | Response::Model { model, summary } => {
-                load_and_use(&model);
+            Response::Trained { summary, .. } | Response::Model { summary, .. } => {
                 if let Some(v) = summary.valid {
                     let _ = v.primary();
                 }
+            }
+            // An owner that answers every fetch with this chunk, for the model it describes.
+            Response::ModelChunk {
+                version,
+                total,
+                bytes,
+            } => {
+                let model = ModelRef {
+                    node: "n1".into(),
+                    version,
+                    size: total,
+                };
+                let chunk = Response::ModelChunk {
+                    version,
+                    total,
+                    bytes,
+                };
+                exchange(move |_, _| chunk.clone(), vec![model]);
+            }
+            Response::Unfetched { nodes, reason } => {
+                let _ = (nodes.len(), reason.len());
             }
             Response::Evaluated { eval } => {
                 let _ = eval.stats.scores();
@@ -403,7 +463,7 @@ fn serve(msg: Message) {
             }
             Response::Predictions { preds, weight, .. } => {
                 let _ = aggregate(&[preds.clone(), preds.clone()], Some(&[weight, 1.0]));
-                let _ = aggregate(&[preds.clone()], None);
+                let _ = aggregate(std::slice::from_ref(&preds), None);
                 let _ = ensemble_cluster::answer::Predicted::at(&preds, 0);
             }
             Response::Ensemble { preds, .. } => {
@@ -417,6 +477,55 @@ fn serve(msg: Message) {
         },
         _ => {}
     }
+}
+
+/// Largest model the exchange in these tests fetches.
+const MAX_FETCH: u64 = 1 << 20;
+
+/// The owner of every model in an exchange: `answer(version, offset)` answers each fetch.
+struct Owner<F>(F);
+
+impl<F: Fn(u64, u64) -> Response> Member for Owner<F> {
+    fn call(&self, request: Request, _: Duration) -> LocalBoxFuture<'_, ClusterResult<Response>> {
+        let answer = match request {
+            Request::FetchModel { version, offset } => (self.0)(version, offset),
+            _ => Response::Error {
+                reason: "an owner only serves its model".into(),
+            },
+        };
+        futures::future::ready(Ok(answer)).boxed_local()
+    }
+
+    fn predict<'a>(
+        &'a self,
+        _: &'a Batch,
+        _: Duration,
+    ) -> LocalBoxFuture<'a, ClusterResult<Response>> {
+        futures::future::ready(Ok(Response::NoModel)).boxed_local()
+    }
+}
+
+/// A node scoring `models`: fetched, in chunks, from one owner ("n1") answering with `answer`,
+/// then loaded and used.
+fn exchange(answer: impl Fn(u64, u64) -> Response + 'static, models: Vec<ModelRef>) {
+    let owners = [Asked {
+        id: "n1".into(),
+        member: Rc::new(Owner(answer)),
+        deadline: Duration::from_secs(1),
+    }];
+    let scored = evaluate(
+        &owners,
+        models,
+        MAX_FETCH,
+        Duration::from_secs(1),
+        |blobs: Vec<ModelBlob>| async move {
+            for b in &blobs {
+                load_and_use(&b.bytes);
+            }
+            Response::Pong
+        },
+    );
+    let _ = futures::executor::block_on(scored);
 }
 
 /// Feeds `bytes` to a fresh frame codec as one stream, decoding frames until it waits or fails,
@@ -674,9 +783,11 @@ fn the_seeds_are_valid() {
         codec.encode(msg, &mut again).expect("re-encodes");
     }
     assert_eq!(names.len(), 9, "message variants: {names:?}");
+    // Every variant of Request (8) and Response (11): `serve` matches them all, and a seed of
+    // each lets the mutations reach each.
     assert_eq!(
         bodies.len(),
-        7 + 9,
+        8 + 11,
         "request and response variants: {bodies:?}"
     );
     for (m, file) in s.files.iter().enumerate() {
@@ -763,7 +874,7 @@ fn non_finite_values_in_a_reference_end_in_a_report_or_an_error() {
         }
         let _ = done.send(compared);
     });
-    match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+    match finished.recv_timeout(Duration::from_secs(60)) {
         Ok(compared) => eprintln!("{compared} damaged references compared with new rows"),
         Err(e) => panic!("comparing damaged references did not end within 60 s: {e}"),
     }
