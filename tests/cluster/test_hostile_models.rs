@@ -14,9 +14,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ensemble_cluster::cluster::serve_chunk;
 use ensemble_cluster::net::{self, Greeting, Secret};
 use ensemble_cluster::protocol::{
-    Message, ModelBlob, ModelSummary, NodeInfo, Request, Response, Role,
+    Message, ModelRef, ModelSummary, NodeInfo, Request, Response, Role,
 };
 use futures::{SinkExt, StreamExt};
 
@@ -112,9 +113,9 @@ fn a_model_file_claiming_two_to_the_forty_features_is_set_aside_at_start() {
     assert!(node.is_running());
 }
 
-/// A member of the cluster, forged in the test, whose model is `model`: it answers `Train` and
-/// `GetModel` with it, asks the node to score it (`Evaluate`), and reports every request it
-/// gets and the answer to its own.
+/// A member of the cluster, forged in the test, whose model is `model`: it announces it in answer
+/// to `Train` and `GetModel`, serves it to `FetchModel`, asks the node to score it (`Evaluate`),
+/// and reports every request it gets and the answer to its own.
 struct ForgedMember {
     stop: Arc<AtomicBool>,
     events: Receiver<String>,
@@ -199,9 +200,10 @@ async fn forged_member(
     let evaluate = Message::Request {
         id: 1,
         body: Request::Evaluate {
-            models: vec![ModelBlob {
+            models: vec![ModelRef {
                 node: me.id.clone(),
-                bytes: model.clone(),
+                version: summary.version,
+                size: model.len() as u64,
             }],
         },
     };
@@ -232,12 +234,16 @@ async fn forged_member(
                 let body = match body {
                     Request::Train => Response::Trained {
                         summary: summary.clone(),
-                        model: model.clone(),
+                        size: model.len() as u64,
                     },
                     Request::GetModel => Response::Model {
                         summary: summary.clone(),
-                        model: model.clone(),
+                        size: model.len() as u64,
                     },
+                    // Whoever scores the model fetches it from its owner.
+                    Request::FetchModel { version, offset } => {
+                        serve_chunk(Some((summary.version, &model)), version, offset)
+                    }
                     Request::Ping => Response::Pong,
                     Request::Predict { .. } => Response::NoModel,
                     _ => Response::Error {

@@ -24,7 +24,7 @@ use ensemble_cluster::ml::{
     ModelConfig, ModelMeta, Pipeline, Predictions, Reference, Rows, SplitEval, Table, Task, Value,
 };
 use ensemble_cluster::protocol::{
-    FrameCodec, Message, ModelBlob, ModelSummary, NodeInfo, Request, Response, Role,
+    FrameCodec, Message, ModelRef, ModelSummary, NodeInfo, Request, Response, Role,
     PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
@@ -179,9 +179,10 @@ fn every_message(
     };
     let regression = models[0].predict(&rows).expect("predicts");
     let labels = models[4].predict(&rows).expect("predicts");
-    let blob = |i: usize| ModelBlob {
+    let model_ref = |i: usize| ModelRef {
         node: format!("n{i}"),
-        bytes: Bytes::from(files[i].clone()),
+        version: 2,
+        size: files[i].len() as u64,
     };
     let request = |id, body| Message::Request { id, body };
     let response = |id, body| Message::Response { id, body };
@@ -228,7 +229,14 @@ fn every_message(
         request(
             5,
             Request::Evaluate {
-                models: vec![blob(0), blob(3)],
+                models: vec![model_ref(0), model_ref(3)],
+            },
+        ),
+        request(
+            8,
+            Request::FetchModel {
+                version: 2,
+                offset: 0,
             },
         ),
         request(6, Request::Predict { rows: rows.clone() }),
@@ -250,14 +258,38 @@ fn every_message(
             4,
             Response::Trained {
                 summary: summary.clone(),
-                model: Bytes::from(files[2].clone()),
+                size: files[2].len() as u64,
             },
         ),
         response(
             5,
             Response::Model {
                 summary,
-                model: Bytes::from(files[5].clone()),
+                size: files[5].len() as u64,
+            },
+        ),
+        // A model travels whole in one chunk when it is small (these are).
+        response(
+            12,
+            Response::ModelChunk {
+                version: 2,
+                total: files[2].len() as u64,
+                bytes: Bytes::from(files[2].clone()),
+            },
+        ),
+        response(
+            13,
+            Response::ModelChunk {
+                version: 3,
+                total: files[5].len() as u64,
+                bytes: Bytes::from(files[5].clone()),
+            },
+        ),
+        response(
+            14,
+            Response::Unfetched {
+                nodes: vec!["n3".into()],
+                reason: "cannot fetch models".into(),
             },
         ),
         response(
@@ -368,15 +400,12 @@ fn serve(msg: Message) {
                     let _ = m.predict(&rows);
                 }
             }
+            // A scorer checks each announced size against its limit before fetching anything.
             Request::Evaluate { models } => {
-                let loaded: Vec<Pipeline> = models
-                    .iter()
-                    .filter_map(|b| Pipeline::from_bytes(&b.bytes).ok())
-                    .collect();
-                let refs: Vec<&Pipeline> = loaded.iter().collect();
-                for valid in [&s.regression, &s.classes3] {
-                    let _ = evaluate_split(&refs, valid, None);
-                }
+                let _ = models.iter().map(|m| m.size).max();
+            }
+            Request::FetchModel { version, offset } => {
+                let _ = (version, offset);
             }
             Request::Command { line } => {
                 let _ = ensemble_cluster::command::parse(&line);
@@ -384,12 +413,21 @@ fn serve(msg: Message) {
             Request::Ping | Request::Train | Request::GetModel => {}
         },
         Message::Response { body, .. } => match body {
-            Response::Trained { model, summary } | Response::Model { model, summary } => {
-                load_and_use(&model);
+            Response::Trained { summary, .. } | Response::Model { summary, .. } => {
                 if let Some(v) = summary.valid {
                     let _ = v.primary();
                 }
             }
+            // A whole model in one chunk: what a scorer loads and scores once it has all of it.
+            Response::ModelChunk { bytes, total, .. } if bytes.len() as u64 == total => {
+                load_and_use(&bytes);
+                if let Ok(model) = Pipeline::from_bytes(&bytes) {
+                    for valid in [&s.regression, &s.classes3] {
+                        let _ = evaluate_split(&[&model], valid, None);
+                    }
+                }
+            }
+            Response::ModelChunk { .. } | Response::Unfetched { .. } => {}
             Response::Evaluated { eval } => {
                 let _ = eval.stats.scores();
                 let _ = eval.ensemble.primary();
@@ -676,7 +714,7 @@ fn the_seeds_are_valid() {
     assert_eq!(names.len(), 9, "message variants: {names:?}");
     assert_eq!(
         bodies.len(),
-        7 + 9,
+        8 + 11,
         "request and response variants: {bodies:?}"
     );
     for (m, file) in s.files.iter().enumerate() {
