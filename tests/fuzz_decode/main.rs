@@ -41,7 +41,7 @@ fn table(rows: usize, classes: usize, seed: usize) -> Table {
     let mut csv = String::from("a,b,c,d,y\n");
     for i in 0..rows {
         let k = i * 7919 + seed * 104_729;
-        let a = if k % 13 == 0 {
+        let a = if k.is_multiple_of(13) {
             "NA".to_string()
         } else {
             format!("{}", (k % 101) as f64 / 7.0)
@@ -441,7 +441,7 @@ fn serve(msg: Message) {
             }
             Response::Predictions { preds, weight, .. } => {
                 let _ = aggregate(&[preds.clone(), preds.clone()], Some(&[weight, 1.0]));
-                let _ = aggregate(&[preds.clone()], None);
+                let _ = aggregate(std::slice::from_ref(&preds), None);
                 let _ = ensemble_cluster::answer::Predicted::at(&preds, 0);
             }
             Response::Ensemble { preds, .. } => {
