@@ -153,6 +153,7 @@ impl PeerActor {
             members: self.members.as_ref().clone(),
         });
         let phi = self.detector.phi(Instant::now());
+        link.set_phi(phi);
         match liveness(phi, self.timing.phi_suspect, self.timing.phi_down) {
             PeerState::Down => {
                 let why = format!(

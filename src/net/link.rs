@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Conn;
 use crate::error::{Error, Result};
-use crate::protocol::{EncodedBody, Message, NodeInfo, Outbound, Request, Response};
+use crate::protocol::{EncodedBody, Message, NodeInfo, Outbound, Request, Response, Traffic};
 
 /// Frames queued for sending before a link counts as stuck and refuses more.
 const SEND_QUEUE: usize = 8192;
@@ -93,6 +93,10 @@ struct Inner {
     last_heard_ms: AtomicU64,
     /// Requests from the other side not answered yet.
     unanswered: AtomicU64,
+    /// Bytes of the frames read and written on this connection (its codec's counts).
+    traffic: Traffic,
+    /// The failure detector's last suspicion of the other side (`f64` bits; NaN: none yet).
+    phi: AtomicU64,
 }
 
 /// A cheap, cloneable handle to one connection.
@@ -118,6 +122,7 @@ impl Link {
         events: Recipient<FromLink>,
     ) -> Link {
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        let traffic = conn.codec().traffic();
         let link = Link {
             inner: Arc::new(Inner {
                 id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
@@ -133,6 +138,8 @@ impl Link {
                 opened: Instant::now(),
                 last_heard_ms: AtomicU64::new(0),
                 unanswered: AtomicU64::new(0),
+                traffic,
+                phi: AtomicU64::new(f64::NAN.to_bits()),
             }),
         };
         let (sink, stream) = conn.split();
@@ -177,6 +184,22 @@ impl Link {
     pub fn silence(&self) -> Duration {
         let heard = Duration::from_millis(self.inner.last_heard_ms.load(Ordering::Relaxed));
         self.inner.opened.elapsed().saturating_sub(heard)
+    }
+
+    /// Bytes read and written on this connection so far, handshake included.
+    pub fn traffic(&self) -> &Traffic {
+        &self.inner.traffic
+    }
+
+    /// Records the owner's failure-detector suspicion (phi) of the other side, for reports.
+    pub fn set_phi(&self, phi: f64) {
+        self.inner.phi.store(phi.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The last phi recorded with [`Link::set_phi`], if any.
+    pub fn phi(&self) -> Option<f64> {
+        let phi = f64::from_bits(self.inner.phi.load(Ordering::Relaxed));
+        (!phi.is_nan()).then_some(phi)
     }
 
     /// Sends `body` and waits for its response, at most `deadline`.
