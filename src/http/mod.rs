@@ -12,6 +12,7 @@ pub mod load;
 pub mod metrics;
 pub mod oip;
 pub mod page;
+pub mod predict_file;
 pub mod v1;
 pub mod v2;
 
