@@ -123,8 +123,9 @@ fn rows_from(args: &BenchArgs) -> Result<Rows> {
 pub async fn run_http(args: &BenchArgs, url: &str, tls: Option<&TlsFiles>) -> Result<Value> {
     let rows = rows_from(args)?;
     let endpoint = http::load::Endpoint::new(url, tls)?;
-    let load =
-        http::load::prepare(endpoint, args.http_token.clone(), &rows, args.batch, 10_000).await?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let token = args.http_token.clone();
+    let load = http::load::prepare(endpoint, token, &rows, args.batch, 10_000, timeout).await?;
     let next = Rc::new(RefCell::new(0usize));
     let total = args.requests;
     let started = Instant::now();

@@ -7,7 +7,7 @@
 //! `https://` URL is served over rustls, verified against the cluster CA like any HTTPS client.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use serde_json::{json, Map, Value as Json};
@@ -60,6 +60,8 @@ pub struct Load {
     pub endpoint: Endpoint,
     pub token: Option<String>,
     pub bodies: Vec<String>,
+    /// Deadline of one request (an answer later than that counts as an error).
+    pub timeout: Duration,
 }
 
 /// A plain or TLS byte stream.
@@ -102,6 +104,8 @@ impl Conn {
         let s = self.stream.get_mut();
         s.write_all(head.as_bytes()).await.map_err(io)?;
         s.write_all(body).await.map_err(io)?;
+        // TLS keeps what the socket did not take yet: only a flush sends all of it.
+        s.flush().await.map_err(io)?;
         let mut status = 0u16;
         let mut length: Option<usize> = None;
         let mut line = String::new();
@@ -166,6 +170,7 @@ pub async fn prepare(
     rows: &Rows,
     batch: usize,
     limit: usize,
+    timeout: Duration,
 ) -> Result<Load> {
     let mut conn = Conn::open(&endpoint).await?;
     let h = head(
@@ -199,6 +204,7 @@ pub async fn prepare(
         endpoint,
         token,
         bodies,
+        timeout,
     })
 }
 
@@ -257,13 +263,23 @@ pub async fn worker(load: &Load, mut next: impl FnMut() -> Option<usize>) -> Tal
             body.len(),
         );
         let t0 = Instant::now();
-        let result = match conn.as_mut() {
-            Some(c) => c.call(&h, body.as_bytes()).await,
-            None => match Conn::open(&load.endpoint).await {
-                Ok(c) => conn.insert(c).call(&h, body.as_bytes()).await,
-                Err(e) => Err(e),
-            },
+        let call = async {
+            match conn.as_mut() {
+                Some(c) => c.call(&h, body.as_bytes()).await,
+                None => match Conn::open(&load.endpoint).await {
+                    Ok(c) => conn.insert(c).call(&h, body.as_bytes()).await,
+                    Err(e) => Err(e),
+                },
+            }
         };
+        let result = tokio::time::timeout(load.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Other(format!(
+                    "no answer within {} ms",
+                    load.timeout.as_millis()
+                )))
+            });
         match result {
             Ok((200, reply)) => {
                 let reply: Json = serde_json::from_slice(&reply).unwrap_or(Json::Null);

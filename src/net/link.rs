@@ -193,6 +193,8 @@ impl Link {
 
     /// Records the owner's failure-detector suspicion (phi) of the other side, for reports.
     pub fn set_phi(&self, phi: f64) {
+        // Phi is never negative; log10(1) may come out as -0, which would read "-0.0".
+        let phi = if phi > 0.0 { phi } else { 0.0 };
         self.inner.phi.store(phi.to_bits(), Ordering::Relaxed);
     }
 
