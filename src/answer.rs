@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::actors::{DriftStatus, Restarts};
+use crate::actors::{DriftStatus, Restarts, Retrains};
 use crate::cluster::PeerState;
 use crate::command::HELP;
 use crate::ml::{Predictions, Scores};
@@ -113,6 +113,8 @@ pub struct Status {
     pub label: Option<String>,
     /// Supervisor restarts since the node started, per actor kind.
     pub restarts: Restarts,
+    /// Trainings of this node's model since it started, per cause.
+    pub retrains: Retrains,
 }
 
 /// `peers`: every known peer.
@@ -126,6 +128,13 @@ pub struct PeerEntry {
     pub id: String,
     pub addr: String,
     pub state: PeerState,
+    /// The failure detector's suspicion of the peer at its last heartbeat tick (`null` without
+    /// a link, or before the first tick).
+    pub phi: Option<f64>,
+    /// Bytes of frames received from and sent to the peer over the current link, since it
+    /// opened (`null` without a link).
+    pub received_bytes: Option<u64>,
+    pub sent_bytes: Option<u64>,
 }
 
 /// A node that could not take part in a cluster-wide request, and why.

@@ -155,6 +155,7 @@ impl PeerActor {
         // Any frame from the peer (an answer, a model chunk) shows it is alive.
         self.detector.heard(link.last_heard());
         let phi = self.detector.phi(Instant::now());
+        link.set_phi(phi);
         match liveness(phi, self.timing.phi_suspect, self.timing.phi_down) {
             PeerState::Down => {
                 let why = format!(

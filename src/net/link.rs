@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Conn;
 use crate::error::{Error, Result};
-use crate::protocol::{EncodedBody, Message, NodeInfo, Outbound, Request, Response};
+use crate::protocol::{EncodedBody, Message, NodeInfo, Outbound, Request, Response, Traffic};
 
 /// Frames queued for sending before a link counts as stuck and refuses more.
 const SEND_QUEUE: usize = 8192;
@@ -99,6 +99,10 @@ struct Inner {
     last_heard_ms: AtomicU64,
     /// Requests from the other side not answered yet.
     unanswered: AtomicU64,
+    /// Bytes of the frames read and written on this connection (its codec's counts).
+    traffic: Traffic,
+    /// The failure detector's last suspicion of the other side (`f64` bits; NaN: none yet).
+    phi: AtomicU64,
 }
 
 /// A cheap, cloneable handle to one connection.
@@ -125,6 +129,7 @@ impl Link {
     ) -> Link {
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let traffic = conn.codec().traffic();
         let link = Link {
             inner: Arc::new(Inner {
                 id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
@@ -141,6 +146,8 @@ impl Link {
                 opened: Instant::now(),
                 last_heard_ms: AtomicU64::new(0),
                 unanswered: AtomicU64::new(0),
+                traffic,
+                phi: AtomicU64::new(f64::NAN.to_bits()),
             }),
         };
         let (sink, stream) = conn.split();
@@ -191,6 +198,24 @@ impl Link {
     pub fn last_heard(&self) -> Instant {
         let heard = Duration::from_millis(self.inner.last_heard_ms.load(Ordering::Relaxed));
         self.inner.opened + heard
+    }
+
+    /// Bytes read and written on this connection so far, handshake included.
+    pub fn traffic(&self) -> &Traffic {
+        &self.inner.traffic
+    }
+
+    /// Records the owner's failure-detector suspicion (phi) of the other side, for reports.
+    pub fn set_phi(&self, phi: f64) {
+        // Phi is never negative; log10(1) may come out as -0, which would read "-0.0".
+        let phi = if phi > 0.0 { phi } else { 0.0 };
+        self.inner.phi.store(phi.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The last phi recorded with [`Link::set_phi`], if any.
+    pub fn phi(&self) -> Option<f64> {
+        let phi = f64::from_bits(self.inner.phi.load(Ordering::Relaxed));
+        (!phi.is_nan()).then_some(phi)
     }
 
     /// Sends `body` and waits for its response, at most `deadline`.

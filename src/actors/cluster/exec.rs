@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::super::model::{Fail as ModelFail, Train};
+use super::super::model::{Cause, Fail as ModelFail, Train};
 use super::super::peer::Fail as PeerFail;
 use super::super::supervision::guard_response;
 use super::super::watcher::{Fail as WatcherFail, GetReport};
@@ -90,6 +90,7 @@ impl ClusterActor {
             Command::TrainLocal => {
                 let train = self.local.actor.send(Train {
                     reason: "train local".into(),
+                    cause: Cause::TrainLocal,
                     window: self.settings.drift.window(),
                     queue: true,
                     gate: None,
@@ -167,6 +168,7 @@ impl ClusterActor {
             rows_valid: summary.map(|s| s.rows_valid),
             label: self.settings.data.as_ref().map(|d| d.label.clone()),
             restarts: self.supervision.counts(),
+            retrains: self.local.slot.retrains(),
         }
     }
 
@@ -211,6 +213,9 @@ impl ClusterActor {
                     id: p.info.id.clone(),
                     addr: p.info.addr.to_string(),
                     state: p.state,
+                    phi: p.link.as_ref().and_then(|l| l.phi()),
+                    received_bytes: p.link.as_ref().map(|l| l.traffic().received()),
+                    sent_bytes: p.link.as_ref().map(|l| l.traffic().sent()),
                 })
                 .collect(),
         }

@@ -14,7 +14,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use super::actor::{blocking, Evaluate, ModelActor, ModelFailed, Train};
-use super::slot::ModelSlot;
+use super::slot::{Cause, ModelSlot};
 use crate::actors::supervision::panic_message;
 use crate::cluster::{serve_chunk, Batch, Member};
 use crate::error::Result;
@@ -80,6 +80,7 @@ impl LocalModel {
                 .actor
                 .send(Train {
                     reason: "cluster training".into(),
+                    cause: Cause::Train,
                     window: None,
                     queue: true,
                     gate: None,
