@@ -307,15 +307,17 @@ fn a_model_claiming_two_to_the_forty_features_from_a_member_is_an_error() {
         "the forged member never counted as up: {}",
         node.command("peers")
     );
-    // Evaluate: the node fetches the model from its owner, and answers with an error naming the
-    // check that failed.
+    // Evaluate: the node fetches the model from its owner, and answers that it is not a valid
+    // model, naming its owner and the check that failed.
     mallory.ask_to_score();
     let answer = mallory
         .wait_for("evaluated", Duration::from_secs(20))
         .unwrap_or_else(|| node.fail("no answer to the forged Evaluate"));
     eprintln!("the forged member's Evaluate: {answer}");
     assert!(
-        answer.contains("Error") && answer.contains("inconsistent model: feature count"),
+        answer.contains("Unfetched")
+            && answer.contains("[\"mallory\"]")
+            && answer.contains("inconsistent model: feature count"),
         "{answer}"
     );
 
@@ -344,6 +346,9 @@ fn a_model_claiming_two_to_the_forty_features_from_a_member_is_an_error() {
                 .any(|f| f.contains("model of mallory") && f.contains("feature count")),
             "{command}: the hostile model is not named: {answer}"
         );
+        // The bad model is dropped, not the round: the node's own model is still scored.
+        assert_eq!(answer["ok"], true, "{command}: {answer}");
+        assert_eq!(answer["models"], serde_json::json!(["n1"]), "{answer}");
         assert!(node.is_running(), "{command} took the node down");
     }
 

@@ -363,16 +363,19 @@ impl ModelActor {
 }
 
 fn score_models(models: &[ModelBlob], valid: &Table) -> Result<SplitEval, ModelError> {
-    let models = models
-        .iter()
-        .map(|b| {
-            Pipeline::from_bytes(&b.bytes).map_err(|source| ModelError::Foreign {
-                node: b.node.clone(),
-                source,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let refs: Vec<&Pipeline> = models.iter().collect();
+    // Every model is checked before any is scored, so that all the invalid ones are named.
+    let mut loaded = Vec::with_capacity(models.len());
+    let mut invalid = Vec::new();
+    for b in models {
+        match Pipeline::from_bytes(&b.bytes) {
+            Ok(p) => loaded.push(p),
+            Err(e) => invalid.push((b.node.clone(), e)),
+        }
+    }
+    if !invalid.is_empty() {
+        return Err(ModelError::Invalid(invalid));
+    }
+    let refs: Vec<&Pipeline> = loaded.iter().collect();
     Ok(evaluate_split(&refs, valid, None)?)
 }
 
