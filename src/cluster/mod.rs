@@ -17,6 +17,7 @@ use crate::net::LinkOrigin;
 mod member;
 mod membership;
 mod predict;
+pub mod swim;
 mod train;
 
 pub use member::{Asked, Batch, Member, Plan};
