@@ -152,6 +152,8 @@ impl PeerActor {
         let _ = link.send(Message::Heartbeat {
             members: self.members.as_ref().clone(),
         });
+        // Any frame from the peer (an answer, a model chunk) shows it is alive.
+        self.detector.heard(link.last_heard());
         let phi = self.detector.phi(Instant::now());
         match liveness(phi, self.timing.phi_suspect, self.timing.phi_down) {
             PeerState::Down => {

@@ -14,12 +14,14 @@ use serde::Serialize;
 
 use crate::net::LinkOrigin;
 
+mod exchange;
 mod member;
 mod membership;
 mod predict;
 pub mod swim;
 mod train;
 
+pub use exchange::{evaluate, serve_chunk, MODEL_CHUNK};
 pub use member::{Asked, Batch, Member, Plan};
 pub use membership::{Admission, Entry, Membership};
 pub use predict::{ensemble, predict, predict_file, FlowError};
@@ -54,7 +56,10 @@ impl PeerState {
 #[derive(Debug, Clone)]
 pub struct PhiAccrual {
     intervals: VecDeque<f64>,
+    /// The last heartbeat: intervals are measured between heartbeats only.
     last: Instant,
+    /// The last sign of life of any kind (a heartbeat or any other frame): silence counts from it.
+    heard: Instant,
     first_estimate_ms: f64,
     min_std_ms: f64,
     acceptable_pause_ms: f64,
@@ -69,6 +74,7 @@ impl PhiAccrual {
         PhiAccrual {
             intervals: VecDeque::with_capacity(PHI_WINDOW),
             last: now,
+            heard: now,
             first_estimate_ms: hb,
             min_std_ms: (hb / 2.5).max(50.0),
             acceptable_pause_ms: acceptable_pause.as_secs_f64() * 1000.0,
@@ -83,11 +89,19 @@ impl PhiAccrual {
         }
         self.intervals.push_back(interval);
         self.last = now;
+        self.heard = self.heard.max(now);
+    }
+
+    /// Records another sign of life at `at` (any frame): it ends the silence without counting
+    /// as a heartbeat interval, so a stream of bulk frames neither starves the detector nor
+    /// narrows its idea of the heartbeat rhythm.
+    pub fn heard(&mut self, at: Instant) {
+        self.heard = self.heard.max(at);
     }
 
     /// Suspicion level at `now`.
     pub fn phi(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64() * 1000.0;
+        let elapsed = now.saturating_duration_since(self.heard).as_secs_f64() * 1000.0;
         let (mean, std) = if self.intervals.is_empty() {
             (self.first_estimate_ms, self.first_estimate_ms / 4.0)
         } else {
@@ -230,6 +244,33 @@ mod tests {
         assert_eq!(state(1300), PeerState::Up, "within the acceptable pause");
         assert_eq!(state(1900), PeerState::Suspect);
         assert_eq!(state(3000), PeerState::Down, "down within 3 s of silence");
+    }
+
+    #[test]
+    fn any_frame_ends_the_silence_without_skewing_the_rhythm() {
+        let t0 = Instant::now();
+        let mut d = PhiAccrual::new(MS(500), MS(1000), t0);
+        for i in 1..=20 {
+            d.heartbeat(t0 + MS(500 * i));
+        }
+        let last = t0 + MS(500 * 20);
+        // Heartbeats stop (queued behind bulk data) but model chunks keep arriving.
+        for i in 1..=60 {
+            d.heard(last + MS(50 * i));
+        }
+        let now = last + MS(3000);
+        assert_eq!(liveness(d.phi(now), 1.0, 8.0), PeerState::Up);
+        // The bulk frames did not count as intervals: after real silence it still goes down on
+        // the heartbeat rhythm's schedule, not sooner.
+        assert_eq!(
+            liveness(d.phi(now + MS(1300)), 1.0, 8.0),
+            PeerState::Up,
+            "within the acceptable pause of the last frame"
+        );
+        assert_eq!(liveness(d.phi(now + MS(3000)), 1.0, 8.0), PeerState::Down);
+        // An older sign of life never moves the clock back.
+        d.heard(t0);
+        assert_eq!(liveness(d.phi(now + MS(3000)), 1.0, 8.0), PeerState::Down);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::ml::{Predictions, Rows, Scores, SplitEval};
 
 /// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Who a member is: its id, the `host:port` it advertises (where its peers dial it: a DNS name
 /// or an IP), and when this run of it started, so a restarted node (a newer incarnation) is told
@@ -97,12 +97,17 @@ pub enum Request {
     Ping,
     /// A console command line run on the receiving node (`ctl`); answered by `Output`.
     Command { line: String },
-    /// Train on your own training split now; answered by `Trained`.
+    /// Train on your own training split now; answered by `Trained` (the model stays with its
+    /// owner until someone fetches it).
     Train,
-    /// Send your current model; answered by `Model`.
+    /// Describe your current model; answered by `Model`.
     GetModel,
-    /// Score these models (and their ensemble) on your validation split; answered by `Evaluated`.
-    Evaluate { models: Vec<ModelBlob> },
+    /// Fetch these models from their owners (`FetchModel`), score them and their ensemble on
+    /// your validation split; answered by `Evaluated`, or by `Unfetched` naming the owners whose
+    /// model could not be fetched.
+    Evaluate { models: Vec<ModelRef> },
+    /// Send the part of your model `version` that starts at `offset`; answered by `ModelChunk`.
+    FetchModel { version: u64, offset: u64 },
     /// Predict these rows with your model; answered by `Predictions` or `NoModel`.
     Predict { rows: Rows },
     /// Predict these rows with the whole cluster (you coordinate); answered by `Ensemble`.
@@ -115,6 +120,15 @@ pub enum Request {
 #[derive(Serialize)]
 pub enum PredictRef<'a> {
     Predict { rows: &'a Rows },
+}
+
+/// A model as its owner announced it: fetched from the owner, in chunks, by whoever scores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub node: String,
+    pub version: u64,
+    /// Length of the serialized model in bytes.
+    pub size: u64,
 }
 
 /// A serialized model and the node that trained it.
@@ -149,11 +163,23 @@ pub enum Response {
     },
     Trained {
         summary: ModelSummary,
-        model: Bytes,
+        /// Length of the serialized model in bytes.
+        size: u64,
     },
     Model {
         summary: ModelSummary,
-        model: Bytes,
+        size: u64,
+    },
+    /// Part of model `version`: `bytes` from the requested offset, of `total` bytes in all.
+    ModelChunk {
+        version: u64,
+        total: u64,
+        bytes: Bytes,
+    },
+    /// `Evaluate` could not fetch the models of `nodes`.
+    Unfetched {
+        nodes: Vec<String>,
+        reason: String,
     },
     Evaluated {
         eval: SplitEval,

@@ -10,6 +10,6 @@ mod message;
 
 pub use codec::{EncodedBody, FrameCodec, Outbound, ProtocolError, HANDSHAKE_MAX_FRAME};
 pub use message::{
-    Message, ModelBlob, ModelSummary, NodeInfo, PredictRef, Request, Response, Role,
+    Message, ModelBlob, ModelRef, ModelSummary, NodeInfo, PredictRef, Request, Response, Role,
     PROTOCOL_VERSION,
 };

@@ -10,6 +10,7 @@ mod util;
 
 mod test_bad_config;
 mod test_bad_frames;
+mod test_chaos;
 mod test_classification;
 mod test_console;
 mod test_drift;

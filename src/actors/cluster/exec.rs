@@ -12,6 +12,7 @@ use super::super::model::{Fail as ModelFail, Train};
 use super::super::peer::Fail as PeerFail;
 use super::super::supervision::guard_response;
 use super::super::watcher::{Fail as WatcherFail, GetReport};
+use super::evaluator::Evaluator;
 use super::{ClusterActor, Shutdown};
 use crate::answer::{
     Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, ModelInfo, PeerEntry, Peers,
@@ -215,12 +216,32 @@ impl ClusterActor {
         }
     }
 
+    /// This node as the scorer of a cross-validation round, with the members it can fetch models
+    /// from.
+    fn evaluator(&self) -> Evaluator {
+        let cluster = &self.settings.cluster;
+        let (owners, _) = self
+            .members
+            .ask(Rc::new(self.local.clone()), cluster.request_timeout());
+        Evaluator {
+            local: self.local.clone(),
+            owners,
+            max_bytes: cluster.max_frame_bytes as u64,
+            deadline: Duration::from_millis(cluster.train_timeout_ms),
+        }
+    }
+
     /// The members a cluster-wide flow involves.
     fn plan(&self) -> Plan {
         let cluster = &self.settings.cluster;
-        let (members, unreachable) = self
+        let (mut members, unreachable) = self
             .members
             .ask(Rc::new(self.local.clone()), cluster.request_timeout());
+        // This node scores its part of a cross-validation by fetching from the others.
+        let me = &self.me().id;
+        if let Some(local) = members.iter_mut().find(|m| &m.id == me) {
+            local.member = Rc::new(self.evaluator());
+        }
         Plan {
             members,
             unreachable,
@@ -282,6 +303,10 @@ impl ClusterActor {
             Request::PredictEnsemble { rows } => {
                 let work = cluster::ensemble(self.plan(), rows);
                 actix_rt::spawn(async move { link.respond(id, work.await) });
+            }
+            Request::Evaluate { models } => {
+                let evaluator = self.evaluator();
+                actix_rt::spawn(async move { link.respond(id, evaluator.evaluate(models).await) });
             }
             other => {
                 let local = self.local.clone();

@@ -7,6 +7,7 @@
 //! answers the request in flight with an error and restarts it, and a restart asks every peer
 //! actor to report again, which rebuilds the member table.
 
+mod evaluator;
 mod exec;
 
 use std::sync::Arc;
