@@ -113,6 +113,21 @@ pub struct Status {
     pub label: Option<String>,
     /// Supervisor restarts since the node started, per actor kind.
     pub restarts: Restarts,
+    /// What the membership protocol sent and received since the node started.
+    pub membership: MembershipTraffic,
+}
+
+/// The membership protocol's traffic and verdicts at one node.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MembershipTraffic {
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
+    pub received_packets: u64,
+    pub received_bytes: u64,
+    /// Members this node suspected from its own probes.
+    pub suspicions: u64,
+    /// Times this node refuted news of its own failure.
+    pub refutations: u64,
 }
 
 /// `peers`: every known peer.

@@ -73,10 +73,21 @@ where
         for rumor in rumors {
             if rumor.id == self.me {
                 self.about_me(&rumor, Some(from));
-            } else {
+            } else if self.believable(&rumor, from) {
                 self.apply(rumor, now, true);
             }
         }
+    }
+
+    /// News of a newer run of a known member is believed only from that member itself (its
+    /// restart reaches every member over its own links): otherwise one member could claim a run
+    /// no refutation can beat, and have another declared dead for good.
+    fn believable(&self, news: &Rumor<K, D>, from: &K) -> bool {
+        *from == news.id
+            || self
+                .table
+                .get(&news.id)
+                .is_none_or(|known| news.inc.run <= known.inc.run)
     }
 
     /// One member of a `Sync`. Where the list has alive a member this node declared dead at the
@@ -85,6 +96,9 @@ where
     pub(super) fn merge_listed(&mut self, listed: Rumor<K, D>, from: &K, now: Duration) {
         if listed.id == self.me {
             self.about_me(&listed, Some(from));
+            return;
+        }
+        if !self.believable(&listed, from) {
             return;
         }
         let conflict = self

@@ -207,9 +207,19 @@ where
         self.apply(alive(id, inc, meta), now, false);
     }
 
-    /// Any sign of life from `id` (another frame on its link) answers a probe of it.
-    pub fn heard_from(&mut self, id: &K) {
-        if let Some(p) = self.probe.as_mut().filter(|p| p.target == *id) {
+    /// The member probed in this period, while it has not answered.
+    pub fn probing(&self) -> Option<&K> {
+        self.probe.as_ref().filter(|p| !p.acked).map(|p| &p.target)
+    }
+
+    /// Any sign of life from `id` at time `at` (another frame on its link) answers a probe of
+    /// it sent before then.
+    pub fn heard_from(&mut self, id: &K, at: Duration) {
+        if let Some(p) = self
+            .probe
+            .as_mut()
+            .filter(|p| p.target == *id && at >= p.started)
+        {
             p.acked = true;
         }
     }

@@ -73,12 +73,15 @@ fn news_is_merged_by_incarnation() {
         Some(Status::Dead),
         "dead wins a tie"
     );
-    // A restart (a larger run) comes back whatever its count.
+    // A restart (a larger run) comes back whatever its count, but only the member itself says
+    // so: another claiming a run nothing could refute is not believed.
     let restarted = Rumor {
         inc: Incarnation::new(2),
         ..rumor(2, 0, Status::Alive)
     };
-    gossip(&mut a, 3, restarted, t);
+    gossip(&mut a, 3, restarted.clone(), t);
+    assert_eq!(a.status(&2).map(|s| s.0), Some(Status::Dead), "hearsay");
+    gossip(&mut a, 2, restarted, t);
     assert_eq!(events(&mut a), [Event::Up { id: 2, meta: 2 }]);
     assert_eq!(a.live(), 2);
     // News of an unknown member introduces it only if it is alive.
@@ -197,8 +200,11 @@ fn a_silent_member_is_probed_indirectly_then_suspected() {
 fn an_answered_probe_raises_no_suspicion() {
     let mut a = node(1, &[2, 3, 4, 5]);
     let (target, t0) = first_probe(&mut a);
-    // Any frame from the target counts, not only the ack.
-    a.heard_from(&target);
+    // Any frame from the target counts, not only the ack; but not one from before the probe.
+    a.heard_from(&target, t0 - MS(1));
+    assert_eq!(a.probing(), Some(&target));
+    a.heard_from(&target, t0 + MS(20));
+    assert_eq!(a.probing(), None);
     a.tick(t0 + MS(150));
     assert!(sent(&mut a).is_empty(), "no indirect probe");
     a.tick(t0 + MS(500));
