@@ -127,16 +127,23 @@ impl ClusterActor {
     }
 
     /// One step of the membership protocol: a frame of any kind from the member being probed
-    /// answers the probe; then whatever is due.
+    /// answers the probe, and from a suspect one gives it time; then whatever is due.
     fn tick_membership(&mut self, ctx: &mut Context<Self>) {
-        if let Some(target) = self.swim.probing().cloned() {
+        let watched: Vec<String> = self
+            .swim
+            .probing()
+            .into_iter()
+            .chain(self.swim.suspects())
+            .cloned()
+            .collect();
+        for id in watched {
             let heard = self
                 .members
-                .get(&target)
+                .get(&id)
                 .and_then(|e| e.link.as_ref())
                 .map(|link| link.last_heard().saturating_duration_since(self.clock));
             if let Some(at) = heard {
-                self.swim.heard_from(&target, at);
+                self.swim.heard_from(&id, at);
             }
         }
         self.swim.tick(self.clock.elapsed());

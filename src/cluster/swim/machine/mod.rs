@@ -212,8 +212,14 @@ where
         self.probe.as_ref().filter(|p| !p.acked).map(|p| &p.target)
     }
 
+    /// Members suspected and not yet declared dead.
+    pub fn suspects(&self) -> impl Iterator<Item = &K> {
+        self.suspicions.iter().map(|(id, _)| id)
+    }
+
     /// Any sign of life from `id` at time `at` (another frame on its link) answers a probe of
-    /// it sent before then.
+    /// it sent before then, and gives a suspect that is still sending a full timeout from `at`
+    /// to refute: a member that is slow to hear of its suspicion (a starved core) is not dead.
     pub fn heard_from(&mut self, id: &K, at: Duration) {
         if let Some(p) = self
             .probe
@@ -221,6 +227,10 @@ where
             .filter(|p| p.target == *id && at >= p.started)
         {
             p.acked = true;
+        }
+        let timeout = self.suspicion_timeout();
+        if let Some((_, deadline)) = self.suspicions.iter_mut().find(|(s, _)| s == id) {
+            *deadline = (*deadline).max(at + timeout);
         }
     }
 

@@ -105,6 +105,24 @@ fn a_suspicion_ends_in_death_after_its_timeout() {
 }
 
 #[test]
+fn a_suspect_still_heard_from_is_given_time() {
+    let mut a = node(1, &[2, 3]);
+    gossip(&mut a, 3, rumor(2, 0, Status::Suspect), MS(1000));
+    assert_eq!(a.suspects().collect::<Vec<_>>(), [&2]);
+    // A frame from before the suspicion changes nothing; one from after it restarts the clock.
+    a.heard_from(&2, MS(900));
+    a.tick(MS(2500));
+    assert_eq!(a.status(&2).map(|s| s.0), Some(Status::Dead));
+    let mut b = node(1, &[2, 3]);
+    gossip(&mut b, 3, rumor(2, 0, Status::Suspect), MS(1000));
+    b.heard_from(&2, MS(2000));
+    b.tick(MS(3499));
+    assert_eq!(b.status(&2).map(|s| s.0), Some(Status::Suspect));
+    b.tick(MS(3500));
+    assert_eq!(b.status(&2).map(|s| s.0), Some(Status::Dead));
+}
+
+#[test]
 fn a_node_refutes_news_of_its_own_failure() {
     let mut a = node(1, &[2, 3]);
     gossip(&mut a, 2, rumor(1, 0, Status::Suspect), MS(5));
