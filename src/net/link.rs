@@ -19,7 +19,7 @@ use super::Conn;
 use crate::error::{Error, Result};
 use bytes::Bytes;
 
-use crate::protocol::{EncodedBody, Message, Outbound, Request, Response};
+use crate::protocol::{EncodedBody, Message, Outbound, Request, Response, Traffic};
 
 /// Frames queued for sending before a link counts as stuck and refuses more.
 const SEND_QUEUE: usize = 8192;
@@ -95,6 +95,8 @@ struct Inner {
     last_heard_ms: AtomicU64,
     /// Requests from the other side not answered yet.
     unanswered: AtomicU64,
+    /// Bytes of the frames read and written on this connection (its codec's counts).
+    traffic: Traffic,
 }
 
 /// A cheap, cloneable handle to one connection.
@@ -121,6 +123,7 @@ impl Link {
     ) -> Link {
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let traffic = conn.codec().traffic();
         let link = Link {
             inner: Arc::new(Inner {
                 id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
@@ -137,6 +140,7 @@ impl Link {
                 opened: Instant::now(),
                 last_heard_ms: AtomicU64::new(0),
                 unanswered: AtomicU64::new(0),
+                traffic,
             }),
         };
         let (sink, stream) = conn.split();
@@ -187,6 +191,11 @@ impl Link {
     pub fn last_heard(&self) -> Instant {
         let heard = Duration::from_millis(self.inner.last_heard_ms.load(Ordering::Relaxed));
         self.inner.opened + heard
+    }
+
+    /// Bytes read and written on this connection so far, handshake included.
+    pub fn traffic(&self) -> &Traffic {
+        &self.inner.traffic
     }
 
     /// Sends `body` and waits for its response, at most `deadline`.

@@ -105,7 +105,7 @@ pub enum Request {
     GetModel,
     /// Fetch these models from their owners (`FetchModel`), score them and their ensemble on
     /// your validation split; answered by `Evaluated`, or by `Unfetched` naming the owners whose
-    /// model could not be fetched.
+    /// model could not be fetched or is not a valid model.
     Evaluate { models: Vec<ModelRef> },
     /// Send the part of your model `version` that starts at `offset`; answered by `ModelChunk`.
     FetchModel { version: u64, offset: u64 },
@@ -177,7 +177,7 @@ pub enum Response {
         total: u64,
         bytes: Bytes,
     },
-    /// `Evaluate` could not fetch the models of `nodes`.
+    /// `Evaluate` could not fetch the models of `nodes`, or they are not valid models.
     Unfetched {
         nodes: Vec<String>,
         reason: String,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::super::model::{Fail as ModelFail, Train};
+use super::super::model::{Cause, Fail as ModelFail, Train};
 use super::super::peer::Fail as PeerFail;
 use super::super::supervision::guard_response;
 use super::super::watcher::{Fail as WatcherFail, GetReport};
@@ -90,6 +90,7 @@ impl ClusterActor {
             Command::TrainLocal => {
                 let train = self.local.actor.send(Train {
                     reason: "train local".into(),
+                    cause: Cause::TrainLocal,
                     window: self.settings.drift.window(),
                     queue: true,
                     gate: None,
@@ -178,6 +179,7 @@ impl ClusterActor {
                     refutations: s.refutations,
                 }
             },
+            retrains: self.local.slot.retrains(),
         }
     }
 
@@ -222,6 +224,8 @@ impl ClusterActor {
                     id: p.info.id.clone(),
                     addr: p.info.addr.to_string(),
                     state: p.state,
+                    received_bytes: p.link.as_ref().map(|l| l.traffic().received()),
+                    sent_bytes: p.link.as_ref().map(|l| l.traffic().sent()),
                 })
                 .collect(),
         }
