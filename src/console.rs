@@ -199,7 +199,6 @@ mod tests {
                 id: "n2".into(),
                 addr: "127.0.0.1:1".into(),
                 state: PeerState::Up,
-                phi: Some(0.3),
                 received_bytes: Some(10),
                 sent_bytes: Some(20),
             }],

@@ -14,7 +14,9 @@ use ensemble_cluster::ctl;
 use ensemble_cluster::net::{Secret, TlsFiles};
 use ensemble_cluster::node;
 use ensemble_cluster::tools::certs::{run_certs, CertsArgs};
-use ensemble_cluster::tools::{run_gen, run_offline, GenArgs, OfflineArgs};
+use ensemble_cluster::tools::{
+    run_gen, run_offline, run_simulate, GenArgs, OfflineArgs, SimulateArgs,
+};
 use ensemble_cluster::Error;
 
 #[derive(Parser)]
@@ -56,6 +58,9 @@ enum Tool {
     /// Create the cluster CA (once, in DIR) and a certificate + key per node and client; prints
     /// one JSON line.
     Certs(CertsArgs),
+    /// Run the membership protocol on N simulated nodes (virtual time, lossy network, a join, a
+    /// kill, a pause); prints one JSON line of what it measured.
+    Simulate(SimulateArgs),
 }
 
 #[derive(Args)]
@@ -126,6 +131,10 @@ fn main() -> ExitCode {
             Err(e) => failure(e.to_string()),
         },
         Some(Tool::Certs(args)) => match run_certs(&args) {
+            Ok(value) => report(value),
+            Err(e) => failure(e.to_string()),
+        },
+        Some(Tool::Simulate(args)) => match run_simulate(&args) {
             Ok(value) => report(value),
             Err(e) => failure(e.to_string()),
         },

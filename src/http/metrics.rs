@@ -91,7 +91,6 @@ pub struct Metrics {
     fanout_answered: Counter,
     fanout_asked: Counter,
     peer_state: Family<PeerLabels, Gauge>,
-    peer_phi: Family<PeerIdLabels, Gauge<f64, AtomicU64>>,
     peer_received: Family<PeerIdLabels, Counter>,
     peer_sent: Family<PeerIdLabels, Counter>,
     members: Gauge,
@@ -135,7 +134,6 @@ impl Metrics {
             fanout_answered: Counter::default(),
             fanout_asked: Counter::default(),
             peer_state: Family::default(),
-            peer_phi: Family::default(),
             peer_received: Family::default(),
             peer_sent: Family::default(),
             members: Gauge::default(),
@@ -185,11 +183,6 @@ impl Metrics {
             "peer_state",
             "1 for each peer's current state (up, suspect, down, ...)",
             m.peer_state.clone(),
-        );
-        r.register(
-            "peer_phi",
-            "Phi-accrual suspicion of each linked peer at its last heartbeat tick",
-            m.peer_phi.clone(),
         );
         r.register(
             "peer_received_bytes",
@@ -366,16 +359,12 @@ impl Metrics {
         }
         if let Some(p) = peers {
             self.peer_state.clear();
-            self.peer_phi.clear();
             self.peer_received.clear();
             self.peer_sent.clear();
             for peer in &p.peers {
                 let id = PeerIdLabels {
                     peer: peer.id.clone(),
                 };
-                if let Some(phi) = peer.phi {
-                    self.peer_phi.get_or_create(&id).set(phi);
-                }
                 if let Some(n) = peer.received_bytes {
                     copy(&self.peer_received, id.clone(), n);
                 }
@@ -466,7 +455,6 @@ mod tests {
                     id: "n2".into(),
                     addr: "127.0.0.1:2".into(),
                     state: PeerState::Up,
-                    phi: Some(0.25),
                     received_bytes: Some(received),
                     sent_bytes: Some(700),
                 },
@@ -474,7 +462,6 @@ mod tests {
                     id: "n3".into(),
                     addr: "127.0.0.1:3".into(),
                     state: PeerState::Down,
-                    phi: None,
                     received_bytes: None,
                     sent_bytes: None,
                 },
@@ -483,11 +470,10 @@ mod tests {
     }
 
     #[test]
-    fn peers_are_exported_with_phi_and_bytes() {
+    fn peers_are_exported_with_their_bytes() {
         let m = Metrics::new();
         let text = m.render(None, Some(&peers(1500)), None, None);
         for line in [
-            "ensemble_peer_phi{peer=\"n2\"} 0.25",
             "ensemble_peer_received_bytes_total{peer=\"n2\"} 1500",
             "ensemble_peer_sent_bytes_total{peer=\"n2\"} 700",
             "ensemble_peer_state{peer=\"n3\",state=\"down\"} 1",

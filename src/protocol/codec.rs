@@ -238,8 +238,8 @@ mod tests {
             Message::Refused {
                 reason: "wrong cluster".into(),
             },
-            Message::Heartbeat {
-                members: vec![node()],
+            Message::Membership {
+                packet: Bytes::from_static(b"\x81\xa1g\x91\x90"),
             },
             Message::Leave,
             Message::Request {

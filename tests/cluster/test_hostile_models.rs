@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ensemble_cluster::cluster::serve_chunk;
+use ensemble_cluster::cluster::swim::wire::{self, Packet};
 use ensemble_cluster::net::{self, Greeting, Secret};
 use ensemble_cluster::protocol::{
     Message, ModelRef, ModelSummary, NodeInfo, Request, Response, Role,
@@ -217,10 +218,6 @@ async fn forged_member(addr: String, model: Bytes, flags: Flags, events: mpsc::S
     while !flags.stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
         let frame = tokio::select! {
             _ = beat.tick() => {
-                let heartbeat = Message::Heartbeat { members: vec![me.clone()] };
-                if sink.send(heartbeat).await.is_err() {
-                    break;
-                }
                 if flags.ask.swap(false, Ordering::Relaxed) {
                     let evaluate = Message::Request {
                         id: 1,
@@ -271,6 +268,20 @@ async fn forged_member(addr: String, model: Bytes, flags: Flags, events: mpsc::S
                 let _ = events.send(format!("evaluated: {body:?}"));
                 continue;
             }
+            // Stays a member as any member does: by answering the membership protocol's probes.
+            Message::Membership { packet } => match wire::decode::<String, String>(&packet) {
+                Ok(Packet::Ping { seq, .. }) => {
+                    let ack: Packet<String, String> = Packet::Ack {
+                        seq,
+                        rumors: vec![],
+                    };
+                    match wire::encode(&ack) {
+                        Ok(packet) => Message::Membership { packet },
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
+            },
             _ => continue,
         };
         if sink.send(answer).await.is_err() {

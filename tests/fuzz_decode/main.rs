@@ -224,8 +224,8 @@ fn every_message(
         Message::Refused {
             reason: "wrong cluster".into(),
         },
-        Message::Heartbeat {
-            members: vec![node],
+        Message::Membership {
+            packet: Bytes::from_static(b"\x81\xa1p\x92\x07\x90"),
         },
         Message::Leave,
         request(1, Request::Ping),

@@ -13,8 +13,7 @@ Run by tests/http_api.rs against real nodes; every check raises (non-zero exit) 
                                                           is a reader's, TOKEN the reader token;
                                                           OTHER_CA: a CA the node's certificate
                                                           must not pass
-  oip_client.py metrics URL PEER FEATURES                 after a drift retrain: PEER's phi and
-                                                          bytes, retrains by cause, the drift
+  oip_client.py metrics URL PEER FEATURES                 after a drift retrain: PEER's bytes, retrains by cause, the drift
                                                           statistic of at least FEATURES features
 """
 
@@ -126,7 +125,7 @@ def check_metrics(url, base=None, context=None, headers=None):
     families = scrape(base or f"http://{url}", context, headers)
     for name in ["ensemble_http_requests", "ensemble_http_request_duration_seconds",
                  "ensemble_commands", "ensemble_fanout_answered", "ensemble_fanout_asked",
-                 "ensemble_peer_state", "ensemble_peer_phi", "ensemble_peer_received_bytes",
+                 "ensemble_peer_state", "ensemble_peer_received_bytes",
                  "ensemble_peer_sent_bytes", "ensemble_model_version", "ensemble_training_rows",
                  "ensemble_last_training_seconds", "ensemble_supervisor_restarts",
                  "ensemble_retrains", "ensemble_drift_new_rows"]:
@@ -134,8 +133,6 @@ def check_metrics(url, base=None, context=None, headers=None):
     for name in ["ensemble_peer_received_bytes_total", "ensemble_peer_sent_bytes_total"]:
         got = [s for s in samples(families, name[:-len("_total")]) if s.name == name]
         check(got and all(s.value > 0 for s in got), f"{name}: {got}")
-    phi = samples(families, "ensemble_peer_phi")
-    check(phi and all(math.isfinite(s.value) and s.value >= 0 for s in phi), f"phi: {phi}")
     trained = [s.value for s in samples(families, "ensemble_retrains")
                if s.name == "ensemble_retrains_total"]
     check(sum(trained) >= 1, f"no retrain counted: {trained}")
@@ -231,9 +228,6 @@ def after_drift(url, peer, features):
     families = scrape(f"http://{url}")
     state = samples(families, "ensemble_peer_state", peer=peer, state="up")
     check(state and state[0].value == 1, f"{peer} not up: {families['ensemble_peer_state']}")
-    phi = samples(families, "ensemble_peer_phi", peer=peer)
-    check(len(phi) == 1 and math.isfinite(phi[0].value) and 0 <= phi[0].value < 8,
-          f"phi of {peer}: {phi}")
     def bytes_of(families):
         counts = []
         for name in ["ensemble_peer_received_bytes", "ensemble_peer_sent_bytes"]:
@@ -242,7 +236,7 @@ def after_drift(url, peer, features):
             counts.append(got[0].value)
         return counts
 
-    # Heartbeats flow both ways: both counts grow (polled, 10 s at most).
+    # Membership packets flow both ways: both counts grow (polled, 10 s at most).
     first, deadline = bytes_of(families), time.monotonic() + 10
     while True:
         now = bytes_of(scrape(f"http://{url}"))

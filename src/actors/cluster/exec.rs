@@ -15,8 +15,8 @@ use super::super::watcher::{Fail as WatcherFail, GetReport};
 use super::evaluator::Evaluator;
 use super::{ClusterActor, Shutdown};
 use crate::answer::{
-    Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, ModelInfo, PeerEntry, Peers,
-    RowsPrediction, Status,
+    Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, MembershipTraffic, ModelInfo,
+    PeerEntry, Peers, RowsPrediction, Status,
 };
 use crate::cluster::{self, Plan};
 use crate::command::{self, Command, Fault};
@@ -168,6 +168,17 @@ impl ClusterActor {
             rows_valid: summary.map(|s| s.rows_valid),
             label: self.settings.data.as_ref().map(|d| d.label.clone()),
             restarts: self.supervision.counts(),
+            membership: {
+                let s = self.membership_stats();
+                MembershipTraffic {
+                    sent_packets: s.sent_packets,
+                    sent_bytes: s.sent_bytes,
+                    received_packets: s.received_packets,
+                    received_bytes: s.received_bytes,
+                    suspicions: s.suspicions,
+                    refutations: s.refutations,
+                }
+            },
             retrains: self.local.slot.retrains(),
         }
     }
@@ -213,7 +224,6 @@ impl ClusterActor {
                     id: p.info.id.clone(),
                     addr: p.info.addr.to_string(),
                     state: p.state,
-                    phi: p.link.as_ref().and_then(|l| l.phi()),
                     received_bytes: p.link.as_ref().map(|l| l.traffic().received()),
                     sent_bytes: p.link.as_ref().map(|l| l.traffic().sent()),
                 })
