@@ -58,8 +58,8 @@ pub async fn fetch(
             model.size
         ));
     }
-    // `size` is bounded just above, so reserving it cannot be abused.
-    let mut buf = BytesMut::with_capacity(model.size as usize);
+    // Memory grows with what the owner actually sends, not with what it announced.
+    let mut buf = BytesMut::with_capacity((model.size as usize).min(MODEL_CHUNK));
     loop {
         let request = Request::FetchModel {
             version: model.version,

@@ -107,14 +107,20 @@ pub async fn cross_validate(plan: Plan, retrain: bool) -> Answer {
     }
 
     // 2. Every node holding a model fetches the others' and scores them all on its own
-    //    validation split. A model that could not be fetched is dropped, once.
+    //    validation split. A model that could not be fetched or loaded is dropped, once.
     let mut round = score(&holders, plan.long_deadline).await;
     if !round.unfetched.is_empty() {
-        // Run again without the models nobody could fetch, and without the nodes that failed.
-        let mut dropped = std::mem::take(&mut round.failed);
-        for id in &round.unfetched {
-            if !dropped.iter().any(|f| &f.id == id) {
-                dropped.push(Failed::new(id, "its model could not be fetched"));
+        // Run again without the models that could not be fetched or are not valid models, and
+        // without the nodes that failed.
+        // A node whose model was refused is reported for that, whatever else it failed.
+        let mut dropped: Vec<Failed> = round
+            .unfetched
+            .iter()
+            .map(|(id, why)| Failed::new(id, why))
+            .collect();
+        for f in std::mem::take(&mut round.failed) {
+            if !dropped.iter().any(|d| d.id == f.id) {
+                dropped.push(f);
             }
         }
         holders.retain(|h| !dropped.iter().any(|f| f.id == h.member.id));
@@ -140,8 +146,8 @@ pub async fn cross_validate(plan: Plan, retrain: bool) -> Answer {
 /// What one scoring round gave.
 struct Round {
     splits: Vec<(String, SplitEval)>,
-    /// Owners whose model some holder could not fetch.
-    unfetched: Vec<String>,
+    /// Owners whose model some holder could not fetch or load, with the first reason given.
+    unfetched: Vec<(String, String)>,
     /// The holders that could not fetch them, and why.
     missed: Vec<Failed>,
     failed: Vec<Failed>,
@@ -177,15 +183,16 @@ async fn score(holders: &[Holder<'_>], deadline: Duration) -> Round {
                     holders.len()
                 ),
             )),
-            // Not this node's failure: the owners named are dropped and it scores again.
+            // Not this node's failure: the owners named (a model it could not fetch, or one that
+            // is not a valid model) are dropped and it scores again.
             Ok(Response::Unfetched { nodes, reason }) => {
-                round.missed.push(Failed::new(id, reason));
                 for node in nodes {
                     let known = holders.iter().any(|h| h.member.id == node);
-                    if known && !round.unfetched.contains(&node) {
-                        round.unfetched.push(node);
+                    if known && !round.unfetched.iter().any(|(n, _)| n == &node) {
+                        round.unfetched.push((node, reason.clone()));
                     }
                 }
+                round.missed.push(Failed::new(id, reason));
             }
             Ok(other) => round.failed.push(Failed::new(id, unexpected(&other))),
             Err(e) => round.failed.push(Failed::new(id, e)),

@@ -17,12 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Conn;
 use crate::error::{Error, Result};
-use crate::protocol::{EncodedBody, Message, NodeInfo, Outbound, Request, Response};
+use bytes::Bytes;
+
+use crate::protocol::{EncodedBody, Message, Outbound, Request, Response, Traffic};
 
 /// Frames queued for sending before a link counts as stuck and refuses more.
 const SEND_QUEUE: usize = 8192;
 
-/// Control frames (heartbeats, leave) queued apart from the rest: they are written before any
+/// Control frames (membership packets, leave) queued apart from the rest: they are written before any
 /// queued bulk frame, so a link busy with models or large batches still shows it is alive.
 const CONTROL_QUEUE: usize = 64;
 
@@ -49,19 +51,13 @@ pub struct LinkOrigin<'a> {
 #[derive(Debug)]
 pub enum LinkEvent {
     /// The other side asks something; answer with [`Link::respond`].
-    Request {
-        id: u64,
-        body: Request,
-    },
-    Heartbeat {
-        members: Vec<NodeInfo>,
-    },
+    Request { id: u64, body: Request },
+    /// A packet of the membership protocol.
+    Membership { packet: Bytes },
     /// The other side is leaving the cluster on purpose.
     Leave,
     /// The link is closed; nothing more will come from it.
-    Closed {
-        reason: String,
-    },
+    Closed { reason: String },
 }
 
 /// An event from `link`.
@@ -88,7 +84,7 @@ struct Inner {
     tag: u64,
     access: Access,
     tx: mpsc::Sender<Outgoing>,
-    /// Heartbeats and leave: written ahead of `tx`'s backlog.
+    /// Membership packets and leave: written ahead of `tx`'s backlog.
     control: mpsc::Sender<Message>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_request: AtomicU64,
@@ -99,6 +95,8 @@ struct Inner {
     last_heard_ms: AtomicU64,
     /// Requests from the other side not answered yet.
     unanswered: AtomicU64,
+    /// Bytes of the frames read and written on this connection (its codec's counts).
+    traffic: Traffic,
 }
 
 /// A cheap, cloneable handle to one connection.
@@ -125,6 +123,7 @@ impl Link {
     ) -> Link {
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let traffic = conn.codec().traffic();
         let link = Link {
             inner: Arc::new(Inner {
                 id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
@@ -141,6 +140,7 @@ impl Link {
                 opened: Instant::now(),
                 last_heard_ms: AtomicU64::new(0),
                 unanswered: AtomicU64::new(0),
+                traffic,
             }),
         };
         let (sink, stream) = conn.split();
@@ -187,10 +187,15 @@ impl Link {
     }
 
     /// When the last frame of any kind arrived from the other side (or the link opened): every
-    /// frame is a sign of life, not only heartbeats.
+    /// frame is a sign of life, not only membership packets.
     pub fn last_heard(&self) -> Instant {
         let heard = Duration::from_millis(self.inner.last_heard_ms.load(Ordering::Relaxed));
         self.inner.opened + heard
+    }
+
+    /// Bytes read and written on this connection so far, handshake included.
+    pub fn traffic(&self) -> &Traffic {
+        &self.inner.traffic
     }
 
     /// Sends `body` and waits for its response, at most `deadline`.
@@ -255,10 +260,10 @@ impl Link {
         }
     }
 
-    /// Queues a one-way frame. Heartbeats and leave go ahead of any bulk backlog.
+    /// Queues a one-way frame. Membership packets and leave go ahead of any bulk backlog.
     pub fn send(&self, msg: Message) -> Result<()> {
         match msg {
-            Message::Heartbeat { .. } | Message::Leave => self.queue_control(msg),
+            Message::Membership { .. } | Message::Leave => self.queue_control(msg),
             msg => self.queue(Outbound::Message(msg)),
         }
     }
@@ -268,7 +273,7 @@ impl Link {
             return Err(Error::Closed(self.reason()));
         }
         self.inner.control.try_send(msg).map_err(|e| match e {
-            // Heartbeats not written yet make more of them pointless: the link itself is stuck.
+            // Control frames not written yet make more of them pointless: the link itself is stuck.
             mpsc::error::TrySendError::Full(_) => {
                 Error::Timeout(format!("control queue to {} is full", self.inner.peer))
             }
@@ -425,7 +430,7 @@ impl Link {
                     self.inner.unanswered.fetch_add(1, Ordering::Relaxed);
                     notify(LinkEvent::Request { id, body })
                 }
-                Message::Heartbeat { members } => notify(LinkEvent::Heartbeat { members }),
+                Message::Membership { packet } => notify(LinkEvent::Membership { packet }),
                 Message::Leave => notify(LinkEvent::Leave),
                 other => {
                     let reason = format!("unexpected {} after the handshake", other.name());
@@ -463,9 +468,9 @@ mod tests {
 
     const BULK: usize = 200;
 
-    /// A heartbeat queued behind megabytes of bulk frames is written before them.
+    /// A membership packet queued behind megabytes of bulk frames is written before them.
     #[actix_rt::test]
-    async fn heartbeats_overtake_queued_bulk_frames() {
+    async fn membership_packets_overtake_queued_bulk_frames() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let dialed = TcpStream::connect(addr).await.expect("connect");
@@ -479,8 +484,9 @@ mod tests {
             link.send(Message::Auth { proof }).expect("bulk queued");
         }
         // Nothing is read yet: the socket buffers fill, the writer is stuck mid-backlog.
-        link.send(Message::Heartbeat { members: vec![] })
-            .expect("heartbeat queued");
+        let probe = Bytes::from_static(b"probe");
+        link.send(Message::Membership { packet: probe })
+            .expect("membership packet queued");
         let mut other = Framed::new(Stream::Plain(accepted), FrameCodec::new(max));
         let mut position = None;
         for i in 0..=BULK {
@@ -489,16 +495,16 @@ mod tests {
                 .expect("frames keep coming")
                 .expect("open")
                 .expect("a frame");
-            if matches!(frame, Message::Heartbeat { .. }) {
+            if matches!(frame, Message::Membership { .. }) {
                 position = Some(i);
                 break;
             }
         }
-        let position = position.expect("the heartbeat arrived");
+        let position = position.expect("the membership packet arrived");
         // Only what the kernel's socket buffers already held goes before it (a few MB of 50).
         assert!(
             position < BULK / 2,
-            "heartbeat came after {position} bulk frames"
+            "the membership packet came after {position} bulk frames"
         );
         link.close("done");
     }

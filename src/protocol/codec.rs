@@ -1,5 +1,9 @@
 //! Bytes ⇄ [`Message`]: tokio-util's length-delimited framing (4-byte big-endian length, bounded
-//! by `max_frame_length`) around a MessagePack body.
+//! by `max_frame_length`) around a MessagePack body. Each codec counts the bytes of the frames it
+//! reads and writes ([`Traffic`]), which is what a connection's traffic metrics report.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -19,6 +23,24 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
 }
 
+/// Bytes of whole frames (length prefix included) a codec has read and written. Clones share
+/// the counts, so a connection's owner reads them while the codec works.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    received: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Traffic {
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
 /// Encoder and decoder of whole frames.
 #[derive(Debug)]
 pub struct FrameCodec {
@@ -26,7 +48,11 @@ pub struct FrameCodec {
     max: usize,
     /// The framing has consumed a header and waits for that frame's body.
     in_frame: bool,
+    traffic: Traffic,
 }
+
+/// Bytes of the length prefix in front of every frame body.
+const HEADER: u64 = 4;
 
 /// Largest frame either side reads before the other has proven who it is: a handshake message
 /// is small, and an unauthenticated peer must not make us reserve more.
@@ -48,7 +74,13 @@ impl FrameCodec {
                 .new_codec(),
             max: max_frame_length,
             in_frame: false,
+            traffic: Traffic::default(),
         }
+    }
+
+    /// The counts of this codec's frames, shared.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.clone()
     }
 }
 
@@ -74,6 +106,9 @@ impl Decoder for FrameCodec {
             }
             Some(body) => {
                 self.in_frame = false;
+                self.traffic
+                    .received
+                    .fetch_add(HEADER + body.len() as u64, Ordering::Relaxed);
                 decode_body(&body)
             }
         }
@@ -133,7 +168,9 @@ impl Encoder<Outbound> for FrameCodec {
                         max: self.max,
                     });
                 }
+                let len = frame.len() as u64;
                 self.framing.encode(Bytes::from(frame), dst)?;
+                self.traffic.sent.fetch_add(HEADER + len, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -153,7 +190,9 @@ impl Encoder<Message> for FrameCodec {
                 max: self.max,
             });
         }
+        let len = body.len() as u64;
         self.framing.encode(Bytes::from(body), dst)?;
+        self.traffic.sent.fetch_add(HEADER + len, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -199,8 +238,8 @@ mod tests {
             Message::Refused {
                 reason: "wrong cluster".into(),
             },
-            Message::Heartbeat {
-                members: vec![node()],
+            Message::Membership {
+                packet: Bytes::from_static(b"\x81\xa1g\x91\x90"),
             },
             Message::Leave,
             Message::Request {
@@ -245,6 +284,39 @@ mod tests {
             assert_eq!(back, msg);
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn traffic_counts_whole_frames_both_ways() {
+        let mut codec = FrameCodec::new(1 << 20);
+        let traffic = codec.traffic();
+        let mut buf = BytesMut::new();
+        let (mut wrote, mut read) = (0, 0);
+        for msg in every_message() {
+            codec.encode(msg, &mut buf).expect("encode");
+            let frame = buf.len() as u64;
+            wrote += frame;
+            // Half a frame is not counted until the rest arrives.
+            let mut half = buf.split_to(buf.len() / 2);
+            assert!(codec.decode(&mut half).expect("decode").is_none());
+            assert_eq!(traffic.received(), read);
+            half.unsplit(buf.split());
+            read += frame;
+            assert!(codec.decode(&mut half).expect("decode").is_some());
+            assert_eq!(traffic.received(), read);
+        }
+        let encoded = EncodedBody::new(&Request::Ping).expect("encode body");
+        codec
+            .encode(
+                Outbound::Request {
+                    id: 9,
+                    body: encoded,
+                },
+                &mut buf,
+            )
+            .expect("encode");
+        wrote += buf.len() as u64;
+        assert_eq!(traffic.sent(), wrote);
     }
 
     #[test]

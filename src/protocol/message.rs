@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::ml::{Predictions, Rows, Scores, SplitEval};
 
 /// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Who a member is: its id, the `host:port` it advertises (where its peers dial it: a DNS name
 /// or an IP), and when this run of it started, so a restarted node (a newer incarnation) is told
@@ -57,9 +57,10 @@ pub enum Message {
     Refused {
         reason: String,
     },
-    /// Member → member, periodically: liveness, and the members the sender sees up (gossip).
-    Heartbeat {
-        members: Vec<NodeInfo>,
+    /// Member → member: a packet of the membership protocol (probes, acks, gossip of joins and
+    /// failures; see `cluster::swim`), opaque here: its bytes are the membership core's.
+    Membership {
+        packet: Bytes,
     },
     /// Member → member: the sender is leaving the cluster on purpose.
     Leave,
@@ -82,7 +83,7 @@ impl Message {
             Message::Auth { .. } => "auth",
             Message::Welcome { .. } => "welcome",
             Message::Refused { .. } => "refused",
-            Message::Heartbeat { .. } => "heartbeat",
+            Message::Membership { .. } => "membership",
             Message::Leave => "leave",
             Message::Request { .. } => "request",
             Message::Response { .. } => "response",
@@ -104,7 +105,7 @@ pub enum Request {
     GetModel,
     /// Fetch these models from their owners (`FetchModel`), score them and their ensemble on
     /// your validation split; answered by `Evaluated`, or by `Unfetched` naming the owners whose
-    /// model could not be fetched.
+    /// model could not be fetched or is not a valid model.
     Evaluate { models: Vec<ModelRef> },
     /// Send the part of your model `version` that starts at `offset`; answered by `ModelChunk`.
     FetchModel { version: u64, offset: u64 },
@@ -176,7 +177,7 @@ pub enum Response {
         total: u64,
         bytes: Bytes,
     },
-    /// `Evaluate` could not fetch the models of `nodes`.
+    /// `Evaluate` could not fetch the models of `nodes`, or they are not valid models.
     Unfetched {
         nodes: Vec<String>,
         reason: String,

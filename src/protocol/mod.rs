@@ -8,7 +8,7 @@
 mod codec;
 mod message;
 
-pub use codec::{EncodedBody, FrameCodec, Outbound, ProtocolError, HANDSHAKE_MAX_FRAME};
+pub use codec::{EncodedBody, FrameCodec, Outbound, ProtocolError, Traffic, HANDSHAKE_MAX_FRAME};
 pub use message::{
     Message, ModelBlob, ModelRef, ModelSummary, NodeInfo, PredictRef, Request, Response, Role,
     PROTOCOL_VERSION,

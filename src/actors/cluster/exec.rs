@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::super::model::{Fail as ModelFail, Train};
+use super::super::model::{Cause, Fail as ModelFail, Train};
 use super::super::peer::Fail as PeerFail;
 use super::super::supervision::guard_response;
 use super::super::watcher::{Fail as WatcherFail, GetReport};
 use super::evaluator::Evaluator;
 use super::{ClusterActor, Shutdown};
 use crate::answer::{
-    Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, ModelInfo, PeerEntry, Peers,
-    RowsPrediction, Status,
+    Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, MembershipTraffic, ModelInfo,
+    PeerEntry, Peers, RowsPrediction, Status,
 };
 use crate::cluster::{self, Plan};
 use crate::command::{self, Command, Fault};
@@ -90,6 +90,7 @@ impl ClusterActor {
             Command::TrainLocal => {
                 let train = self.local.actor.send(Train {
                     reason: "train local".into(),
+                    cause: Cause::TrainLocal,
                     window: self.settings.drift.window(),
                     queue: true,
                     gate: None,
@@ -167,6 +168,18 @@ impl ClusterActor {
             rows_valid: summary.map(|s| s.rows_valid),
             label: self.settings.data.as_ref().map(|d| d.label.clone()),
             restarts: self.supervision.counts(),
+            membership: {
+                let s = self.membership_stats();
+                MembershipTraffic {
+                    sent_packets: s.sent_packets,
+                    sent_bytes: s.sent_bytes,
+                    received_packets: s.received_packets,
+                    received_bytes: s.received_bytes,
+                    suspicions: s.suspicions,
+                    refutations: s.refutations,
+                }
+            },
+            retrains: self.local.slot.retrains(),
         }
     }
 
@@ -211,6 +224,8 @@ impl ClusterActor {
                     id: p.info.id.clone(),
                     addr: p.info.addr.to_string(),
                     state: p.state,
+                    received_bytes: p.link.as_ref().map(|l| l.traffic().received()),
+                    sent_bytes: p.link.as_ref().map(|l| l.traffic().sent()),
                 })
                 .collect(),
         }

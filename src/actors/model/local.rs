@@ -14,7 +14,8 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use super::actor::{blocking, Evaluate, ModelActor, ModelFailed, Train};
-use super::slot::ModelSlot;
+use super::error::ModelError;
+use super::slot::{Cause, ModelSlot};
 use crate::actors::supervision::panic_message;
 use crate::cluster::{serve_chunk, Batch, Member};
 use crate::error::Result;
@@ -80,6 +81,7 @@ impl LocalModel {
                 .actor
                 .send(Train {
                     reason: "cluster training".into(),
+                    cause: Cause::Train,
                     window: None,
                     queue: true,
                     gate: None,
@@ -116,6 +118,11 @@ impl LocalModel {
     pub async fn score(&self, models: Vec<ModelBlob>) -> Response {
         match self.actor.send(Evaluate(models)).await {
             Ok(Ok(eval)) => Response::Evaluated { eval },
+            // Not this node's failure: the coordinator drops those models and asks again.
+            Ok(Err(ModelError::Invalid(invalid))) => Response::Unfetched {
+                nodes: invalid.iter().map(|(node, _)| node.clone()).collect(),
+                reason: ModelError::Invalid(invalid).to_string(),
+            },
             Ok(Err(e)) => Response::Error {
                 reason: e.to_string(),
             },
