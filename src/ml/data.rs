@@ -54,6 +54,29 @@ pub(crate) fn parse_num(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
+/// How a number is spelled when it reaches a categorical column (`2.0` → `"2"`).
+pub(crate) fn num_text(v: f64) -> String {
+    with_num_text(v, str::to_string)
+}
+
+/// [`num_text`] without an allocation (a stack buffer holds all but huge numbers).
+pub(crate) fn with_num_text<R>(v: f64, f: impl FnOnce(&str) -> R) -> R {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let written = if v.fract() == 0.0 && v.abs() < 1e15 {
+        write!(cursor, "{}", v as i64)
+    } else {
+        write!(cursor, "{v}")
+    };
+    let len = cursor.position() as usize;
+    match (written, std::str::from_utf8(&buf[..len])) {
+        (Ok(()), Ok(s)) => f(s),
+        // Display spells 1e300 with 301 digits: too long for the buffer.
+        _ => f(&format!("{v}")),
+    }
+}
+
 impl Rows {
     /// One row from a JSON object `{"feature": value, ...}`: numbers stay numbers, strings are text
     /// (`"NA"` and `""` are missing), null is missing, booleans become the text `true` / `false`.
@@ -594,6 +617,15 @@ mod tests {
             c,
             ColumnData::Categorical(vec![Some("1".into()), Some("a".into()), None])
         );
+    }
+
+    #[test]
+    fn numbers_reach_categoricals_as_text() {
+        assert_eq!(num_text(20.0), "20");
+        assert_eq!(num_text(1.5), "1.5");
+        assert_eq!(num_text(-3.0), "-3");
+        assert_eq!(num_text(1e300), format!("{}", 1e300));
+        assert_eq!(num_text(f64::INFINITY), "inf");
     }
 
     #[test]

@@ -22,7 +22,9 @@
 
 pub mod auto;
 pub mod boost;
+pub mod compiled;
 pub mod config;
+pub mod csv_stream;
 pub mod data;
 pub mod drift;
 pub mod error;
@@ -34,11 +36,15 @@ pub mod metrics;
 pub mod par;
 pub mod pipeline;
 pub mod preprocess;
+pub mod schema;
+pub mod serve;
 pub mod shard;
 pub mod synth;
 pub mod tree;
+pub mod typed;
 
 pub use config::{Kind, ModelConfig, Target};
+pub use csv_stream::{CsvBatch, CsvBatches, Ids};
 pub use data::{
     load_csv, load_rows, parse_csv, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
 };
@@ -50,5 +56,8 @@ pub use error::{MlError, Result};
 pub use eval::{combine_splits, evaluate_split, SplitEval, SplitStats};
 pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};
 pub use pipeline::{ModelMeta, Pipeline, FORMAT_VERSION};
+pub use schema::{ColumnKind, Schema, SchemaColumn};
+pub use serve::Served;
 pub use shard::{load_shard, read_new, NewLines, Watermark};
 pub use synth::{GenArgs, Synth};
+pub use typed::{RowsResolver, TypedRows, TypedRowsBuilder};

@@ -4,10 +4,11 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::ml::{Predictions, Rows, Scores, SplitEval};
+use crate::ml::{Predictions, Schema, Scores, SplitEval, TypedRows};
 
 /// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: predictions carry rows by schema ([`TypedRows`]); `Schema` request and response.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Who a member is: its id, the `host:port` it advertises (where its peers dial it: a DNS name
 /// or an IP), and when this run of it started, so a restarted node (a newer incarnation) is told
@@ -104,17 +105,21 @@ pub enum Request {
     /// Score these models (and their ensemble) on your validation split; answered by `Evaluated`.
     Evaluate { models: Vec<ModelBlob> },
     /// Predict these rows with your model; answered by `Predictions` or `NoModel`.
-    Predict { rows: Rows },
+    Predict { rows: TypedRows },
     /// Predict these rows with the whole cluster (you coordinate); answered by `Ensemble`.
     /// What clients such as `bench` send.
-    PredictEnsemble { rows: Rows },
+    PredictEnsemble { rows: TypedRows },
+    /// The columns rows for you should carry, and their kinds; answered by `Schema` (or
+    /// `NoModel`). A member answers with its own model's columns, a node asked by a client
+    /// with the cluster's.
+    Schema,
 }
 
 /// `Request::Predict` borrowing its rows: encodes exactly like the owned request, without a copy
 /// of the rows.
 #[derive(Serialize)]
 pub enum PredictRef<'a> {
-    Predict { rows: &'a Rows },
+    Predict { rows: &'a TypedRows },
 }
 
 /// A serialized model and the node that trained it.
@@ -172,5 +177,10 @@ pub enum Response {
         preds: Predictions,
         answered: u32,
         asked: u32,
+    },
+    /// Answers `Schema`: the model version it describes (0 for the cluster's).
+    Schema {
+        version: u64,
+        schema: Schema,
     },
 }

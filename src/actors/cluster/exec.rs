@@ -79,11 +79,11 @@ impl ClusterActor {
             Command::Model => ready(self.model_info()),
             Command::PredictRows { rows, local: true } => {
                 let local = self.local.clone();
-                let work = async move { rows_answer(local.predict(rows).await, 1) };
+                let work = async move { rows_answer(local.predict_named(&rows).await, 1) };
                 Box::pin(work.into_actor(self))
             }
             Command::PredictRows { rows, local: false } => {
-                let work = cluster::ensemble(self.plan(), rows);
+                let work = cluster::ensemble_rows(self.plan(), self.dispatch.clone(), rows);
                 Box::pin(async move { rows_answer(work.await, 0) }.into_actor(self))
             }
             Command::TrainLocal => {
@@ -111,7 +111,8 @@ impl ClusterActor {
             }
             Command::Predict { row, explain } => {
                 let rows = Rows::from_json_object(&row);
-                Box::pin(cluster::predict(self.plan(), rows, explain).into_actor(self))
+                let work = cluster::predict(self.plan(), self.dispatch.clone(), rows, explain);
+                Box::pin(work.into_actor(self))
             }
             Command::PredictFile { input, output } => {
                 let label = self
@@ -120,7 +121,8 @@ impl ClusterActor {
                     .as_ref()
                     .map(|d| d.label.clone())
                     .unwrap_or_else(|| "prediction".into());
-                let work = cluster::predict_file(self.plan(), input, output, label);
+                let work =
+                    cluster::predict_file(self.plan(), self.dispatch.clone(), input, output, label);
                 Box::pin(work.into_actor(self))
             }
             Command::Fault(target) => ready(self.fault(target)),
@@ -280,8 +282,12 @@ impl ClusterActor {
                 ctx.spawn(answer);
             }
             Request::PredictEnsemble { rows } => {
-                let work = cluster::ensemble(self.plan(), rows);
+                let work = cluster::ensemble(self.plan(), self.dispatch.clone(), rows);
                 actix_rt::spawn(async move { link.respond(id, work.await) });
+            }
+            Request::Schema => {
+                let (plan, dispatch) = (self.plan(), self.dispatch.clone());
+                actix_rt::spawn(async move { link.respond(id, dispatch.schema(&plan).await) });
             }
             other => {
                 let local = self.local.clone();

@@ -9,6 +9,7 @@
 
 mod exec;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use super::peer::{Attach, Gossip, PeerActor, PeerEnv, PeerEvent, Relocate, Repor
 use super::supervision::{guard, Guarded, Kind, Supervision};
 use super::watcher::DataWatcher;
 use crate::answer::Answer;
-use crate::cluster::{Admission, Membership};
+use crate::cluster::{Admission, BatchSettings, Dispatch, Membership};
 use crate::command::Command;
 use crate::config::Settings;
 use crate::error::Error;
@@ -33,6 +34,8 @@ pub struct ClusterActor {
     greeting: Greeting,
     timing: Timing,
     local: LocalModel,
+    /// How predictions this node coordinates reach the members (schemas, batching).
+    dispatch: Rc<Dispatch>,
     watcher: Option<Addr<DataWatcher>>,
     supervision: Supervision,
     members: Membership<Addr<PeerActor>>,
@@ -72,7 +75,12 @@ impl ClusterActor {
             .cloned()
             .collect();
         let max_members = settings.cluster.max_members;
+        let dispatch = Dispatch::new(BatchSettings {
+            max_rows: c.batch_max_rows,
+            delay: c.batch_delay(),
+        });
         ClusterActor {
+            dispatch,
             bound,
             settings,
             greeting,
