@@ -3,7 +3,7 @@
 //!
 //! A prediction joins its member's queue; the queue is sent when it holds `batch_max_rows` rows,
 //! or once the requests already in the node's hands have been queued (`batch_delay_us = 0`: a
-//! task scheduled behind them sends it; never a wait), or after `batch_delay_us`. This node's own
+//! task queued behind them sends it; never a wait), or after `batch_delay_us`. This node's own
 //! model is a member like the others, so it too predicts the batch in one go. Each caller still
 //! waits at most its own deadline, whatever happens to the frame it went in.
 
@@ -115,11 +115,10 @@ impl Batcher {
         } else if !q.scheduled {
             q.scheduled = true;
             let (me, id, delay) = (self.clone(), to.id.clone(), self.settings.delay);
+            // A task queued behind the requests this node already holds: they join the queue
+            // before it is sent.
             actix_rt::spawn(async move {
-                if delay.is_zero() {
-                    // Behind the requests this node already holds: they join the queue first.
-                    tokio::task::yield_now().await;
-                } else {
+                if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 me.flush(&id);

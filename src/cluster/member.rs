@@ -13,7 +13,7 @@ use futures::FutureExt;
 use crate::error::{Error, Result};
 use crate::ml::TypedRows;
 use crate::net::Link;
-use crate::protocol::{EncodedBody, PredictRef, ProtocolError, Request, Response};
+use crate::protocol::{EncodedBody, ProtocolError, Request, Response};
 
 /// A node a flow can ask something, waiting at most a deadline for the answer.
 pub trait Member {
@@ -45,7 +45,7 @@ impl Batch {
 
     fn encoded(&self) -> &std::result::Result<EncodedBody, ProtocolError> {
         self.encoded
-            .get_or_init(|| EncodedBody::new(&PredictRef::Predict { rows: &self.rows }))
+            .get_or_init(|| EncodedBody::predict(&self.rows))
     }
 
     pub fn len(&self) -> usize {

@@ -52,13 +52,16 @@ pub enum FlowError {
 /// How this node's predictions reach the members: the schemas requests are resolved by, and the
 /// batching of what goes to each member. One per node, shared by its flows.
 pub struct Dispatch {
+    /// This node's id: its own model is asked last, once the requests to the others are out.
+    pub me: String,
     pub schemas: Rc<SchemaBook>,
     pub batcher: Rc<Batcher>,
 }
 
 impl Dispatch {
-    pub fn new(settings: BatchSettings) -> Rc<Dispatch> {
+    pub fn new(me: String, settings: BatchSettings) -> Rc<Dispatch> {
         Rc::new(Dispatch {
+            me,
             schemas: SchemaBook::new(),
             batcher: Batcher::new(settings),
         })
@@ -114,12 +117,19 @@ pub(super) async fn gather(
     rows: &TypedRows,
     deadline_scale: u32,
 ) -> Gathered {
-    let answers = join_all(members.iter().map(|m| {
+    // The other nodes' requests are queued first, so that they are on their way while this
+    // node predicts.
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&i| members[i].id == dispatch.me);
+    let asked = join_all(order.iter().map(|&i| {
+        let m = &members[i];
         dispatch
             .batcher
             .predict(m, rows.clone(), m.deadline * deadline_scale)
     }))
     .await;
+    let mut answers: Vec<_> = order.into_iter().zip(asked).collect();
+    answers.sort_by_key(|(i, _)| *i);
     let mut g = Gathered {
         preds: Vec::with_capacity(members.len()),
         weights: Vec::with_capacity(members.len()),
@@ -127,7 +137,7 @@ pub(super) async fn gather(
         asked: members.len(),
         failed: Vec::new(),
     };
-    for (member, answer) in members.iter().zip(answers) {
+    for (member, (_, answer)) in members.iter().zip(answers) {
         match answer {
             Ok(Response::Predictions {
                 node,

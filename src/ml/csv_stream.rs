@@ -4,7 +4,8 @@
 //! `batch_rows` rows. Memory is one batch and one record, whatever the size of the input; no
 //! field becomes a `String`.
 //!
-//! The first record is the header. Cells are read as [`TypedRowsBuilder::push_text`] reads them:
+//! Lines without quotes are split at commas directly; from the first quote on, csv_core reads
+//! the rest (quoted fields, line breaks inside them). The first record is the header. Cells are read as [`TypedRowsBuilder::push_text`] reads them:
 //! trimmed, missing tokens missing, numbers parsed for numeric columns. The `Id` column, when
 //! there is one, is also kept as text beside each batch, to write next to its predictions.
 
@@ -90,6 +91,11 @@ pub struct CsvBatches {
     ends_len: usize,
     records: u64,
     done: bool,
+    /// Until the first quote or lone carriage return: records are lines split at commas here,
+    /// faster than csv_core's byte-by-byte machine; after it, csv_core reads the rest.
+    plain: bool,
+    /// The start of a line cut by the end of a chunk (plain mode).
+    carry: Vec<u8>,
 }
 
 impl CsvBatches {
@@ -116,6 +122,8 @@ impl CsvBatches {
             ends_len: 0,
             records: 0,
             done: false,
+            plain: true,
+            carry: Vec::new(),
         }
     }
 
@@ -141,7 +149,70 @@ impl CsvBatches {
     /// Reads `input` (any part of the text: records may be cut anywhere), appending each batch
     /// that fills to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<CsvBatch>) -> Result<()> {
-        self.read(input, false, out)
+        if self.plain {
+            self.read_plain(input, out)
+        } else {
+            self.read(input, false, out)
+        }
+    }
+
+    /// Plain mode: every whole line of `input` (with the carried start of the first) is a
+    /// record, unless it holds a quote or a carriage return inside: then csv_core takes over
+    /// from that line on.
+    fn read_plain(&mut self, input: &[u8], out: &mut Vec<CsvBatch>) -> Result<()> {
+        let mut data = input;
+        while let Some(nl) = memchr::memchr(b'\n', data) {
+            let mut line = std::mem::take(&mut self.carry);
+            let whole = if line.is_empty() {
+                &data[..nl]
+            } else {
+                line.extend_from_slice(&data[..nl]);
+                &line[..]
+            };
+            let text = whole.strip_suffix(b"\r").unwrap_or(whole);
+            if memchr::memchr2(b'"', b'\r', text).is_some() {
+                self.plain = false;
+                let mut rest = whole.to_vec();
+                rest.push(b'\n');
+                self.read(&rest, false, out)?;
+                return self.read(&data[nl + 1..], false, out);
+            }
+            self.plain_record(text, out)?;
+            line.clear();
+            self.carry = line;
+            data = &data[nl + 1..];
+        }
+        self.carry.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// One line without quotes: its fields are the text between commas.
+    fn plain_record(&mut self, line: &[u8], out: &mut Vec<CsvBatch>) -> Result<()> {
+        if line.is_empty() {
+            // Blank lines are skipped, as csv_core skips them.
+            return Ok(());
+        }
+        if self.out.len() < line.len() {
+            self.out.resize(line.len().next_power_of_two(), 0);
+        }
+        let (mut o, mut n, mut start) = (0, 0, 0);
+        for comma in memchr::memchr_iter(b',', line).chain([line.len()]) {
+            let field = &line[start..comma];
+            self.out[o..o + field.len()].copy_from_slice(field);
+            o += field.len();
+            if n == self.ends.len() {
+                self.ends.resize(2 * n, 0);
+            }
+            self.ends[n] = o;
+            n += 1;
+            start = comma + 1;
+        }
+        self.out_len = o;
+        self.ends_len = n;
+        let recorded = self.record(out);
+        self.out_len = 0;
+        self.ends_len = 0;
+        recorded
     }
 
     /// `at_end`: `input` is the last of the text (csv_core takes empty input as the end).
@@ -188,6 +259,19 @@ impl CsvBatches {
 
     /// The end of the input: the last record, then the last (partial) batch.
     pub fn finish(&mut self, out: &mut Vec<CsvBatch>) -> Result<()> {
+        if self.plain && !self.done {
+            // The last line, without its line break.
+            let mut line = std::mem::take(&mut self.carry);
+            if memchr::memchr2(b'"', b'\r', &line).is_some() {
+                self.plain = false;
+                self.read(&line, false, out)?;
+            } else {
+                let text = line.strip_suffix(b"\r").unwrap_or(&line).to_vec();
+                self.plain_record(&text, out)?;
+                line.clear();
+                self.done = true;
+            }
+        }
         while !self.done {
             self.read(&[], true, out)?;
         }
@@ -234,15 +318,23 @@ impl CsvBatches {
         let Some(builder) = self.builder.as_mut() else {
             return Err(csv_error(&self.origin, self.records, "no header".into()));
         };
+        // The record is checked as UTF-8 once; a field is then a slice of it, which `get`
+        // gives only at character boundaries.
+        let last = self.ends[..n].last().copied().unwrap_or(0);
+        let not_text = |i: usize| {
+            csv_error(
+                &self.origin,
+                self.records,
+                format!("field {} is not UTF-8 text", i + 1),
+            )
+        };
+        let record = std::str::from_utf8(&self.out[..last]).map_err(|e| {
+            let at = e.valid_up_to();
+            not_text(self.ends[..n].iter().position(|&end| end > at).unwrap_or(0))
+        })?;
         let mut start = 0;
         for (i, (to, &end)) in header.to.iter().zip(&self.ends[..n]).enumerate() {
-            let cell = std::str::from_utf8(&self.out[start..end]).map_err(|_| {
-                csv_error(
-                    &self.origin,
-                    self.records,
-                    format!("field {} is not UTF-8 text", i + 1),
-                )
-            })?;
+            let cell = record.get(start..end).ok_or_else(|| not_text(i))?;
             if let Some(c) = *to {
                 builder.push_text(c, cell);
             }
@@ -261,7 +353,12 @@ impl CsvBatches {
     fn read_header(&mut self, n: usize) -> Result<()> {
         let mut names: Vec<String> = Vec::with_capacity(n);
         for i in 0..n {
-            let name = self.field(i)?.trim().to_string();
+            // A byte order mark may start the text.
+            let name = self
+                .field(i)?
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_string();
             if name.is_empty() {
                 return Err(self.err(format!("header column {} has no name", i + 1)));
             }
@@ -345,6 +442,55 @@ mod tests {
     }
 
     const TEXT: &str = "Id,a,b,skip\n1,1.5,x,9\n2, NA ,\"y, z\",9\n\n3,4,,9\n4,-2e3,x,9";
+
+    #[test]
+    fn quotes_and_line_breaks_anywhere_read_as_csv_reads_them() {
+        let texts = [
+            "a,b\r\n1,x\r\n2,y\r\n",
+            "a,b\n1,x\n2,\"y\nz\"\n3,w",
+            "\u{feff}a,b\n1,\"x,y\"\n",
+            "a,b\r1,x\r2,y",
+            "a,b\n1,x\n\n\n2,y\n",
+        ];
+        for text in texts {
+            let mut want = Vec::new();
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(text.as_bytes());
+            for rec in r.records() {
+                let rec = rec.expect("csv reads it");
+                want.push(rec.iter().map(str::to_string).collect::<Vec<_>>());
+            }
+            let schema = Schema::new(want[0].iter().map(|c| SchemaColumn {
+                name: c.clone(),
+                kind: ColumnKind::Category,
+            }))
+            .shared();
+            for chunk in [1, 3, text.len()] {
+                let mut b = CsvBatches::new("t.csv", schema.clone(), false, 100);
+                let mut out = Vec::new();
+                for piece in text.as_bytes().chunks(chunk) {
+                    b.feed(piece, &mut out).expect("reads");
+                }
+                b.finish(&mut out).expect("ends");
+                let got: Vec<Vec<String>> = out[0]
+                    .rows
+                    .to_rows()
+                    .data
+                    .iter()
+                    .map(|r| {
+                        r.iter()
+                            .map(|v| match v {
+                                Value::Text(t) => t.clone(),
+                                _ => String::new(),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                assert_eq!(got, want[1..], "{text:?} in chunks of {chunk}");
+            }
+        }
+    }
 
     fn read(text: &str, chunk: usize, batch_rows: usize) -> Result<Vec<CsvBatch>> {
         let mut b = CsvBatches::new("t.csv", schema(), false, batch_rows);

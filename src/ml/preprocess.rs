@@ -276,20 +276,21 @@ impl Preprocessor {
             match col {
                 ColumnPrep::Numeric { median, .. } => {
                     let m = *median;
-                    let cells = x[off..].iter_mut().step_by(nf.max(1));
                     match *src {
-                        Source::Absent => cells.for_each(|c| *c = m),
+                        Source::Absent => (0..n).for_each(|i| x[i * nf + off] = m),
                         Source::Number(slot) => {
-                            for (c, v) in cells.zip(rows.numbers(slot).iter()) {
-                                *c = if v.is_finite() { v } else { m };
+                            let col = rows.numbers(slot);
+                            for i in 0..n {
+                                let v = col.get(i);
+                                x[i * nf + off] = if v.is_finite() { v } else { m };
                             }
                         }
                         Source::Category(slot) => {
                             let col = rows.categories(slot);
                             let vals: Vec<f64> =
                                 col.entries().map(|e| parse_num(e).unwrap_or(m)).collect();
-                            for (c, code) in cells.zip(col.codes()) {
-                                *c = vals.get(code as usize).copied().unwrap_or(m);
+                            for (i, code) in col.codes().enumerate() {
+                                x[i * nf + off] = vals.get(code as usize).copied().unwrap_or(m);
                             }
                         }
                     }

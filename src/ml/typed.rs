@@ -9,7 +9,7 @@
 //! [`TypedRowsBuilder`] fills a batch cell by cell without an allocation per cell: numbers are
 //! parsed in place, text is interned into the column's dictionary.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use super::schema::{ColumnKind, Schema, SchemaColumn};
 pub const MISSING_CODE: u32 = u32::MAX;
 
 /// Feature rows laid out by a schema (see the module documentation).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "Wire", into = "Wire")]
 pub struct TypedRows {
     schema: Arc<Schema>,
@@ -37,19 +37,87 @@ pub struct TypedRows {
     dict_ends: Bytes,
     /// Index of the first entry of each categorical column, then the total: `n_categories + 1`.
     dict_first: Arc<[u32]>,
+    /// The batch as the protocol encodes it, once, shared by the clones that go to several
+    /// nodes.
+    wire: Arc<OnceLock<Bytes>>,
+}
+
+impl PartialEq for TypedRows {
+    fn eq(&self, o: &TypedRows) -> bool {
+        self.schema == o.schema
+            && self.rows == o.rows
+            && self.nums == o.nums
+            && self.codes == o.codes
+            && self.dict_text == o.dict_text
+            && self.dict_ends == o.dict_ends
+            && self.dict_first == o.dict_first
+    }
+}
+
+thread_local! {
+    /// The frame being decoded on this thread, which decoded batches may point into.
+    static FRAME: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `decode` (which reads `frame`) so that the batches it decodes share `frame`'s memory
+/// instead of copying their buffers out of it.
+pub fn decode_in<R>(frame: &Bytes, decode: impl FnOnce() -> R) -> R {
+    let before = FRAME.with(|f| f.replace(Some(frame.clone())));
+    let result = decode();
+    FRAME.with(|f| *f.borrow_mut() = before);
+    result
+}
+
+/// A `bin` value of a batch: a slice of the frame it arrived in when that frame is known
+/// ([`decode_in`]), else a copy.
+struct Buf(Bytes);
+
+impl Serialize for Buf {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Buf {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Buf, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Buf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> std::result::Result<Buf, E> {
+                let shared = FRAME.with(|f| {
+                    let f = f.borrow();
+                    let frame = f.as_ref()?;
+                    let (start, end) = (frame.as_ptr() as usize, v.as_ptr() as usize);
+                    (end >= start && end + v.len() <= start + frame.len())
+                        .then(|| frame.slice_ref(v))
+                });
+                Ok(Buf(shared.unwrap_or_else(|| Bytes::copy_from_slice(v))))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> std::result::Result<Buf, E> {
+                Ok(Buf(Bytes::copy_from_slice(v)))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> std::result::Result<Buf, E> {
+                Ok(Buf(Bytes::from(v)))
+            }
+        }
+        d.deserialize_bytes(Visit)
+    }
 }
 
 /// How [`TypedRows`] are encoded: its buffers as MessagePack `bin` values.
 #[derive(Serialize, Deserialize)]
 struct Wire {
-    schema: Bytes,
+    schema: Buf,
     rows: u32,
-    nums: Bytes,
-    codes: Bytes,
-    dict_text: Bytes,
-    dict_ends: Bytes,
+    nums: Buf,
+    codes: Buf,
+    dict_text: Buf,
+    dict_ends: Buf,
     /// Entries in each categorical column's dictionary (u32 each).
-    dict_counts: Bytes,
+    dict_counts: Buf,
 }
 
 fn u32s(b: &[u8]) -> impl ExactSizeIterator<Item = u32> + '_ {
@@ -69,15 +137,26 @@ impl From<TypedRows> for Wire {
             counts.extend_from_slice(&(w[1] - w[0]).to_le_bytes());
         }
         Wire {
-            schema: t.schema.encoded().clone(),
+            schema: Buf(t.schema.encoded().clone()),
             rows: t.rows as u32,
-            nums: t.nums,
-            codes: t.codes,
-            dict_text: t.dict_text,
-            dict_ends: t.dict_ends,
-            dict_counts: Bytes::from(counts),
+            nums: Buf(t.nums),
+            codes: Buf(t.codes),
+            dict_text: Buf(t.dict_text),
+            dict_ends: Buf(t.dict_ends),
+            dict_counts: Buf(Bytes::from(counts)),
         }
     }
+}
+
+/// [`Wire`] with its buffers unwrapped.
+struct Plain {
+    schema: Bytes,
+    rows: u32,
+    nums: Bytes,
+    codes: Bytes,
+    dict_text: Bytes,
+    dict_ends: Bytes,
+    dict_counts: Bytes,
 }
 
 impl TryFrom<Wire> for TypedRows {
@@ -85,6 +164,15 @@ impl TryFrom<Wire> for TypedRows {
 
     /// Checks every length, offset and code, so that reading the batch afterwards cannot fail.
     fn try_from(w: Wire) -> Result<TypedRows> {
+        let w = Plain {
+            schema: w.schema.0,
+            rows: w.rows,
+            nums: w.nums.0,
+            codes: w.codes.0,
+            dict_text: w.dict_text.0,
+            dict_ends: w.dict_ends.0,
+            dict_counts: w.dict_counts.0,
+        };
         let bad = |what: String| MlError::Mismatch(format!("bad typed rows: {what}"));
         let schema = Schema::intern(&w.schema)?;
         let rows = w.rows as usize;
@@ -137,6 +225,7 @@ impl TryFrom<Wire> for TypedRows {
             dict_text: w.dict_text,
             dict_ends: w.dict_ends,
             dict_first: first.into(),
+            wire: Arc::default(),
         })
     }
 }
@@ -151,6 +240,7 @@ impl<'a> Numbers<'a> {
         f64s(self.0)
     }
 
+    #[inline]
     pub fn get(&self, row: usize) -> f64 {
         let c = &self.0[8 * row..8 * row + 8];
         f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
@@ -203,6 +293,20 @@ impl TypedRows {
 
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// This batch encoded by `encode`, computed once and shared by every clone of the batch
+    /// (a batch sent to several nodes is encoded once).
+    pub fn encoded_with<E>(
+        &self,
+        encode: impl FnOnce(&TypedRows) -> std::result::Result<Bytes, E>,
+    ) -> std::result::Result<Bytes, E> {
+        if let Some(b) = self.wire.get() {
+            return Ok(b.clone());
+        }
+        let b = encode(self)?;
+        let _ = self.wire.set(b.clone());
+        Ok(b)
     }
 
     /// Bytes of column data (what a batch costs on the wire, roughly).
@@ -304,6 +408,7 @@ impl TypedRows {
             dict_text: Bytes::from(text),
             dict_ends: Bytes::from(ends),
             dict_first: first_entry.into(),
+            wire: Arc::default(),
         })
     }
 
@@ -473,6 +578,19 @@ impl Interner {
     }
 }
 
+/// `cell` without the white space around it; a cell that neither starts nor ends with white
+/// space (or a non-ASCII character, which may be white space) is returned as it is, unscanned.
+#[inline]
+fn trimmed(cell: &str) -> &str {
+    let clean = |b: Option<&u8>| b.is_none_or(|b| b.is_ascii_graphic());
+    let b = cell.as_bytes();
+    if clean(b.first()) && clean(b.last()) {
+        cell
+    } else {
+        cell.trim()
+    }
+}
+
 /// One column of a batch being built.
 enum Col {
     Num(Vec<f64>),
@@ -594,7 +712,7 @@ impl TypedRowsBuilder {
         let Some(col) = self.cols.get_mut(column).filter(|c| c.len() == rows) else {
             return;
         };
-        let cell = cell.trim();
+        let cell = trimmed(cell);
         if is_missing_token(cell) {
             match col {
                 Col::Num(v) => v.push(f64::NAN),
@@ -752,6 +870,7 @@ impl TypedRowsBuilder {
             dict_text: Bytes::from(text),
             dict_ends: Bytes::from(ends),
             dict_first: first.into(),
+            wire: Arc::default(),
         }
     }
 
@@ -845,6 +964,25 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_decoded_in_its_frame_shares_the_frames_memory() {
+        let a = TypedRows::from_rows(&schema(), &rows(), false).expect("resolves");
+        let frame = Bytes::from(rmp_serde::to_vec_named(&a).expect("encodes"));
+        let shared: TypedRows =
+            decode_in(&frame, || rmp_serde::from_slice(&frame)).expect("decodes");
+        assert_eq!(shared, a);
+        let inside = |b: &Bytes| {
+            let (f, p) = (frame.as_ptr() as usize, b.as_ptr() as usize);
+            p >= f && p + b.len() <= f + frame.len()
+        };
+        assert!(inside(&shared.nums) && inside(&shared.codes) && inside(&shared.dict_text));
+        let copied: TypedRows = rmp_serde::from_slice(&frame).expect("decodes");
+        assert!(
+            !inside(&copied.nums),
+            "outside decode_in the buffers are copies"
+        );
+    }
+
+    #[test]
     fn inconsistent_buffers_do_not_decode() {
         let t = TypedRows::from_rows(&schema(), &rows(), false).expect("resolves");
         let wire = Wire::from(t.clone());
@@ -855,11 +993,14 @@ mod tests {
         };
         assert!(TypedRows::try_from(wire).is_ok());
         assert!(tamper(&|w| w.rows += 1).is_err());
-        assert!(tamper(&|w| w.nums = w.nums.slice(1..)).is_err());
-        assert!(tamper(&|w| w.codes = Bytes::from(vec![9u8; w.codes.len()])).is_err());
-        assert!(tamper(&|w| w.dict_counts = Bytes::from(vec![0u8; w.dict_counts.len()])).is_err());
-        assert!(tamper(&|w| w.dict_text = Bytes::from_static(b"\xff\xfe")).is_err());
-        assert!(tamper(&|w| w.schema = Bytes::from_static(b"junk")).is_err());
+        assert!(tamper(&|w| w.nums = Buf(w.nums.0.slice(1..))).is_err());
+        assert!(tamper(&|w| w.codes = Buf(Bytes::from(vec![9u8; w.codes.0.len()]))).is_err());
+        assert!(
+            tamper(&|w| w.dict_counts = Buf(Bytes::from(vec![0u8; w.dict_counts.0.len()])))
+                .is_err()
+        );
+        assert!(tamper(&|w| w.dict_text = Buf(Bytes::from_static(b"\xff\xfe"))).is_err());
+        assert!(tamper(&|w| w.schema = Buf(Bytes::from_static(b"junk"))).is_err());
     }
 
     #[test]

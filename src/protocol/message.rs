@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::ml::{Predictions, Schema, Scores, SplitEval, TypedRows};
 
 /// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
-/// 3: predictions carry rows by schema ([`TypedRows`]); `Schema` request and response.
+/// 3: predictions carry rows by schema ([`TypedRows`]) and come back packed; `Schema` request
+/// and response.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Who a member is: its id, the `host:port` it advertises (where its peers dial it: a DNS name
@@ -115,13 +116,6 @@ pub enum Request {
     Schema,
 }
 
-/// `Request::Predict` borrowing its rows: encodes exactly like the owned request, without a copy
-/// of the rows.
-#[derive(Serialize)]
-pub enum PredictRef<'a> {
-    Predict { rows: &'a TypedRows },
-}
-
 /// A serialized model and the node that trained it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelBlob {
@@ -168,12 +162,14 @@ pub enum Response {
         version: u64,
         /// This node's weight in a weighted aggregation (from its validation score).
         weight: f64,
+        #[serde(with = "super::packed")]
         preds: Predictions,
     },
     /// This node has no model yet.
     NoModel,
     /// The cluster's aggregated predictions, and how many nodes contributed.
     Ensemble {
+        #[serde(with = "super::packed")]
         preds: Predictions,
         answered: u32,
         asked: u32,

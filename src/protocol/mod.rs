@@ -7,9 +7,9 @@
 
 mod codec;
 mod message;
+mod packed;
 
 pub use codec::{EncodedBody, FrameCodec, Outbound, ProtocolError, HANDSHAKE_MAX_FRAME};
 pub use message::{
-    Message, ModelBlob, ModelSummary, NodeInfo, PredictRef, Request, Response, Role,
-    PROTOCOL_VERSION,
+    Message, ModelBlob, ModelSummary, NodeInfo, Request, Response, Role, PROTOCOL_VERSION,
 };

@@ -217,11 +217,11 @@ fn garbage_after_a_handshake_closes_that_connection() {
     let addr = cluster.node("n1").addr();
     let (mut stream, local) = connect(addr);
 
-    // Hello { version: 2, cluster, role: Client, nonce } → Challenge { node, nonce, proof }.
+    // Hello { version, cluster, role: Client, nonce } → Challenge { node, nonce, proof }.
     let hello = mp::variant(
         "Hello",
         &[
-            mp::uint(2),
+            mp::uint(ensemble_cluster::protocol::PROTOCOL_VERSION as u8),
             mp::str(crate::util::CLUSTER),
             mp::str("Client"),
             mp::bin(&[7; 16]),

@@ -75,10 +75,13 @@ impl ClusterActor {
             .cloned()
             .collect();
         let max_members = settings.cluster.max_members;
-        let dispatch = Dispatch::new(BatchSettings {
-            max_rows: c.batch_max_rows,
-            delay: c.batch_delay(),
-        });
+        let dispatch = Dispatch::new(
+            me.id.clone(),
+            BatchSettings {
+                max_rows: c.batch_max_rows,
+                delay: c.batch_delay(),
+            },
+        );
         ClusterActor {
             dispatch,
             bound,

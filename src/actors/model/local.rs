@@ -202,7 +202,13 @@ impl Member for LocalModel {
         _deadline: Duration,
     ) -> LocalBoxFuture<'a, Result<Response>> {
         if batch.len() <= INLINE_ROWS {
-            return futures::future::ready(Ok(self.predict_now(&batch.rows))).boxed_local();
+            // After the frames this node's flows have just queued for other nodes are written:
+            // they work on their share while this node works on its own.
+            return async move {
+                tokio::task::yield_now().await;
+                Ok(self.predict_now(&batch.rows))
+            }
+            .boxed_local();
         }
         LocalModel::predict(self, batch.rows.clone())
             .map(Ok)
