@@ -14,6 +14,10 @@
 //! - [`metrics`]: [`score`], [`aggregate`] (mean / vote).
 //! - [`drift`]: [`Reference`] (summary of the training data) and [`detect`] (tests per
 //!   feature, label, model error, Holm-corrected → [`DriftReport`]); the swap rule.
+//! - Serving: [`schema`] (the columns rows travel by), [`typed`] ([`TypedRows`]: rows packed by
+//!   schema, and their builder), [`csv_stream`] (CSV text in chunks → typed batches),
+//!   [`compiled`] (models compiled for blocks of rows), [`serve`] ([`Served`]: a model in
+//!   service).
 //! - [`synth`]: the synthetic data generator behind the `gen` tool.
 //! - [`eval`]: [`evaluate_split`], [`combine_splits`].
 //! - [`auto`]: `kind = "auto"`, the learner chosen by cross-validation; [`boost`]: gradient

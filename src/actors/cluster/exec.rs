@@ -15,7 +15,7 @@ use super::super::watcher::{Fail as WatcherFail, GetReport};
 use super::{ClusterActor, Shutdown};
 use crate::answer::{
     Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, ModelInfo, PeerEntry, Peers,
-    RowsPrediction, Status,
+    RowsPrediction, SchemaInfo, Status,
 };
 use crate::cluster::{self, Plan};
 use crate::command::{self, Command, Fault};
@@ -85,6 +85,26 @@ impl ClusterActor {
             Command::PredictRows { rows, local: false } => {
                 let work = cluster::ensemble_rows(self.plan(), self.dispatch.clone(), rows);
                 Box::pin(async move { rows_answer(work.await, 0) }.into_actor(self))
+            }
+            Command::PredictTyped { rows, local: true } => {
+                let local = self.local.clone();
+                let work = async move { rows_answer(local.predict(rows).await, 1) };
+                Box::pin(work.into_actor(self))
+            }
+            Command::PredictTyped { rows, local: false } => {
+                let work = cluster::ensemble(self.plan(), self.dispatch.clone(), rows);
+                Box::pin(async move { rows_answer(work.await, 0) }.into_actor(self))
+            }
+            Command::Schema => {
+                let (plan, schemas) = (self.plan(), self.dispatch.schemas.clone());
+                let work = async move {
+                    let (schema, complete) = schemas.refreshed(&plan.members).await;
+                    Answer::Schema(SchemaInfo {
+                        columns: (*schema).clone(),
+                        complete,
+                    })
+                };
+                Box::pin(work.into_actor(self))
             }
             Command::TrainLocal => {
                 let train = self.local.actor.send(Train {
