@@ -1,13 +1,20 @@
 //! Trained models compiled for serving: evaluated over blocks of rows, with no allocation per
 //! row. Built from the trained [`Model`] when a model goes into service; training never sees it.
 //!
-//! Trees are flattened into one array of 16-byte nodes (threshold, feature, index of the left
-//! child; the right child follows it), so a node's children share a cache line and all the
-//! trees of a boosted model sit together. Rows are taken in blocks and each tree is walked for
-//! every row of the block before the next tree, which keeps a tree in cache while it is used;
-//! each row's outputs are summed in tree order, so the result is bit for bit what
-//! [`Model::raw_row`] gives. Linear models become one matrix product: the standardization is
-//! folded into the weights, which changes the last bits of a prediction, not its value.
+//! Trees are flattened breadth first (a node's children adjacent: the right one follows the
+//! left), all the trees of a model in one array. Each feature's split thresholds are collected
+//! and sorted, a row's values are replaced once by their ranks among them, and every split then
+//! compares two small integers: `x ≤ t_k` exactly when fewer than `k + 1` thresholds lie below
+//! `x`. That makes a node 8 bytes (feature, threshold rank, left child), so a boosted model of a
+//! thousand trees stays in cache. Leaves lead back to themselves, so a tree is walked a fixed
+//! number of steps (its depth), and eight rows are walked side by side: their steps do not wait
+//! on each other. Rows are taken in blocks and each tree is walked for every row of the block
+//! before the next tree. Each row's outputs are summed in tree order, so the result is bit for
+//! bit what [`Model::raw_row`] gives. (A model with more than 65,534 thresholds on one feature
+//! keeps 16-byte nodes holding the threshold itself.)
+//!
+//! Linear models become one matrix product: the standardization is folded into the weights,
+//! which changes the last bits of a prediction, not its value.
 
 use ndarray::{Array2, ArrayView2};
 
@@ -16,6 +23,8 @@ use super::tree::Tree;
 
 /// Rows walked through one tree before the next tree.
 const BLOCK_ROWS: usize = 256;
+/// Rows walked side by side through a tree.
+const LANES: usize = 8;
 
 /// Marks a leaf in [`FlatNode::feature`].
 const LEAF: u32 = u32::MAX;
@@ -30,12 +39,37 @@ struct FlatNode {
     next: u32,
 }
 
+/// A split of a ranked tree: `rank of x[feature] ≤ rank` goes to `next`, otherwise to
+/// `next + 1`. A leaf has `rank == u16::MAX` (no rank is that large) and `next` pointing at
+/// itself, so a walk that reached it stays.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+struct RankNode {
+    feature: u16,
+    rank: u16,
+    next: u32,
+}
+
 /// A model ready to predict blocks of rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledModel(Compiled);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Compiled {
+    Ranked {
+        base: Vec<f64>,
+        n_outputs: usize,
+        /// Each feature's distinct split thresholds, ascending.
+        cuts: Vec<Vec<f64>>,
+        /// The features some split uses.
+        used: Vec<usize>,
+        nodes: Vec<RankNode>,
+        /// Root and depth of each tree.
+        trees: Vec<(u32, u32)>,
+        /// Of each node that is a leaf: where its outputs start in `values`.
+        leaf_at: Vec<u32>,
+        values: Vec<f64>,
+    },
     Trees {
         base: Vec<f64>,
         n_outputs: usize,
@@ -59,16 +93,20 @@ impl CompiledModel {
                 let mut nodes = Vec::new();
                 let mut values = Vec::new();
                 let mut roots = Vec::with_capacity(trees.len());
+                let mut depths = Vec::with_capacity(trees.len());
                 for t in trees {
                     roots.push(nodes.len() as u32);
-                    flatten(t, &mut nodes, &mut values);
+                    depths.push(flatten(t, &mut nodes, &mut values));
                 }
-                Compiled::Trees {
-                    base: base.clone(),
-                    n_outputs: base.len(),
-                    nodes,
-                    roots,
-                    values,
+                match ranked(base, &nodes, &roots, &depths, &values) {
+                    Some(r) => r,
+                    None => Compiled::Trees {
+                        base: base.clone(),
+                        n_outputs: base.len(),
+                        nodes,
+                        roots,
+                        values,
+                    },
                 }
             }
             Model::Linear(l) => {
@@ -90,7 +128,7 @@ impl CompiledModel {
 
     pub fn n_outputs(&self) -> usize {
         match &self.0 {
-            Compiled::Trees { n_outputs, .. } => *n_outputs,
+            Compiled::Ranked { n_outputs, .. } | Compiled::Trees { n_outputs, .. } => *n_outputs,
             Compiled::Linear { bias, .. } => bias.len(),
         }
     }
@@ -103,6 +141,39 @@ impl CompiledModel {
             .checked_div(n_features)
             .unwrap_or(out.len() / self.n_outputs().max(1));
         match &self.0 {
+            Compiled::Ranked {
+                base,
+                n_outputs,
+                cuts,
+                used,
+                nodes,
+                trees,
+                leaf_at,
+                values,
+            } => {
+                let k = *n_outputs;
+                for o in out.chunks_exact_mut(k).take(n) {
+                    o.copy_from_slice(base);
+                }
+                let ranks = rank_rows(x, n, n_features, cuts, used);
+                for start in (0..n).step_by(BLOCK_ROWS) {
+                    let end = (start + BLOCK_ROWS).min(n);
+                    for &(root, depth) in trees {
+                        let mut r = start;
+                        while r + LANES <= end {
+                            let leaves = walk_lanes(nodes, root, depth, &ranks, n_features, r);
+                            for (lane, &leaf) in leaves.iter().enumerate() {
+                                add_leaf(out, values, leaf_at, leaf, r + lane, k);
+                            }
+                            r += LANES;
+                        }
+                        for row in r..end {
+                            let leaf = walk_ranked(nodes, root, depth, &ranks, n_features, row);
+                            add_leaf(out, values, leaf_at, leaf, row, k);
+                        }
+                    }
+                }
+            }
             Compiled::Trees {
                 base,
                 n_outputs,
@@ -163,8 +234,146 @@ fn walk(nodes: &[FlatNode], root: usize, x: &[f64]) -> FlatNode {
     n
 }
 
-/// Appends `t` to `nodes` (children adjacent, breadth first) and its leaf values to `values`.
-fn flatten(t: &Tree, nodes: &mut Vec<FlatNode>, values: &mut Vec<f64>) {
+/// The rank of each used feature of each row among that feature's thresholds (NaN ranks above
+/// them all: it goes right at every split, as in `Tree::leaf_offset`).
+fn rank_rows(x: &[f64], n: usize, nf: usize, cuts: &[Vec<f64>], used: &[usize]) -> Vec<u16> {
+    let mut ranks = vec![0u16; n * nf];
+    for (row, r) in x
+        .chunks_exact(nf.max(1))
+        .zip(ranks.chunks_exact_mut(nf.max(1)))
+    {
+        for &f in used {
+            let c = &cuts[f];
+            let v = row[f];
+            r[f] = if v.is_nan() {
+                c.len()
+            } else {
+                c.partition_point(|t| *t < v)
+            } as u16;
+        }
+    }
+    ranks
+}
+
+/// The leaves `LANES` rows starting at `row` reach in the tree at `root`, walked side by side.
+#[inline]
+fn walk_lanes(
+    nodes: &[RankNode],
+    root: u32,
+    depth: u32,
+    ranks: &[u16],
+    nf: usize,
+    row: usize,
+) -> [u32; LANES] {
+    let rows = &ranks[row * nf..(row + LANES) * nf];
+    let mut at = [root; LANES];
+    for _ in 0..depth {
+        for (lane, i) in at.iter_mut().enumerate() {
+            let node = nodes[*i as usize];
+            let rank = rows[lane * nf + node.feature as usize];
+            *i = node.next + u32::from(rank > node.rank);
+        }
+    }
+    at
+}
+
+#[inline]
+fn walk_ranked(
+    nodes: &[RankNode],
+    root: u32,
+    depth: u32,
+    ranks: &[u16],
+    nf: usize,
+    row: usize,
+) -> u32 {
+    let rows = &ranks[row * nf..(row + 1) * nf];
+    let mut i = root;
+    for _ in 0..depth {
+        let node = nodes[i as usize];
+        i = node.next + u32::from(rows[node.feature as usize] > node.rank);
+    }
+    i
+}
+
+#[inline]
+fn add_leaf(out: &mut [f64], values: &[f64], leaf_at: &[u32], leaf: u32, row: usize, k: usize) {
+    let at = leaf_at[leaf as usize] as usize;
+    for (o, v) in out[row * k..(row + 1) * k]
+        .iter_mut()
+        .zip(&values[at..at + k])
+    {
+        *o += v;
+    }
+}
+
+/// The ranked form of flattened trees, unless a feature index or a feature's count of
+/// thresholds does not fit 16 bits.
+fn ranked(
+    base: &[f64],
+    flat: &[FlatNode],
+    roots: &[u32],
+    depths: &[u32],
+    values: &[f64],
+) -> Option<Compiled> {
+    let n_features = flat
+        .iter()
+        .filter(|n| n.feature != LEAF)
+        .map(|n| n.feature as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut cuts: Vec<Vec<f64>> = vec![Vec::new(); n_features];
+    for n in flat.iter().filter(|n| n.feature != LEAF) {
+        // A NaN threshold sends every row right, which no rank expresses.
+        if n.threshold.is_nan() {
+            return None;
+        }
+        cuts[n.feature as usize].push(n.threshold);
+    }
+    for c in &mut cuts {
+        c.sort_by(f64::total_cmp);
+        c.dedup_by(|a, b| a == b);
+    }
+    if n_features > usize::from(u16::MAX) + 1
+        || cuts.iter().any(|c| c.len() >= usize::from(u16::MAX))
+    {
+        return None;
+    }
+    let mut nodes = Vec::with_capacity(flat.len());
+    let mut leaf_at = vec![0u32; flat.len()];
+    for (i, n) in flat.iter().enumerate() {
+        if n.feature == LEAF {
+            leaf_at[i] = n.next;
+            nodes.push(RankNode {
+                feature: 0,
+                rank: u16::MAX,
+                next: i as u32,
+            });
+        } else {
+            let c = &cuts[n.feature as usize];
+            let rank = c.partition_point(|t| *t < n.threshold);
+            nodes.push(RankNode {
+                feature: n.feature as u16,
+                rank: rank as u16,
+                next: n.next,
+            });
+        }
+    }
+    let used = (0..n_features).filter(|&f| !cuts[f].is_empty()).collect();
+    Some(Compiled::Ranked {
+        base: base.to_vec(),
+        n_outputs: base.len(),
+        cuts,
+        used,
+        nodes,
+        trees: roots.iter().copied().zip(depths.iter().copied()).collect(),
+        leaf_at,
+        values: values.to_vec(),
+    })
+}
+
+/// Appends `t` to `nodes` (children adjacent, breadth first) and its leaf values to `values`;
+/// returns its depth.
+fn flatten(t: &Tree, nodes: &mut Vec<FlatNode>, values: &mut Vec<f64>) -> u32 {
     let k = t.n_outputs;
     let base = nodes.len();
     nodes.push(FlatNode {
@@ -172,9 +381,11 @@ fn flatten(t: &Tree, nodes: &mut Vec<FlatNode>, values: &mut Vec<f64>) {
         feature: LEAF,
         next: 0,
     });
-    // (index in t.nodes, index in nodes) still to place.
-    let mut queue = std::collections::VecDeque::from([(0usize, base)]);
-    while let Some((src, dst)) = queue.pop_front() {
+    // (index in t.nodes, index in nodes, depth) still to place.
+    let mut queue = std::collections::VecDeque::from([(0usize, base, 0u32)]);
+    let mut depth = 0;
+    while let Some((src, dst, level)) = queue.pop_front() {
+        depth = depth.max(level);
         let n = &t.nodes[src];
         if n.feature == LEAF {
             let at = n.left as usize;
@@ -199,10 +410,11 @@ fn flatten(t: &Tree, nodes: &mut Vec<FlatNode>, values: &mut Vec<f64>) {
                 feature: n.feature,
                 next: next as u32,
             };
-            queue.push_back((n.left as usize, next));
-            queue.push_back((n.right as usize, next + 1));
+            queue.push_back((n.left as usize, next, level + 1));
+            queue.push_back((n.right as usize, next + 1, level + 1));
         }
     }
+    depth
 }
 
 #[cfg(test)]
@@ -261,6 +473,10 @@ mod tests {
             let r = LearnerParams(cfg.clone())
                 .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
                 .expect("fits");
+            assert!(
+                matches!(CompiledModel::new(&r.model).0, Compiled::Ranked { .. }),
+                "{kind:?}: ranked"
+            );
             assert_eq!(compiled(&r.model, &x), raw(&r.model, &x), "{kind:?}");
             let m = LearnerParams(cfg)
                 .fit(&Dataset::new(x.clone(), Array1::from(c.clone())))
@@ -282,6 +498,41 @@ mod tests {
             .expect("fits");
         let nan = Array2::from_elem((3, 4), f64::NAN);
         assert_eq!(compiled(&r.model, &nan), raw(&r.model, &nan));
+    }
+
+    #[test]
+    fn a_tree_no_rank_can_express_keeps_its_thresholds() {
+        use crate::ml::tree::Node;
+        let leaf = |at: u32| Node {
+            feature: u32::MAX,
+            threshold: 0.0,
+            left: at,
+            right: 0,
+        };
+        let tree = Tree {
+            n_outputs: 1,
+            nodes: vec![
+                Node {
+                    feature: 1,
+                    threshold: f64::NAN,
+                    left: 1,
+                    right: 2,
+                },
+                leaf(0),
+                leaf(1),
+            ],
+            values: vec![-1.0, 1.0],
+        };
+        let model = Model::Trees {
+            base: vec![0.5],
+            trees: vec![tree],
+        };
+        assert!(matches!(
+            CompiledModel::new(&model).0,
+            Compiled::Trees { .. }
+        ));
+        let (x, _, _) = data(20);
+        assert_eq!(compiled(&model, &x), raw(&model, &x));
     }
 
     #[test]
