@@ -7,7 +7,7 @@
 //! model is a member like the others, so it too predicts the batch in one go. Each caller still
 //! waits at most its own deadline, whatever happens to the frame it went in.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::rc::Rc;
@@ -40,20 +40,25 @@ struct Queue {
     member: Rc<dyn Member>,
     waiting: Vec<Waiting>,
     rows: usize,
-    scheduled: bool,
 }
 
 /// The queues of one coordinating node, one per member.
 pub struct Batcher {
     settings: BatchSettings,
+    /// This node's id: its own queue is sent last, once the frames for the others are queued.
+    me: String,
     queues: RefCell<HashMap<String, Queue>>,
+    /// A task will send every queue.
+    scheduled: Cell<bool>,
 }
 
 impl Batcher {
-    pub fn new(settings: BatchSettings) -> Rc<Batcher> {
+    pub fn new(me: String, settings: BatchSettings) -> Rc<Batcher> {
         Rc::new(Batcher {
             settings,
+            me,
             queues: RefCell::new(HashMap::new()),
+            scheduled: Cell::new(false),
         })
     }
 
@@ -101,47 +106,56 @@ impl Batcher {
             member: to.member.clone(),
             waiting: Vec::new(),
             rows: 0,
-            scheduled: false,
         });
         // The newest handle: a member that reconnected is reached through its new link.
         q.member = to.member.clone();
         q.rows += w.rows.len();
         q.waiting.push(w);
         if q.rows >= self.settings.max_rows {
-            let (member, waiting) = (q.member.clone(), std::mem::take(&mut q.waiting));
+            let frames = self.frames(q.member.clone(), std::mem::take(&mut q.waiting));
             q.rows = 0;
             drop(queues);
-            self.send_all(member, waiting);
-        } else if !q.scheduled {
-            q.scheduled = true;
-            let (me, id, delay) = (self.clone(), to.id.clone(), self.settings.delay);
-            // A task queued behind the requests this node already holds: they join the queue
-            // before it is sent.
+            actix_rt::spawn(send_frames(frames));
+        } else if !self.scheduled.replace(true) {
+            let (me, delay) = (self.clone(), self.settings.delay);
+            // One task, queued behind the requests this node already holds: they join their
+            // queues before any is sent.
             actix_rt::spawn(async move {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                me.flush(&id);
+                me.flush();
             });
         }
     }
 
-    fn flush(self: &Rc<Self>, id: &str) {
-        let taken = {
+    /// Sends every queue: the other nodes' first, this node's last.
+    fn flush(self: &Rc<Self>) {
+        self.scheduled.set(false);
+        let mut frames = Vec::new();
+        let mut mine = Vec::new();
+        {
             let mut queues = self.queues.borrow_mut();
-            queues.get_mut(id).map(|q| {
-                q.scheduled = false;
+            for (id, q) in queues.iter_mut().filter(|(_, q)| !q.waiting.is_empty()) {
                 q.rows = 0;
-                (q.member.clone(), std::mem::take(&mut q.waiting))
-            })
-        };
-        if let Some((member, waiting)) = taken {
-            self.send_all(member, waiting);
+                let waiting = std::mem::take(&mut q.waiting);
+                let to = if *id == self.me {
+                    &mut mine
+                } else {
+                    &mut frames
+                };
+                to.extend(self.frames(q.member.clone(), waiting));
+            }
+        }
+        frames.extend(mine);
+        if !frames.is_empty() {
+            actix_rt::spawn(send_frames(frames));
         }
     }
 
-    /// Sends `waiting` in frames of at most `max_rows` rows of one schema each.
-    fn send_all(&self, member: Rc<dyn Member>, waiting: Vec<Waiting>) {
+    /// `waiting` in frames of at most `max_rows` rows of one schema each.
+    fn frames(&self, member: Rc<dyn Member>, waiting: Vec<Waiting>) -> Vec<Frame> {
+        let mut frames = Vec::new();
         let mut frame: Vec<Waiting> = Vec::new();
         let mut rows = 0;
         for w in waiting {
@@ -150,16 +164,30 @@ impl Batcher {
                 .is_some_and(|f| f.rows.schema() == w.rows.schema())
                 && rows + w.rows.len() <= self.settings.max_rows;
             if !frame.is_empty() && !fits {
-                actix_rt::spawn(send(member.clone(), std::mem::take(&mut frame)));
+                frames.push((member.clone(), std::mem::take(&mut frame)));
                 rows = 0;
             }
             rows += w.rows.len();
             frame.push(w);
         }
         if !frame.is_empty() {
-            actix_rt::spawn(send(member, frame));
+            frames.push((member, frame));
         }
+        frames
     }
+}
+
+/// A member and the requests that go to it in one frame.
+type Frame = (Rc<dyn Member>, Vec<Waiting>);
+
+/// Sends `frames`, in order, and waits for all their answers.
+async fn send_frames(frames: Vec<Frame>) {
+    futures::future::join_all(
+        frames
+            .into_iter()
+            .map(|(member, frame)| send(member, frame)),
+    )
+    .await;
 }
 
 /// One frame: the rows of every waiting request, the answer split back to each.
@@ -309,10 +337,13 @@ mod tests {
     #[actix_rt::test]
     async fn requests_waiting_together_share_one_frame_and_get_their_own_rows_back() {
         let (d, to) = member(false);
-        let batcher = Batcher::new(BatchSettings {
-            max_rows: 4096,
-            delay: Duration::ZERO,
-        });
+        let batcher = Batcher::new(
+            "me".into(),
+            BatchSettings {
+                max_rows: 4096,
+                delay: Duration::ZERO,
+            },
+        );
         let asks = (0..10).map(|i| {
             let rows = rows(&[i as f64, 100.0 + i as f64]);
             let (b, to) = (batcher.clone(), &to);
@@ -329,10 +360,13 @@ mod tests {
     #[actix_rt::test]
     async fn a_full_queue_is_sent_at_once_and_batching_can_be_off() {
         let (d, to) = member(false);
-        let batcher = Batcher::new(BatchSettings {
-            max_rows: 4,
-            delay: Duration::ZERO,
-        });
+        let batcher = Batcher::new(
+            "me".into(),
+            BatchSettings {
+                max_rows: 4,
+                delay: Duration::ZERO,
+            },
+        );
         let asks = (0..6).map(|i| {
             let (b, to) = (batcher.clone(), &to);
             async move { b.predict(to, rows(&[i as f64, 0.0]), to.deadline).await }
@@ -341,10 +375,13 @@ mod tests {
         assert_eq!(*d.rows.borrow(), [4, 4, 4], "frames of at most 4 rows");
         assert_eq!(values(&answers[5]), [10.0, 0.0]);
         let (d, to) = member(false);
-        let off = Batcher::new(BatchSettings {
-            max_rows: 1,
-            delay: Duration::ZERO,
-        });
+        let off = Batcher::new(
+            "me".into(),
+            BatchSettings {
+                max_rows: 1,
+                delay: Duration::ZERO,
+            },
+        );
         let asks = (0..3).map(|_| {
             let (b, to) = (off.clone(), &to);
             async move { b.predict(to, rows(&[1.0]), to.deadline).await }
@@ -358,10 +395,13 @@ mod tests {
     #[actix_rt::test]
     async fn a_hung_member_costs_each_caller_one_deadline() {
         let (_, to) = member(true);
-        let batcher = Batcher::new(BatchSettings {
-            max_rows: 4096,
-            delay: Duration::ZERO,
-        });
+        let batcher = Batcher::new(
+            "me".into(),
+            BatchSettings {
+                max_rows: 4096,
+                delay: Duration::ZERO,
+            },
+        );
         let started = std::time::Instant::now();
         let asks = (0..5).map(|_| {
             let (b, to) = (batcher.clone(), &to);

@@ -61,9 +61,9 @@ pub struct Dispatch {
 impl Dispatch {
     pub fn new(me: String, settings: BatchSettings) -> Rc<Dispatch> {
         Rc::new(Dispatch {
-            me,
             schemas: SchemaBook::new(),
-            batcher: Batcher::new(settings),
+            batcher: Batcher::new(me.clone(), settings),
+            me,
         })
     }
 

@@ -271,6 +271,9 @@ impl Preprocessor {
                 x.len()
             )));
         }
+        // What each dictionary entry of the column at hand encodes to: one buffer for all the
+        // columns of the batch.
+        let mut vals: Vec<f64> = Vec::new();
         let mut off = 0;
         for (col, src) in self.columns.iter().zip(&binding.sources) {
             match col {
@@ -287,8 +290,8 @@ impl Preprocessor {
                         }
                         Source::Category(slot) => {
                             let col = rows.categories(slot);
-                            let vals: Vec<f64> =
-                                col.entries().map(|e| parse_num(e).unwrap_or(m)).collect();
+                            vals.clear();
+                            vals.extend(col.entries().map(|e| parse_num(e).unwrap_or(m)));
                             for (i, code) in col.codes().enumerate() {
                                 x[i * nf + off] = vals.get(code as usize).copied().unwrap_or(m);
                             }
@@ -302,9 +305,10 @@ impl Preprocessor {
                     missing,
                     ..
                 } => {
-                    let lookup = |k: &str| {
+                    // Byte order is the order of UTF-8 strings.
+                    let lookup = |k: &[u8]| {
                         levels
-                            .binary_search_by(|l| l.as_str().cmp(k))
+                            .binary_search_by(|l| l.as_bytes().cmp(k))
                             .map_or(*missing, |i| codes[i])
                     };
                     let w = self.width(col);
@@ -324,7 +328,8 @@ impl Preprocessor {
                         Source::Absent => (0..n).for_each(|i| put(x, i, *missing)),
                         Source::Category(slot) => {
                             let col = rows.categories(slot);
-                            let vals: Vec<f64> = col.entries().map(lookup).collect();
+                            vals.clear();
+                            vals.extend(col.entry_bytes().map(lookup));
                             for (i, code) in col.codes().enumerate() {
                                 put(x, i, vals.get(code as usize).copied().unwrap_or(*missing));
                             }
@@ -334,7 +339,7 @@ impl Preprocessor {
                                 let code = if v.is_nan() {
                                     *missing
                                 } else {
-                                    with_num_text(v, lookup)
+                                    with_num_text(v, |t| lookup(t.as_bytes()))
                                 };
                                 put(x, i, code);
                             }

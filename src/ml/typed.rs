@@ -268,6 +268,18 @@ impl<'a> Categories<'a> {
         self.ends.len() / 4
     }
 
+    /// The dictionary's entries in code order, as UTF-8 bytes.
+    pub fn entry_bytes(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        let text = self.text;
+        let mut start = self.start;
+        u32s(self.ends).map(move |end| {
+            let end = end as usize;
+            let s = &text[start..end];
+            start = end;
+            s
+        })
+    }
+
     /// The dictionary's entries in code order.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = &'a str> + 'a {
         let text = self.text;
