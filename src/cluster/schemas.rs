@@ -81,6 +81,15 @@ impl SchemaBook {
         self.union(members)
     }
 
+    /// Every record is stale (the members may have new models): each is asked again when next
+    /// needed.
+    pub fn expire(&self) {
+        for k in self.known.borrow_mut().values_mut() {
+            k.stale = true;
+            k.failed_at = None;
+        }
+    }
+
     /// A member answered a prediction with model `version`: a different one makes its record
     /// stale.
     pub fn saw(&self, id: &str, version: u64) {

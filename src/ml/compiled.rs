@@ -7,8 +7,8 @@
 //! compares two small integers: `x ≤ t_k` exactly when fewer than `k + 1` thresholds lie below
 //! `x`. That makes a node 8 bytes (feature, threshold rank, left child), so a boosted model of a
 //! thousand trees stays in cache. Leaves lead back to themselves, so a tree is walked a fixed
-//! number of steps (its depth), and eight rows are walked side by side: their steps do not wait
-//! on each other. Rows are taken in blocks and each tree is walked for every row of the block
+//! number of steps (its depth), and eight rows are walked side by side — or, for a row left
+//! over, eight trees — so that their steps do not wait on each other. Rows are taken in blocks and each tree is walked for every row of the block
 //! before the next tree. Each row's outputs are summed in tree order, so the result is bit for
 //! bit what [`Model::raw_row`] gives. (A model with more than 65,534 thresholds on one feature
 //! keeps 16-byte nodes holding the threshold itself.)
@@ -158,18 +158,23 @@ impl CompiledModel {
                 let ranks = rank_rows(x, n, n_features, cuts, used);
                 for start in (0..n).step_by(BLOCK_ROWS) {
                     let end = (start + BLOCK_ROWS).min(n);
+                    let full = start + (end - start) / LANES * LANES;
                     for &(root, depth) in trees {
-                        let mut r = start;
-                        while r + LANES <= end {
+                        for r in (start..full).step_by(LANES) {
                             let leaves = walk_lanes(nodes, root, depth, &ranks, n_features, r);
                             for (lane, &leaf) in leaves.iter().enumerate() {
                                 add_leaf(out, values, leaf_at, leaf, r + lane, k);
                             }
-                            r += LANES;
                         }
-                        for row in r..end {
-                            let leaf = walk_ranked(nodes, root, depth, &ranks, n_features, row);
-                            add_leaf(out, values, leaf_at, leaf, row, k);
+                    }
+                    // Fewer rows than lanes (a one-row request): eight trees side by side.
+                    for row in full..end {
+                        let ranks = &ranks[row * n_features..(row + 1) * n_features];
+                        for chunk in trees.chunks(LANES) {
+                            let leaves = walk_trees(nodes, chunk, ranks);
+                            for &leaf in &leaves[..chunk.len()] {
+                                add_leaf(out, values, leaf_at, leaf, row, k);
+                            }
                         }
                     }
                 }
@@ -277,22 +282,23 @@ fn walk_lanes(
     at
 }
 
+/// The leaves one row (its `ranks`) reaches in up to `LANES` trees, walked side by side (lanes
+/// beyond the trees given walk the first one again, unused).
 #[inline]
-fn walk_ranked(
-    nodes: &[RankNode],
-    root: u32,
-    depth: u32,
-    ranks: &[u16],
-    nf: usize,
-    row: usize,
-) -> u32 {
-    let rows = &ranks[row * nf..(row + 1) * nf];
-    let mut i = root;
-    for _ in 0..depth {
-        let node = nodes[i as usize];
-        i = node.next + u32::from(rows[node.feature as usize] > node.rank);
+fn walk_trees(nodes: &[RankNode], trees: &[(u32, u32)], ranks: &[u16]) -> [u32; LANES] {
+    let first = trees.first().map_or(0, |t| t.0);
+    let mut at = [first; LANES];
+    for (a, t) in at.iter_mut().zip(trees) {
+        *a = t.0;
     }
-    i
+    let depth = trees.iter().map(|t| t.1).max().unwrap_or(0);
+    for _ in 0..depth {
+        for i in at.iter_mut() {
+            let node = nodes[*i as usize];
+            *i = node.next + u32::from(ranks[node.feature as usize] > node.rank);
+        }
+    }
+    at
 }
 
 #[inline]

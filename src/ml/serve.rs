@@ -49,7 +49,11 @@ impl Served {
 
     fn binding(&self, schema: &Arc<Schema>) -> Arc<Binding> {
         let mut cache = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, b)) = cache.iter().find(|(s, _)| s == schema) {
+        // Batches of one schema share it (interned): the pointer settles it without comparing.
+        if let Some((_, b)) = cache
+            .iter()
+            .find(|(s, _)| Arc::ptr_eq(s, schema) || s == schema)
+        {
             return b.clone();
         }
         let b = Arc::new(self.prep.bind(schema));

@@ -64,7 +64,16 @@ impl ClusterActor {
             Command::Peers => ready(Answer::Peers(self.peers())),
             Command::Train | Command::Evaluate => {
                 let retrain = command == Command::Train;
-                let work = cluster::cross_validate(self.plan(), retrain).into_actor(self);
+                let (plan, schemas) = (self.plan(), self.dispatch.schemas.clone());
+                let work = async move {
+                    let answer = cluster::cross_validate(plan.clone(), retrain).await;
+                    // New models may read new columns: learn them before the next prediction
+                    // this node resolves.
+                    schemas.expire();
+                    schemas.refreshed(&plan.members).await;
+                    answer
+                };
+                let work = work.into_actor(self);
                 Box::pin(work.map(|answer, act, _ctx| {
                     if let Answer::Train(report) = &answer {
                         act.last_report = Some(report.clone());
