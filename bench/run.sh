@@ -134,52 +134,85 @@ for r in $PF_ROWS; do
 done
 pf_shard() { echo "$TMP/pf$1.csv"; }
 
-# predict_file_once NAME ROWS RUN: one predict-file through node 1, with the coordinator's RSS
-# before and peak during it, and the CPU every process spent.
-predict_file_once() {
-    local name=$1 rows=$2 r=$3 before ticks0 ticks1
+# rss_kb PID: resident memory now.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# pf_measure KEY CMD...: one predict-file (CMD prints its JSON answer), with the coordinator's
+# RSS before and peak during it, and the CPU every node spent.
+pf_measure() {
+    local key=$1 before ticks0 ticks1
+    shift
     echo 5 >"/proc/${PF_PIDS[0]}/clear_refs" 2>/dev/null || true
-    before=$(awk '/^VmRSS:/ {print $2}' "/proc/${PF_PIDS[0]}/status")
+    before=$(rss_kb "${PF_PIDS[0]}")
     ticks0=$(node_ticks "${PF_PIDS[@]}")
-    run_json "pf_tmp" "$BIN" ctl "$PF_ADDR" --cluster bench predict-file "$TMP/predict-$rows.csv" \
-        "$TMP/predict-$name.out.csv"
+    "$@"
     ticks1=$(node_ticks "${PF_PIDS[@]}")
-    jq -e '.ok' "$M/pf_tmp.json" >/dev/null || die "$name: predict-file failed: $(cat "$M/pf_tmp.json")"
+    jq -e '.ok' "$M/pf_tmp.json" >/dev/null || die "$key: predict-file failed: $(cat "$M/pf_tmp.json")"
     jq -c --arg hwm "$(vm_hwm_kb "${PF_PIDS[0]}")" --arg before "$before" --arg t0 "$ticks0" \
         --arg t1 "$ticks1" --arg hz "$TICK_HZ" \
         '. + {coordinator_hwm_kb: ($hwm | tonumber), coordinator_rss_before_kb: ($before | tonumber),
               node_cpu_s: ([($t1 | split(" ") | map(select(. != "") | tonumber)),
                             ($t0 | split(" ") | map(select(. != "") | tonumber))]
                            | transpose | map((.[0] - .[1]) / ($hz | tonumber)))}' \
-        "$M/pf_tmp.json" | save "pf_${name}_${rows}_$r"
-    rm -f "$M/pf_tmp.json"
-    # The output file is as long as the input: written, then removed (disk space).
-    rm -f "$TMP/predict-$name.out.csv"
+        "$M/pf_tmp.json" | save "$key"
+    rm -f "$M/pf_tmp.json" "$TMP/predict.out.csv"
+}
+
+# Through ctl (the client parses the file) and, for the tree learner, at node 1's console (the
+# node reads the file itself).
+pf_ctl() {
+    run_json pf_tmp "$BIN" ctl "$PF_ADDR" --cluster bench predict-file "$TMP/predict-$1.csv" \
+        "$TMP/predict.out.csv"
+}
+pf_console() {
+    echo "predict-file $TMP/predict-$1.csv $TMP/predict.out.csv" | sed "s|$TMP|\$TMP|g; s|^|# console of node 1: |" \
+        >>"$TMP/commands"
+    console "predict-file $TMP/predict-$1.csv $TMP/predict.out.csv" | save pf_tmp
 }
 
 pf_phase() {
-    local name=$1 first=1 r rows
+    local name=$1 first=1 r rows runs
     for rows in $PF_ROWS; do
-        local runs=1
+        runs=1
         if [ $first = 1 ]; then runs=$REPEATS; fi
         first=0
         for r in $(seq "$runs"); do
-            log "$name: predict-file, $rows rows (run $r of $runs)"
-            predict_file_once "$name" "$rows" "$r"
+            log "$name: predict-file, $rows rows, through ctl (run $r of $runs)"
+            pf_measure "pf_${name}_${rows}_$r" pf_ctl "$rows"
+            if [ "$name" = tree ]; then
+                log "$name: predict-file, $rows rows, at node 1's console (run $r of $runs)"
+                pf_measure "pfc_${name}_${rows}_$r" pf_console "$rows"
+            fi
         done
     done
 }
 
+# pf_cluster NAME MODEL: 4 nodes on the generated shards, node 1 with a console on a FIFO.
 pf_cluster() {
-    local name=$1 model=$2 answer
-    start_cluster "pf-$name" 4 pf_shard y '[]' "$model"
-    PF_ADDR=$CLUSTER_ADDR
-    PF_PIDS=("${CLUSTER_PIDS[@]}")
-    note "4 nodes, shards pf{1..4}.csv, [model] $name; configs $TMP/pf-$name-n{1..4}.toml, node 1 at $PF_ADDR"
+    local name=$1 model=$2 answer i seeds listen
+    PF_ADDR=127.0.0.1:$(free_port)
+    PF_PIDS=()
+    for i in 1 2 3 4; do
+        seeds="[\"$PF_ADDR\"]" listen=127.0.0.1:0
+        if [ "$i" -eq 1 ]; then seeds='[]' listen=$PF_ADDR; fi
+        write_config "$TMP/pf-$name-n$i.toml" "pf-$name$i" "$listen" "$seeds" "$(pf_shard "$i")" y \
+            '[]' "$model"
+        if [ "$i" -eq 1 ]; then
+            start_console_node "$TMP/pf-$name-n$i.toml" "$TMP/logs/pf-$name-n$i.log"
+            PF_PIDS+=("$STARTED")
+            wait_members "$PF_ADDR" 1 120
+        else
+            start_node "$TMP/pf-$name-n$i.toml" "$TMP/logs/pf-$name-n$i.log"
+            PF_PIDS+=("$STARTED")
+        fi
+    done
+    wait_members "$PF_ADDR" 4 120
+    note "4 nodes, shards pf{1..4}.csv, [model] $name; configs $TMP/pf-$name-n{1..4}.toml, node 1 at $PF_ADDR (its --json console on a FIFO)"
     log "$name: train 4 × $SHARD_ROWS rows"
     answer=$(run "$BIN" ctl "$PF_ADDR" --cluster bench train)
     jq -e '.ok' <<<"$answer" >/dev/null || die "$name: train failed: $answer"
     measured "predict-file ($name)" pf_phase "$name"
+    exec 3>&-
     stop_pids "${PF_PIDS[@]}"
 }
 
