@@ -1,17 +1,17 @@
 //! Trained models compiled for serving: evaluated over blocks of rows, with no allocation per
 //! row. Built from the trained [`Model`] when a model goes into service; training never sees it.
 //!
-//! Trees are flattened breadth first (a node's children adjacent: the right one follows the
-//! left), all the trees of a model in one array. Each feature's split thresholds are collected
-//! and sorted, a row's values are replaced once by their ranks among them, and every split then
-//! compares two small integers: `x ≤ t_k` exactly when fewer than `k + 1` thresholds lie below
-//! `x`. That makes a node 8 bytes (feature, threshold rank, left child), so a boosted model of a
-//! thousand trees stays in cache. Leaves lead back to themselves, so a tree is walked a fixed
-//! number of steps (its depth), and eight rows are walked side by side — or, for a row left
-//! over, eight trees — so that their steps do not wait on each other. Rows are taken in blocks and each tree is walked for every row of the block
-//! before the next tree. Each row's outputs are summed in tree order, so the result is bit for
-//! bit what [`Model::raw_row`] gives. (A model with more than 65,534 thresholds on one feature
-//! keeps 16-byte nodes holding the threshold itself.)
+//! Each feature's split thresholds are collected and sorted once, a row's values are replaced
+//! once by their ranks among them, and every split then compares two small integers: `x ≤ t_k`
+//! exactly when fewer than `k + 1` thresholds lie below `x`. Trees of depth at most 8 are laid
+//! out as complete binary trees of 2-byte nodes ([`complete`]: a thousand depth-4 trees take
+//! 30 KB); deeper ones as breadth-first arrays of 8-byte nodes ([`ranked`]). Either way eight
+//! rows are walked side by side through a tree — or, for a row left over, eight trees — so that
+//! their steps do not wait on each other, rows are taken in blocks and each tree is walked for
+//! every row of the block before the next tree, and each row's outputs are summed in tree
+//! order: the result is bit for bit what [`Model::raw_row`] gives. (A model no rank can
+//! express — more than 65,534 thresholds on one feature, a NaN threshold — keeps 16-byte nodes
+//! holding the threshold itself.)
 //!
 //! Linear models become one matrix product: the standardization is folded into the weights,
 //! which changes the last bits of a prediction, not its value.
@@ -19,14 +19,17 @@
 use ndarray::{Array2, ArrayView2};
 
 use super::learner::Model;
-use super::tree::Tree;
+use super::tree::{Node, Tree};
+
+mod complete;
+mod ranked;
 
 /// Rows walked through one tree before the next tree.
 const BLOCK_ROWS: usize = 256;
 /// Rows walked side by side through a tree.
 const LANES: usize = 8;
 
-/// Marks a leaf in [`FlatNode::feature`].
+/// Marks a leaf in [`FlatNode::feature`] (as in `Tree`'s nodes).
 const LEAF: u32 = u32::MAX;
 
 /// A split (`x[feature] <= threshold` goes to `next`, otherwise to `next + 1`), or a leaf whose
@@ -39,37 +42,15 @@ struct FlatNode {
     next: u32,
 }
 
-/// A split of a ranked tree: `rank of x[feature] ≤ rank` goes to `next`, otherwise to
-/// `next + 1`. A leaf has `rank == u16::MAX` (no rank is that large) and `next` pointing at
-/// itself, so a walk that reached it stays.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-struct RankNode {
-    feature: u16,
-    rank: u16,
-    next: u32,
-}
-
 /// A model ready to predict blocks of rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledModel(Compiled);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Compiled {
-    Ranked {
-        base: Vec<f64>,
-        n_outputs: usize,
-        /// Each feature's distinct split thresholds, ascending.
-        cuts: Vec<Vec<f64>>,
-        /// The features some split uses.
-        used: Vec<usize>,
-        nodes: Vec<RankNode>,
-        /// Root and depth of each tree.
-        trees: Vec<(u32, u32)>,
-        /// Of each node that is a leaf: where its outputs start in `values`.
-        leaf_at: Vec<u32>,
-        values: Vec<f64>,
-    },
+    /// Depth at most 8, few thresholds per feature: the fastest layout.
+    Complete(complete::Complete),
+    Ranked(ranked::Ranked),
     Trees {
         base: Vec<f64>,
         n_outputs: usize,
@@ -98,8 +79,11 @@ impl CompiledModel {
                     roots.push(nodes.len() as u32);
                     depths.push(flatten(t, &mut nodes, &mut values));
                 }
-                match ranked(base, &nodes, &roots, &depths, &values) {
-                    Some(r) => r,
+                if let Some(c) = complete::Complete::new(base, trees) {
+                    return CompiledModel(Compiled::Complete(c));
+                }
+                match ranked::Ranked::new(base, &nodes, &roots, &depths, &values) {
+                    Some(r) => Compiled::Ranked(r),
                     None => Compiled::Trees {
                         base: base.clone(),
                         n_outputs: base.len(),
@@ -128,7 +112,9 @@ impl CompiledModel {
 
     pub fn n_outputs(&self) -> usize {
         match &self.0 {
-            Compiled::Ranked { n_outputs, .. } | Compiled::Trees { n_outputs, .. } => *n_outputs,
+            Compiled::Complete(c) => c.n_outputs(),
+            Compiled::Ranked(r) => r.n_outputs(),
+            Compiled::Trees { n_outputs, .. } => *n_outputs,
             Compiled::Linear { bias, .. } => bias.len(),
         }
     }
@@ -141,44 +127,8 @@ impl CompiledModel {
             .checked_div(n_features)
             .unwrap_or(out.len() / self.n_outputs().max(1));
         match &self.0 {
-            Compiled::Ranked {
-                base,
-                n_outputs,
-                cuts,
-                used,
-                nodes,
-                trees,
-                leaf_at,
-                values,
-            } => {
-                let k = *n_outputs;
-                for o in out.chunks_exact_mut(k).take(n) {
-                    o.copy_from_slice(base);
-                }
-                let ranks = rank_rows(x, n, n_features, cuts, used);
-                for start in (0..n).step_by(BLOCK_ROWS) {
-                    let end = (start + BLOCK_ROWS).min(n);
-                    let full = start + (end - start) / LANES * LANES;
-                    for &(root, depth) in trees {
-                        for r in (start..full).step_by(LANES) {
-                            let leaves = walk_lanes(nodes, root, depth, &ranks, n_features, r);
-                            for (lane, &leaf) in leaves.iter().enumerate() {
-                                add_leaf(out, values, leaf_at, leaf, r + lane, k);
-                            }
-                        }
-                    }
-                    // Fewer rows than lanes (a one-row request): eight trees side by side.
-                    for row in full..end {
-                        let ranks = &ranks[row * n_features..(row + 1) * n_features];
-                        for chunk in trees.chunks(LANES) {
-                            let leaves = walk_trees(nodes, chunk, ranks);
-                            for &leaf in &leaves[..chunk.len()] {
-                                add_leaf(out, values, leaf_at, leaf, row, k);
-                            }
-                        }
-                    }
-                }
-            }
+            Compiled::Complete(c) => c.predict(x, n_features, n, out),
+            Compiled::Ranked(r) => r.predict(x, n_features, n, out),
             Compiled::Trees {
                 base,
                 n_outputs,
@@ -239,142 +189,25 @@ fn walk(nodes: &[FlatNode], root: usize, x: &[f64]) -> FlatNode {
     n
 }
 
-/// The rank of each used feature of each row among that feature's thresholds (NaN ranks above
-/// them all: it goes right at every split, as in `Tree::leaf_offset`).
-fn rank_rows(x: &[f64], n: usize, nf: usize, cuts: &[Vec<f64>], used: &[usize]) -> Vec<u16> {
-    let mut ranks = vec![0u16; n * nf];
-    for (row, r) in x
-        .chunks_exact(nf.max(1))
-        .zip(ranks.chunks_exact_mut(nf.max(1)))
-    {
-        for &f in used {
-            let c = &cuts[f];
-            let v = row[f];
-            r[f] = if v.is_nan() {
-                c.len()
-            } else {
-                c.partition_point(|t| *t < v)
-            } as u16;
-        }
-    }
-    ranks
-}
-
-/// The leaves `LANES` rows starting at `row` reach in the tree at `root`, walked side by side.
-#[inline]
-fn walk_lanes(
-    nodes: &[RankNode],
-    root: u32,
-    depth: u32,
-    ranks: &[u16],
-    nf: usize,
-    row: usize,
-) -> [u32; LANES] {
-    let rows = &ranks[row * nf..(row + LANES) * nf];
-    let mut at = [root; LANES];
-    for _ in 0..depth {
-        for (lane, i) in at.iter_mut().enumerate() {
-            let node = nodes[*i as usize];
-            let rank = rows[lane * nf + node.feature as usize];
-            *i = node.next + u32::from(rank > node.rank);
-        }
-    }
-    at
-}
-
-/// The leaves one row (its `ranks`) reaches in up to `LANES` trees, walked side by side (lanes
-/// beyond the trees given walk the first one again, unused).
-#[inline]
-fn walk_trees(nodes: &[RankNode], trees: &[(u32, u32)], ranks: &[u16]) -> [u32; LANES] {
-    let first = trees.first().map_or(0, |t| t.0);
-    let mut at = [first; LANES];
-    for (a, t) in at.iter_mut().zip(trees) {
-        *a = t.0;
-    }
-    let depth = trees.iter().map(|t| t.1).max().unwrap_or(0);
-    for _ in 0..depth {
-        for i in at.iter_mut() {
-            let node = nodes[*i as usize];
-            *i = node.next + u32::from(ranks[node.feature as usize] > node.rank);
-        }
-    }
-    at
-}
-
-#[inline]
-fn add_leaf(out: &mut [f64], values: &[f64], leaf_at: &[u32], leaf: u32, row: usize, k: usize) {
-    let at = leaf_at[leaf as usize] as usize;
-    for (o, v) in out[row * k..(row + 1) * k]
-        .iter_mut()
-        .zip(&values[at..at + k])
-    {
-        *o += v;
-    }
-}
-
-/// The ranked form of flattened trees, unless a feature index or a feature's count of
-/// thresholds does not fit 16 bits.
-fn ranked(
-    base: &[f64],
-    flat: &[FlatNode],
-    roots: &[u32],
-    depths: &[u32],
-    values: &[f64],
-) -> Option<Compiled> {
-    let n_features = flat
-        .iter()
-        .filter(|n| n.feature != LEAF)
-        .map(|n| n.feature as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut cuts: Vec<Vec<f64>> = vec![Vec::new(); n_features];
-    for n in flat.iter().filter(|n| n.feature != LEAF) {
-        // A NaN threshold sends every row right, which no rank expresses.
+/// Each feature's distinct split thresholds, ascending (one list per feature up to the largest
+/// used); `None` when a threshold is NaN (it sends every row right, which no rank expresses).
+fn thresholds<'a>(nodes: impl Iterator<Item = &'a Node>) -> Option<Vec<Vec<f64>>> {
+    let mut cuts: Vec<Vec<f64>> = Vec::new();
+    for n in nodes.filter(|n| n.feature != LEAF) {
         if n.threshold.is_nan() {
             return None;
         }
-        cuts[n.feature as usize].push(n.threshold);
+        let f = n.feature as usize;
+        if cuts.len() <= f {
+            cuts.resize(f + 1, Vec::new());
+        }
+        cuts[f].push(n.threshold);
     }
     for c in &mut cuts {
         c.sort_by(f64::total_cmp);
         c.dedup_by(|a, b| a == b);
     }
-    if n_features > usize::from(u16::MAX) + 1
-        || cuts.iter().any(|c| c.len() >= usize::from(u16::MAX))
-    {
-        return None;
-    }
-    let mut nodes = Vec::with_capacity(flat.len());
-    let mut leaf_at = vec![0u32; flat.len()];
-    for (i, n) in flat.iter().enumerate() {
-        if n.feature == LEAF {
-            leaf_at[i] = n.next;
-            nodes.push(RankNode {
-                feature: 0,
-                rank: u16::MAX,
-                next: i as u32,
-            });
-        } else {
-            let c = &cuts[n.feature as usize];
-            let rank = c.partition_point(|t| *t < n.threshold);
-            nodes.push(RankNode {
-                feature: n.feature as u16,
-                rank: rank as u16,
-                next: n.next,
-            });
-        }
-    }
-    let used = (0..n_features).filter(|&f| !cuts[f].is_empty()).collect();
-    Some(Compiled::Ranked {
-        base: base.to_vec(),
-        n_outputs: base.len(),
-        cuts,
-        used,
-        nodes,
-        trees: roots.iter().copied().zip(depths.iter().copied()).collect(),
-        leaf_at,
-        values: values.to_vec(),
-    })
+    Some(cuts)
 }
 
 /// Appends `t` to `nodes` (children adjacent, breadth first) and its leaf values to `values`;
@@ -480,8 +313,11 @@ mod tests {
                 .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
                 .expect("fits");
             assert!(
-                matches!(CompiledModel::new(&r.model).0, Compiled::Ranked { .. }),
-                "{kind:?}: ranked"
+                matches!(
+                    CompiledModel::new(&r.model).0,
+                    Compiled::Complete(_) | Compiled::Ranked(_)
+                ),
+                "{kind:?}: by ranks"
             );
             assert_eq!(compiled(&r.model, &x), raw(&r.model, &x), "{kind:?}");
             let m = LearnerParams(cfg)
@@ -504,6 +340,41 @@ mod tests {
             .expect("fits");
         let nan = Array2::from_elem((3, 4), f64::NAN);
         assert_eq!(compiled(&r.model, &nan), raw(&r.model, &nan));
+    }
+
+    #[test]
+    fn shallow_trees_are_complete_and_deep_ones_ranked_with_the_same_bits() {
+        let (x, y, c) = data(700);
+        for (depth, complete) in [(3, true), (8, true), (12, false)] {
+            let cfg = ModelConfig {
+                kind: Kind::Boosted,
+                max_depth: Some(depth),
+                min_samples_leaf: Some(1),
+                n_rounds: 12,
+                ..ModelConfig::default()
+            };
+            let r = LearnerParams(cfg.clone())
+                .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
+                .expect("fits");
+            let m = LearnerParams(cfg)
+                .fit(&Dataset::new(x.clone(), Array1::from(c.clone())))
+                .expect("fits");
+            for model in [&r.model, &m.model] {
+                let layout = CompiledModel::new(model).0;
+                assert_eq!(
+                    matches!(layout, Compiled::Complete(_)),
+                    complete,
+                    "depth {depth}"
+                );
+                if !complete {
+                    assert!(matches!(layout, Compiled::Ranked(_)), "depth {depth}");
+                }
+                assert_eq!(compiled(model, &x), raw(model, &x), "depth {depth}");
+                // One row at a time: the trees side by side.
+                let one = x.slice(ndarray::s![..1, ..]).to_owned();
+                assert_eq!(compiled(model, &one), raw(model, &one), "depth {depth}");
+            }
+        }
     }
 
     #[test]
