@@ -2,7 +2,7 @@
 //! `i` are `2i + 1` and `2i + 2`), every tree padded to the model's depth: a node is 2 bytes
 //! (feature, threshold rank), a tree of depth 4 is 15 of them — 30 bytes — and its 16 leaves
 //! follow in their own array. A missing branch below a shallow leaf is filled with nodes that
-//! always go left, down to a copy of the leaf. Ranks are bytes (at most 254 thresholds per
+//! always go left, down to a copy of the leaf. Ranks are bytes (at most 255 thresholds per
 //! feature, 256 features), kept 256 to a row, so neither a node nor a rank needs a bounds check
 //! and the walk is a handful of instructions per step. Eight rows are walked side by side (or,
 //! for a row left over, eight trees), each row's outputs summed in tree order: bit for bit what
@@ -13,7 +13,8 @@ use super::{thresholds, BLOCK_ROWS, LANES, LEAF};
 
 /// Deepest tree laid out this way (256 leaves).
 const MAX_DEPTH: usize = 8;
-/// A node that always goes left: no row's rank exceeds 254.
+/// A node that always goes left: no byte exceeds 255. (A split's own rank is at most 254, the
+/// index of one of at most 255 thresholds.)
 const LEFT: u16 = 0x00ff;
 
 /// A model's trees in heap order (see the module documentation).
@@ -32,14 +33,14 @@ pub(super) struct Complete {
 
 impl Complete {
     /// `None` unless every tree is at most `MAX_DEPTH` deep, features number at most 256 and
-    /// each has at most 254 distinct (non-NaN) thresholds.
+    /// each has at most 255 distinct (non-NaN) thresholds.
     pub(super) fn new(base: &[f64], trees: &[Tree]) -> Option<Complete> {
         let depth = trees.iter().map(Tree::depth).max().unwrap_or(0);
         if depth > MAX_DEPTH {
             return None;
         }
         let cuts = thresholds(trees.iter().flat_map(|t| t.nodes.iter()))?;
-        if cuts.len() > 256 || cuts.iter().any(|c| c.len() > 254) {
+        if cuts.len() > 256 || cuts.iter().any(|c| c.len() > 255) {
             return None;
         }
         let k = base.len();

@@ -377,6 +377,50 @@ mod tests {
         }
     }
 
+    /// Stumps on feature 0 at the thresholds given, leaf values -1 (left) and `t` (right).
+    fn stumps(thresholds: impl Iterator<Item = f64>) -> Model {
+        let leaf = |at: u32| Node {
+            feature: u32::MAX,
+            threshold: 0.0,
+            left: at,
+            right: 0,
+        };
+        let trees = thresholds
+            .map(|t| Tree {
+                n_outputs: 1,
+                nodes: vec![
+                    Node {
+                        feature: 0,
+                        threshold: t,
+                        left: 1,
+                        right: 2,
+                    },
+                    leaf(0),
+                    leaf(1),
+                ],
+                values: vec![-1.0, t],
+            })
+            .collect();
+        Model::Trees {
+            base: vec![0.0],
+            trees,
+        }
+    }
+
+    #[test]
+    fn byte_ranks_hold_255_thresholds_and_values_above_them_all() {
+        let x = Array2::from_shape_vec((5, 1), vec![-1.0, 0.0, 100.5, 254.0, 1e9]).expect("x");
+        let at_most = stumps((0..255).map(f64::from));
+        assert!(matches!(
+            CompiledModel::new(&at_most).0,
+            Compiled::Complete(_)
+        ));
+        assert_eq!(compiled(&at_most, &x), raw(&at_most, &x));
+        let beyond = stumps((0..256).map(f64::from));
+        assert!(matches!(CompiledModel::new(&beyond).0, Compiled::Ranked(_)));
+        assert_eq!(compiled(&beyond, &x), raw(&beyond, &x));
+    }
+
     #[test]
     fn a_tree_no_rank_can_express_keeps_its_thresholds() {
         use crate::ml::tree::Node;
