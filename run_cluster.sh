@@ -17,10 +17,12 @@
 # of conf/node((K-1)%4+1).toml (so the House Prices shards are reused round-robin) with its own id,
 # state dir and a free port, seeded by node 1. With --detach the script reports how long the
 # cluster took to converge and each node's memory (resident set). Node K serves its HTTP API
-# (status page, /v1 JSON, Open Inference Protocol /v2, /metrics) on http://127.0.0.1:(8100+K)/.
-# Every node speaks mutual TLS: on first use the script creates the cluster CA and a certificate
-# per node, plus `operator` and `reader` client certificates, under state/tls/ (ensemble-node
-# certs), and drives the nodes as the operator.
+# (status page, /v1 JSON, Open Inference Protocol /v2, /metrics) over HTTPS on
+# https://127.0.0.1:(8100+K)/ (curl --cacert state/tls/ca.pem ...).
+# Every node speaks mutual TLS: on first use the script creates the cluster CA and `operator` and
+# `reader` client certificates under state/tls/ (ensemble-node certs), kept for later runs; node
+# certificates are issued afresh on every start, naming 127.0.0.1 for HTTPS clients. The script
+# drives the nodes as the operator.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -33,7 +35,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/ensemble-node"
 START_SECONDS=20
 
 usage() {
-    sed -n '2,21s/^# \{0,1\}//p' "$0"
+    sed -n '2,25s/^# \{0,1\}//p' "$0"
 }
 
 die() {
@@ -284,19 +286,17 @@ for ((k = 1; k <= N; k++)); do
 done
 mkdir -p "$LOG_DIR"
 
-# Certificates for the nodes that have none yet (the CA is made once and kept).
-missing=()
-for id in "${IDS[@]}" operator reader; do
-    [[ -s $TLS_DIR/$id.pem && -s $TLS_DIR/$id.key ]] && continue
-    case $id in
-    operator) missing+=(--operator operator) ;;
-    reader) missing+=(--reader reader) ;;
-    *) missing+=(--node "$id") ;;
-    esac
+# Certificates: the CA and the client ones are made once and kept; node certificates are issued
+# on every start (the same CA signs them), so that each names 127.0.0.1 for HTTPS clients, which
+# check the address they dial, also when an older run made them.
+wanted=(--ip 127.0.0.1)
+for id in "${IDS[@]}"; do
+    wanted+=(--node "$id")
 done
-if ((${#missing[@]})); then
-    "$BIN" certs --dir "$TLS_DIR" "${missing[@]}" >/dev/null || die "cannot create certificates in $TLS_DIR"
-fi
+for id in operator reader; do
+    [[ -s $TLS_DIR/$id.pem && -s $TLS_DIR/$id.key ]] || wanted+=("--$id" "$id")
+done
+"$BIN" certs --dir "$TLS_DIR" "${wanted[@]}" >/dev/null || die "cannot create certificates in $TLS_DIR"
 
 # The environment that gives node K its TLS identity.
 tls_env() {
@@ -366,10 +366,11 @@ if ((DETACH)); then
     if [[ -n ${converged_ms:-} ]]; then
         echo "all $N nodes started, and each sees all the others up, in ${converged_ms} ms"
     fi
-    echo "HTTP (status page, /v1, /v2, /metrics):"
+    echo "HTTPS (status page, /v1, /v2, /metrics; the cluster CA is $TLS_DIR/ca.pem):"
     for ((k = 1; k <= N; k++)); do
-        echo "  n$k http://127.0.0.1:$(http_port "$k")/"
+        echo "  n$k https://127.0.0.1:$(http_port "$k")/"
     done
+    echo "e.g.:          curl --cacert $TLS_DIR/ca.pem https://127.0.0.1:$(http_port 1)/v1/status"
     echo "drive a node:  $BIN ctl ${ADDRS[0]} --config ${CONFIGS[0]} ${CTL_TLS[*]} status"
     echo "stop them:     ./run_cluster.sh stop"
     exit 0
@@ -389,7 +390,8 @@ esac
 cat <<EOF
 cluster of $N nodes: $others, n1 (${ADDRS[0]}) here.
 n1's log: $LOG_DIR/n1.log. Type 'help' for the commands; 'quit' or Ctrl-C stops the cluster.
-HTTP: node K on http://127.0.0.1:(8100+K)/ (n1: http://127.0.0.1:$(http_port 1)/).
+HTTPS: node K on https://127.0.0.1:(8100+K)/ (n1: https://127.0.0.1:$(http_port 1)/), CA $TLS_DIR/ca.pem:
+  curl --cacert $TLS_DIR/ca.pem https://127.0.0.1:$(http_port 1)/v1/status
 EOF
 export ENSEMBLE__HTTP__LISTEN="127.0.0.1:$(http_port 1)"
 export ENSEMBLE__TLS__CA=$TLS_DIR/ca.pem ENSEMBLE__TLS__CERT=$TLS_DIR/${IDS[0]}.pem \

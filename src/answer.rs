@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::actors::{DriftStatus, Restarts};
+use crate::actors::{DriftStatus, Restarts, Retrains};
 use crate::cluster::PeerState;
 use crate::command::HELP;
 use crate::ml::{Predictions, Scores};
@@ -114,6 +114,23 @@ pub struct Status {
     pub label: Option<String>,
     /// Supervisor restarts since the node started, per actor kind.
     pub restarts: Restarts,
+    /// What the membership protocol sent and received since the node started.
+    pub membership: MembershipTraffic,
+    /// Trainings of this node's model since it started, per cause.
+    pub retrains: Retrains,
+}
+
+/// The membership protocol's traffic and verdicts at one node.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MembershipTraffic {
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
+    pub received_packets: u64,
+    pub received_bytes: u64,
+    /// Members this node suspected from its own probes.
+    pub suspicions: u64,
+    /// Times this node refuted news of its own failure.
+    pub refutations: u64,
 }
 
 /// `peers`: every known peer.
@@ -127,6 +144,10 @@ pub struct PeerEntry {
     pub id: String,
     pub addr: String,
     pub state: PeerState,
+    /// Bytes of frames received from and sent to the peer over the current link, since it
+    /// opened (`null` without a link).
+    pub received_bytes: Option<u64>,
+    pub sent_bytes: Option<u64>,
 }
 
 /// A node that could not take part in a cluster-wide request, and why.

@@ -15,7 +15,7 @@ use crate::ctl::{self, Target};
 use crate::error::{Error, Result};
 use crate::http;
 use crate::ml::{load_rows, Rows, RowsResolver};
-use crate::net::Link;
+use crate::net::{Link, TlsFiles};
 use crate::protocol::{Request, Response};
 
 /// What to send, how many, how many at once.
@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[arg(required_unless_present = "http")]
     pub addr: Option<String>,
     /// Load the node's HTTP API instead: `POST /v2/models/ensemble/infer` at this URL
-    /// (`http://HOST:PORT`).
+    /// (`http://HOST:PORT`, or `https://HOST:PORT` with --ca, --cert and --key).
     #[arg(long)]
     pub http: Option<String>,
     /// With `--http`: rows per request.
@@ -109,9 +109,12 @@ fn rows_from(args: &BenchArgs) -> Result<Rows> {
 }
 
 /// `--http`: the same load through the Open Inference Protocol.
-pub async fn run_http(args: &BenchArgs, url: &str) -> Result<Value> {
+pub async fn run_http(args: &BenchArgs, url: &str, tls: Option<&TlsFiles>) -> Result<Value> {
     let rows = rows_from(args)?;
-    let load = http::load::prepare(url, args.http_token.clone(), &rows, args.batch, 10_000).await?;
+    let endpoint = http::load::Endpoint::new(url, tls)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let token = args.http_token.clone();
+    let load = http::load::prepare(endpoint, token, &rows, args.batch, 10_000, timeout).await?;
     let next = Rc::new(RefCell::new(0usize));
     let total = args.requests;
     let started = Instant::now();

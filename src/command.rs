@@ -113,6 +113,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("status", "this node: id, address, members, peers up"),
     ("peers", "every known peer with its address and state"),
     (
+        "model",
+        "this node's model: version, learner, features, rows trained on",
+    ),
+    (
         "train",
         "train every node on its shard, cross-validate, print the score matrix",
     ),
@@ -175,6 +179,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "evaluate" => no_args(Command::Evaluate),
         "drift" => no_args(Command::Drift),
         "schema" => no_args(Command::Schema),
+        "model" => no_args(Command::Model),
         "fault" => match rest.split_whitespace().collect::<Vec<_>>()[..] {
             ["model"] => Ok(Some(Command::Fault(Fault::Model))),
             ["watcher"] => Ok(Some(Command::Fault(Fault::Watcher))),
@@ -254,6 +259,7 @@ mod tests {
         assert_eq!(parse("train"), Ok(Some(Command::Train)));
         assert_eq!(parse("train local"), Ok(Some(Command::TrainLocal)));
         assert_eq!(parse("evaluate"), Ok(Some(Command::Evaluate)));
+        assert_eq!(parse("model"), Ok(Some(Command::Model)));
         match parse(r#"predict --explain {"a": 1, "b": "x"}"#) {
             Ok(Some(Command::Predict { row, explain })) => {
                 assert!(explain);

@@ -245,14 +245,11 @@ pub struct ClusterSettings {
     pub name: String,
     /// When set, peers and clients must prove they know it (HMAC challenge; never sent).
     pub secret: Option<String>,
+    /// The membership protocol's probe period: each node probes one member this often.
     pub heartbeat_ms: u64,
-    /// Slack the failure detector adds to the usual heartbeat interval (a busy core, a pause).
+    /// Slack a suspect member has, beyond one probe period, to refute the suspicion before it is
+    /// declared down (a busy core, a pause); the timeout grows as log N past that.
     pub acceptable_pause_ms: u64,
-    /// Phi (suspicion level of the phi-accrual detector) at which a peer is suspect.
-    pub phi_suspect: f64,
-    /// Phi at which a peer is down (its link is dropped and redialed). With the defaults, a
-    /// silent peer is down after about 2.5 s (a killed one at once: its connection closes).
-    pub phi_down: f64,
     /// Deadline of one request to one peer (predictions, scores).
     pub request_timeout_ms: u64,
     /// Deadline of a whole training round on one peer.
@@ -293,8 +290,6 @@ impl Default for ClusterSettings {
             secret: None,
             heartbeat_ms: 500,
             acceptable_pause_ms: 1_000,
-            phi_suspect: 1.0,
-            phi_down: 8.0,
             request_timeout_ms: 1_000,
             train_timeout_ms: 120_000,
             handshake_timeout_ms: 3_000,
@@ -453,14 +448,6 @@ impl Settings {
             if value == 0 {
                 return Err(Invalid(format!("{key} must be greater than 0")));
             }
-        }
-        if c.phi_suspect.is_nan() || c.phi_suspect <= 0.0 {
-            return Err(Invalid("cluster.phi_suspect must be greater than 0".into()));
-        }
-        if c.phi_down.is_nan() || c.phi_down <= c.phi_suspect {
-            return Err(Invalid(
-                "cluster.phi_down must be greater than cluster.phi_suspect".into(),
-            ));
         }
         if c.max_frame_bytes < 64 * 1024 {
             return Err(Invalid(

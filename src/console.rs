@@ -199,6 +199,8 @@ mod tests {
                 id: "n2".into(),
                 addr: "127.0.0.1:1".into(),
                 state: PeerState::Up,
+                received_bytes: Some(10),
+                sent_bytes: Some(20),
             }],
         });
         let text = render_human(&peers);

@@ -7,8 +7,9 @@
 //! - [`protocol`]: the wire format (length-prefixed MessagePack frames, message enums). The only
 //!   code that sees bytes.
 //! - [`net`]: the handshake (cluster name, version, HMAC proof of the secret) and [`net::Link`],
-//!   an open connection with request ids, deadlines and heartbeats.
-//! - [`cluster`]: cluster logic, tested without actors: peer states, liveness, backoff, which
+//!   an open connection with request ids, deadlines, and control frames ahead of bulk ones.
+//! - [`cluster`]: cluster logic, tested without actors: peer states, membership and failure
+//!   detection ([`cluster::swim`], also run by a simulator), backoff, which
 //!   duplicate link survives, the member table, and the cluster-wide flows (training with
 //!   cross-validation, evaluation, prediction), which ask members through [`cluster::Member`].
 //! - [`actors`]: thin, supervised owners of state: [`actors::ClusterActor`] (member table,

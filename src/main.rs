@@ -14,7 +14,9 @@ use ensemble_cluster::ctl;
 use ensemble_cluster::net::{Secret, TlsFiles};
 use ensemble_cluster::node;
 use ensemble_cluster::tools::certs::{run_certs, CertsArgs};
-use ensemble_cluster::tools::{run_gen, run_offline, GenArgs, OfflineArgs};
+use ensemble_cluster::tools::{
+    run_gen, run_offline, run_simulate, GenArgs, OfflineArgs, SimulateArgs,
+};
 use ensemble_cluster::Error;
 
 #[derive(Parser)]
@@ -56,6 +58,9 @@ enum Tool {
     /// Create the cluster CA (once, in DIR) and a certificate + key per node and client; prints
     /// one JSON line.
     Certs(CertsArgs),
+    /// Run the membership protocol on N simulated nodes (virtual time, lossy network, a join, a
+    /// kill, a pause); prints one JSON line of what it measured.
+    Simulate(SimulateArgs),
 }
 
 #[derive(Args)]
@@ -129,6 +134,10 @@ fn main() -> ExitCode {
             Ok(value) => report(value),
             Err(e) => failure(e.to_string()),
         },
+        Some(Tool::Simulate(args)) => match run_simulate(&args) {
+            Ok(value) => report(value),
+            Err(e) => failure(e.to_string()),
+        },
     }
 }
 
@@ -165,6 +174,19 @@ fn failure(message: String) -> ExitCode {
 }
 
 impl AuthArgs {
+    /// The TLS files for an HTTPS client (`bench --http https://...`), from the flags, the
+    /// environment or `--config`.
+    fn https_files(&self) -> Result<Option<TlsFiles>, Error> {
+        let settings = match &self.config {
+            Some(path) => Some(Settings::load(path)?),
+            None => None,
+        };
+        tls_files(
+            [self.ca.clone(), self.cert.clone(), self.key.clone()],
+            settings.as_ref().and_then(|s| s.tls.as_ref()),
+        )
+    }
+
     /// Where and how to connect to the node at `addr`.
     fn target(self, addr: &str, timeout: Duration) -> Result<ctl::Target, Error> {
         let settings = match &self.config {
@@ -272,8 +294,13 @@ fn run_ctl(args: CtlArgs) -> ExitCode {
 
 fn run_bench(args: BenchCli) -> ExitCode {
     if let Some(url) = &args.bench.http {
+        let tls = match args.auth.https_files() {
+            Ok(t) => t,
+            Err(e) => return failure(e.to_string()),
+        };
         let system = actix_rt::System::new();
-        return match system.block_on(ensemble_cluster::bench::run_http(&args.bench, url)) {
+        let work = ensemble_cluster::bench::run_http(&args.bench, url, tls.as_ref());
+        return match system.block_on(work) {
             Ok(value) => report(value),
             Err(e) => failure(e.to_string()),
         };

@@ -32,12 +32,15 @@ pub fn run(settings: Settings, console_opts: ConsoleOptions) -> Result<i32> {
         json: console_opts.json,
     };
     let http = settings.http.clone();
+    let tls = settings.tls.as_ref().map(|t| t.files());
     let id = settings.node.id.clone();
     let cluster = system.block_on(async {
         let cluster = start(settings, notices).await?;
-        crate::http::start(&http, cluster.clone(), id).map_err(|e| Error::Config {
-            file: "http.listen".into(),
-            reason: format!("cannot serve HTTP on {:?}: {e}", http.listen),
+        crate::http::start(&http, tls.as_ref(), cluster.clone(), id).map_err(|e| {
+            Error::Config {
+                file: "http.listen".into(),
+                reason: e.to_string(),
+            }
         })?;
         Ok::<_, Error>(cluster)
     })?;

@@ -13,128 +13,16 @@ mod util;
 #[path = "cluster/shards.rs"]
 mod shards;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+#[path = "http/client.rs"]
+mod client;
+
+use std::io::Read;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
-
+use client::{free_port, head_csv, http, python_client, wait_http, with_http};
 use shards::{breast_cancer, csv_row_json, house_prices, letter};
-use util::{run, wait_until, Cluster, Node, NodeSpec};
-
-/// A loopback port nobody listens on now (the OS picks; the node binds it right after).
-fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-/// The spec of a node serving HTTP on `http`.
-fn with_http(spec: NodeSpec, http: SocketAddr, tokens: &str) -> NodeSpec {
-    spec.toml(&format!("[http]\nlisten = \"{http}\"\n{tokens}"))
-}
-
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; the answer read to its end.
-fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("write");
-    s.write_all(body).expect("write body");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    Reply {
-        status,
-        headers: head.to_string(),
-        body: if chunked { dechunk(body) } else { body.into() },
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn wait_http(node: &Node, addr: SocketAddr) {
-    let up = wait_until(Duration::from_secs(20), || TcpStream::connect(addr).is_ok());
-    if !up {
-        node.fail(&format!("no HTTP on {addr}"));
-    }
-}
-
-fn python() -> String {
-    std::env::var("ENSEMBLE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Runs tests/python/oip_client.py; fails the test with its output when it fails.
-fn python_client(args: &[&str]) {
-    let script = util::repo_file("tests/python/oip_client.py");
-    let out = std::process::Command::new(python())
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): install python3 with `pip install tritonclient[http] \
-                 prometheus_client numpy`, or set ENSEMBLE_TEST_PYTHON",
-                python()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "oip_client.py {args:?} failed:\n{stdout}\n{stderr}"
-    );
-}
-
-/// The first `n` rows of a CSV (header kept), written to `dest`.
-fn head_csv(src: &Path, dest: &Path, n: usize) {
-    let text = std::fs::read_to_string(src).expect("readable");
-    let lines: Vec<&str> = text.lines().take(n + 1).collect();
-    std::fs::write(dest, lines.join("\n") + "\n").expect("write");
-}
+use util::{run, wait_until, Cluster, NodeSpec};
 
 #[test]
 fn house_prices_over_http_match_the_console() {

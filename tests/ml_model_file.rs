@@ -1,9 +1,11 @@
 //! Model files: round trip on shard A predicting test.csv, byte-for-byte determinism, and garbage.
+//! Prediction in chunks: the same as row by row, errors numbered by row.
 
 use std::path::PathBuf;
 
+use ensemble_cluster::ml::pipeline::PREDICT_CHUNK_ROWS;
 use ensemble_cluster::ml::{
-    load_csv, load_rows, DataSpec, Kind, ModelConfig, ModelMeta, Pipeline, Predictions, Task,
+    load_csv, load_rows, DataSpec, Kind, ModelConfig, ModelMeta, Pipeline, Predictions, Rows, Task,
 };
 use proptest::prelude::*;
 
@@ -102,6 +104,44 @@ fn classification_round_trip_decodes_labels() {
         panic!("task")
     };
     assert!(p.iter().all(|c| c == "benign" || c == "malignant"));
+}
+
+/// Many rows are encoded a chunk at a time (the matrix has a column per feature of the model):
+/// the predictions are those of each row alone, across chunk boundaries, and a bad row past the
+/// first chunk is reported under its own number.
+#[test]
+fn predictions_in_chunks_are_the_predictions_row_by_row() {
+    let model = fit_a(&ModelConfig {
+        kind: Kind::Tree,
+        ..Default::default()
+    });
+    let test = load_rows(&path("shards/house_prices/test.csv")).unwrap();
+    let n = 2 * PREDICT_CHUNK_ROWS + 3;
+    let many = Rows {
+        columns: test.columns.clone(),
+        data: (0..n).map(|i| test.data[i % test.len()].clone()).collect(),
+    };
+    let Predictions::Regression(all) = model.predict(&many).unwrap() else {
+        panic!("task")
+    };
+    assert_eq!(all.len(), n);
+    for i in [0, PREDICT_CHUNK_ROWS - 1, PREDICT_CHUNK_ROWS, n - 1] {
+        let one = Rows {
+            columns: test.columns.clone(),
+            data: vec![many.data[i].clone()],
+        };
+        assert_eq!(
+            model.predict(&one).unwrap(),
+            Predictions::Regression(vec![all[i]]),
+            "row {i}"
+        );
+    }
+    let mut bad = many.clone();
+    bad.data[PREDICT_CHUNK_ROWS + 1].pop();
+    let e = model.predict(&bad).unwrap_err().to_string();
+    let expected = format!("row {} has", PREDICT_CHUNK_ROWS + 2);
+    assert!(e.contains(&expected), "{e}");
+    assert_eq!(model.predict(&Rows::default()).unwrap().len(), 0);
 }
 
 #[test]

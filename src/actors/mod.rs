@@ -11,7 +11,9 @@ mod supervision;
 mod watcher;
 
 pub use cluster::{ClusterActor, Exec, GetMembers, MemberConnected, Shutdown};
-pub use model::{LocalModel, ModelActor, ModelError, ModelSlot, TrainingSource, MODEL_FILE};
+pub use model::{
+    LocalModel, ModelActor, ModelError, ModelSlot, Retrains, TrainingSource, MODEL_FILE,
+};
 pub use peer::{PeerActor, PeerEvent};
 pub use supervision::{Restarts, Supervision, EXIT_TOO_MANY_RESTARTS};
 pub use watcher::{DataWatcher, DriftStatus, Notices};

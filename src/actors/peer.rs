@@ -1,22 +1,24 @@
 //! One [`PeerActor`] per remote member: it dials the member with backoff, keeps the single link
-//! to it (see [`crate::cluster::new_link_wins`]), sends heartbeats that carry the gossip of who is
-//! up, watches the link's silence, serves the member's model requests with this node's
-//! [`LocalModel`], and reports every change of state or link as a [`PeerEvent`] to whoever
-//! started it (the cluster actor), through a `Recipient`, without knowing that actor's type.
+//! to it (see [`crate::cluster::new_link_wins`]), passes the member's membership packets to the
+//! node and applies the membership protocol's [`Verdict`]s on it (suspect, down: the link is
+//! dropped and redialed), serves the member's model requests with this node's [`LocalModel`],
+//! and reports every change of state or link as a [`PeerEvent`] to whoever started it (the
+//! cluster actor), through a `Recipient`, without knowing that actor's type. A closed connection
+//! means down at once; a hung member is found out by the membership protocol.
 //!
 //! It runs under an actix `Supervisor`: a failure in any handler restarts it, which drops the
 //! link and dials again.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
+use bytes::Bytes;
 
 use super::model::LocalModel;
 use super::supervision::{guard, injected_fault, Guarded, Kind, Supervision};
-use crate::cluster::{backoff, liveness, new_link_wins, PeerState, PhiAccrual};
+use crate::cluster::{backoff, new_link_wins, PeerState};
 use crate::net::{self, Access, Conn, FromLink, Greeting, Link, LinkEvent, LinkOrigin};
-use crate::protocol::{Message, NodeInfo, Request, Role};
+use crate::protocol::{NodeInfo, Request, Role};
 
 /// What a peer actor tells the node.
 #[derive(Message)]
@@ -28,21 +30,21 @@ pub enum PeerEvent {
         state: PeerState,
         link: Option<Link>,
     },
-    /// Members heard of from this peer (its welcome, its gossip).
+    /// Members heard of from this peer (its welcome).
     Learned(Vec<NodeInfo>),
+    /// A membership packet from this peer (over its current link).
+    Membership { from: String, packet: Bytes },
     /// The peer left the cluster on purpose.
     Left(NodeInfo),
     /// A request for the node rather than its model (a command), to answer on `link`.
     Request { link: Link, id: u64, body: Request },
 }
 
-/// Timing of heartbeats, failure detection and reconnects.
+/// Timing of dials and reconnects.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
+    /// How often a peer without a link checks whether to dial.
     pub heartbeat: Duration,
-    pub acceptable_pause: Duration,
-    pub phi_suspect: f64,
-    pub phi_down: f64,
     pub reconnect_max: Duration,
 }
 
@@ -53,11 +55,7 @@ pub struct PeerActor {
     timing: Timing,
     cluster: Recipient<PeerEvent>,
     link: Option<Link>,
-    /// Heartbeat history of the current link.
-    detector: PhiAccrual,
     state: PeerState,
-    /// Members to gossip in heartbeats, kept current by the cluster.
-    members: Arc<Vec<NodeInfo>>,
     attempts: u32,
     dialing: bool,
     redial: Option<SpawnHandle>,
@@ -65,7 +63,7 @@ pub struct PeerActor {
     local: LocalModel,
     /// Set when the peer left on purpose: no more dialing.
     retired: bool,
-    heartbeats: Option<SpawnHandle>,
+    ticks: Option<SpawnHandle>,
     supervision: Supervision,
 }
 
@@ -82,8 +80,8 @@ pub struct PeerEnv {
 }
 
 impl PeerActor {
-    /// The actor for `peer`, which gossips `members` until told otherwise.
-    pub fn new(env: PeerEnv, peer: NodeInfo, members: Arc<Vec<NodeInfo>>) -> Self {
+    /// The actor for `peer`.
+    pub fn new(env: PeerEnv, peer: NodeInfo) -> Self {
         let PeerEnv {
             me,
             greeting,
@@ -99,15 +97,13 @@ impl PeerActor {
             timing,
             cluster,
             link: None,
-            detector: PhiAccrual::new(timing.heartbeat, timing.acceptable_pause, Instant::now()),
             state: PeerState::Connecting,
-            members,
             attempts: 0,
             dialing: false,
             redial: None,
             local,
             retired: false,
-            heartbeats: None,
+            ticks: None,
             supervision,
         }
     }
@@ -136,7 +132,7 @@ impl PeerActor {
     /// stop would make the supervisor restart it).
     fn retire(&mut self, ctx: &mut Context<Self>) {
         self.retired = true;
-        for handle in [self.heartbeats.take(), self.redial.take()]
+        for handle in [self.ticks.take(), self.redial.take()]
             .into_iter()
             .flatten()
         {
@@ -145,18 +141,20 @@ impl PeerActor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let Some(link) = self.live_link().cloned() else {
+        if self.live_link().is_none() {
             self.schedule_dial(ctx);
+        }
+    }
+
+    /// What the membership protocol decided about the peer.
+    fn verdict(&mut self, verdict: PeerState, ctx: &mut Context<Self>) {
+        if self.retired {
             return;
-        };
-        let _ = link.send(Message::Heartbeat {
-            members: self.members.as_ref().clone(),
-        });
-        let phi = self.detector.phi(Instant::now());
-        match liveness(phi, self.timing.phi_suspect, self.timing.phi_down) {
-            PeerState::Down => {
+        }
+        match (verdict, self.live_link().cloned()) {
+            (PeerState::Down, Some(link)) => {
                 let why = format!(
-                    "silent for {} ms (phi {phi:.1})",
+                    "declared failed by the membership protocol (silent for {} ms)",
                     link.silence().as_millis()
                 );
                 link.close(&why);
@@ -164,7 +162,14 @@ impl PeerActor {
                 self.set_state(PeerState::Down, &why);
                 self.schedule_dial(ctx);
             }
-            state => self.set_state(state, "heartbeat"),
+            (PeerState::Suspect, Some(_)) if self.state == PeerState::Up => {
+                self.set_state(PeerState::Suspect, "missed its probes")
+            }
+            (PeerState::Up, Some(_)) if self.state == PeerState::Suspect => {
+                self.set_state(PeerState::Up, "refuted the suspicion")
+            }
+            // Without a link the peer is already down, and is being redialed.
+            _ => {}
         }
     }
 
@@ -259,11 +264,6 @@ impl PeerActor {
             ctx.address().recipient(),
         );
         self.link = Some(link);
-        self.detector = PhiAccrual::new(
-            self.timing.heartbeat,
-            self.timing.acceptable_pause,
-            Instant::now(),
-        );
         self.attempts = 0;
         if let Some(handle) = self.redial.take() {
             ctx.cancel_future(handle);
@@ -282,8 +282,8 @@ impl Actor for PeerActor {
         if self.retired {
             return;
         }
-        self.heartbeats = Some(ctx.run_interval(self.timing.heartbeat, |act, ctx| {
-            guard(act, ctx, "peer actor (heartbeat)", |act, ctx| act.tick(ctx));
+        self.ticks = Some(ctx.run_interval(self.timing.heartbeat, |act, ctx| {
+            guard(act, ctx, "peer actor (tick)", |act, ctx| act.tick(ctx));
         }));
         if self.live_link().is_none() {
             self.schedule_dial(ctx);
@@ -330,15 +330,17 @@ impl Handler<Attach> for PeerActor {
     }
 }
 
-/// The members this node sees up, to gossip in heartbeats.
+/// The membership protocol's decision about the peer: `Suspect`, `Down`, or `Up` again.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Gossip(pub Arc<Vec<NodeInfo>>);
+pub struct Verdict(pub PeerState);
 
-impl Handler<Gossip> for PeerActor {
+impl Handler<Verdict> for PeerActor {
     type Result = ();
-    fn handle(&mut self, msg: Gossip, _ctx: &mut Context<Self>) {
-        self.members = msg.0;
+    fn handle(&mut self, msg: Verdict, ctx: &mut Context<Self>) {
+        guard(self, ctx, "peer actor (verdict)", |act, ctx| {
+            act.verdict(msg.0, ctx)
+        });
     }
 }
 
@@ -419,10 +421,12 @@ impl PeerActor {
                     });
                 }
             }
-            LinkEvent::Heartbeat { members } => {
+            LinkEvent::Membership { packet } => {
                 if current {
-                    self.detector.heartbeat(Instant::now());
-                    self.cluster.do_send(PeerEvent::Learned(members));
+                    self.cluster.do_send(PeerEvent::Membership {
+                        from: self.peer.id.clone(),
+                        packet,
+                    });
                 }
             }
             LinkEvent::Leave => {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::model::{blocking, Gate, ModelActor, ModelSlot, Train, TrainingSource};
+use super::model::{blocking, Cause, Gate, ModelActor, ModelSlot, Train, TrainingSource};
 use super::supervision::{guard, injected_fault, Kind, Supervision};
 use crate::config::DriftConfig;
 use crate::ml::shard::{good_lines, read_new_at_most};
@@ -251,6 +251,7 @@ impl DataWatcher {
         let holdout = (self.pending_rows as f64 * self.source.valid_fraction).round() as usize;
         let train = self.model.send(Train {
             reason: format!("local retrain, {why}"),
+            cause: Cause::Drift,
             window: self.config.window(),
             queue: false,
             gate: Some(Gate {

@@ -1,4 +1,4 @@
-//! Cluster logic: peer states, the liveness rule, reconnect backoff, which of two links between
+//! Cluster logic: peer states, membership and failure detection ([`swim`]), reconnect backoff, which of two links between
 //! the same pair of nodes survives ([`new_link_wins`]), the member table ([`Membership`]), and the
 //! cluster-wide flows ([`cross_validate`], [`predict`], [`ensemble`], [`predict_file`]), with how
 //! predictions reach the members ([`Dispatch`]: the members' schemas, dynamic batching).
@@ -16,14 +16,17 @@ use serde::Serialize;
 use crate::net::LinkOrigin;
 
 mod batching;
+mod exchange;
 mod member;
 mod membership;
 mod predict;
 mod predict_file;
 mod schemas;
+pub mod swim;
 mod train;
 
 pub use batching::{BatchSettings, Batcher};
+pub use exchange::{evaluate, serve_chunk, MODEL_CHUNK};
 pub use member::{Asked, Batch, Member, Plan};
 pub use membership::{Admission, Entry, Membership};
 pub use predict::{ensemble, ensemble_rows, predict, Dispatch, FlowError};
@@ -38,9 +41,10 @@ pub enum PeerState {
     /// Known, never reached yet.
     Connecting,
     Up,
-    /// Quiet for longer than `suspect_after`: still asked, with a short deadline.
+    /// Missed its probes: still asked, with a short deadline.
     Suspect,
-    /// Unreachable or silent for longer than `down_after`: not asked; redialed with backoff.
+    /// Unreachable, or declared failed by the membership protocol: not asked; redialed with
+    /// backoff.
     Down,
     /// Left the cluster on purpose.
     Left,
@@ -50,91 +54,6 @@ impl PeerState {
     /// Whether requests are sent to a peer in this state.
     pub fn is_live(self) -> bool {
         matches!(self, PeerState::Up | PeerState::Suspect)
-    }
-}
-
-/// The phi-accrual failure detector (Hayashibara et al.; as in Akka and Cassandra): from the
-/// history of heartbeat arrivals it estimates how unlikely the current silence is, as
-/// `phi = -log10(P(a heartbeat would still arrive later than now))`. Jittery links get more
-/// slack than steady ones; `acceptable_pause` adds fixed slack (GC, a busy core).
-#[derive(Debug, Clone)]
-pub struct PhiAccrual {
-    intervals: VecDeque<f64>,
-    last: Instant,
-    first_estimate_ms: f64,
-    min_std_ms: f64,
-    acceptable_pause_ms: f64,
-}
-
-/// Heartbeat intervals remembered by [`PhiAccrual`].
-const PHI_WINDOW: usize = 100;
-
-impl PhiAccrual {
-    pub fn new(heartbeat: Duration, acceptable_pause: Duration, now: Instant) -> Self {
-        let hb = heartbeat.as_secs_f64() * 1000.0;
-        PhiAccrual {
-            intervals: VecDeque::with_capacity(PHI_WINDOW),
-            last: now,
-            first_estimate_ms: hb,
-            min_std_ms: (hb / 2.5).max(50.0),
-            acceptable_pause_ms: acceptable_pause.as_secs_f64() * 1000.0,
-        }
-    }
-
-    /// Records a heartbeat arriving at `now`.
-    pub fn heartbeat(&mut self, now: Instant) {
-        let interval = now.saturating_duration_since(self.last).as_secs_f64() * 1000.0;
-        if self.intervals.len() == PHI_WINDOW {
-            self.intervals.pop_front();
-        }
-        self.intervals.push_back(interval);
-        self.last = now;
-    }
-
-    /// Suspicion level at `now`.
-    pub fn phi(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64() * 1000.0;
-        let (mean, std) = if self.intervals.is_empty() {
-            (self.first_estimate_ms, self.first_estimate_ms / 4.0)
-        } else {
-            let n = self.intervals.len() as f64;
-            let mean = self.intervals.iter().sum::<f64>() / n;
-            let var = self
-                .intervals
-                .iter()
-                .map(|x| (x - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            (mean, var.sqrt())
-        };
-        phi(
-            elapsed,
-            mean + self.acceptable_pause_ms,
-            std.max(self.min_std_ms),
-        )
-    }
-}
-
-/// `-log10(1 - F(elapsed))` for a normal distribution, with Akka's logistic approximation of its
-/// CDF (accurate to ~1e-4 and numerically stable far in the tail).
-fn phi(elapsed: f64, mean: f64, std: f64) -> f64 {
-    let y = (elapsed - mean) / std;
-    let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
-    if elapsed > mean {
-        -(e / (1.0 + e)).log10()
-    } else {
-        -(1.0 - 1.0 / (1.0 + e)).log10()
-    }
-}
-
-/// The state a suspicion level puts a peer in.
-pub fn liveness(phi: f64, suspect_at: f64, down_at: f64) -> PeerState {
-    if phi >= down_at {
-        PeerState::Down
-    } else if phi >= suspect_at {
-        PeerState::Suspect
-    } else {
-        PeerState::Up
     }
 }
 
@@ -211,47 +130,6 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
-
-    #[test]
-    fn phi_matches_hand_worked_values() {
-        // At the mean, y = 0: e = 1, F = 1/2, phi = -log10(1/2) = log10(2).
-        assert!((phi(1000.0, 1000.0, 100.0) - std::f64::consts::LOG10_2).abs() < 1e-4);
-        // One std past the mean: y = 1, e = exp(-1.668166) = 0.188588,
-        // 1 - F = e / (1 + e) = 0.158666, phi = 0.79951 (the exact normal tail gives 0.7995).
-        assert!((phi(1100.0, 1000.0, 100.0) - 0.79951).abs() < 1e-3);
-        // Far in the tail phi keeps growing instead of overflowing.
-        assert!(phi(10_000.0, 1000.0, 100.0) > 30.0);
-    }
-
-    #[test]
-    fn a_silent_peer_goes_suspect_then_down() {
-        let t0 = Instant::now();
-        let mut d = PhiAccrual::new(MS(500), MS(1000), t0);
-        for i in 1..=20 {
-            d.heartbeat(t0 + MS(500 * i));
-        }
-        let last = t0 + MS(500 * 20);
-        let state = |after: u64| liveness(d.phi(last + MS(after)), 1.0, 8.0);
-        assert_eq!(state(500), PeerState::Up, "a heartbeat just due");
-        assert_eq!(state(1300), PeerState::Up, "within the acceptable pause");
-        assert_eq!(state(1900), PeerState::Suspect);
-        assert_eq!(state(3000), PeerState::Down, "down within 3 s of silence");
-    }
-
-    #[test]
-    fn jittery_heartbeats_get_more_slack() {
-        let t0 = Instant::now();
-        let mut steady = PhiAccrual::new(MS(500), MS(1000), t0);
-        let mut jittery = PhiAccrual::new(MS(500), MS(1000), t0);
-        let (mut a, mut b) = (t0, t0);
-        for i in 0..40u64 {
-            a += MS(500);
-            b += MS(if i % 2 == 0 { 100 } else { 900 });
-            steady.heartbeat(a);
-            jittery.heartbeat(b);
-        }
-        assert!(jittery.phi(b + MS(2300)) < steady.phi(a + MS(2300)));
-    }
 
     #[test]
     fn restart_budget_allows_bursts_up_to_its_limit() {

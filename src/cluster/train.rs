@@ -1,7 +1,9 @@
-//! Global training and evaluation: every member trains (or sends its current model), every
-//! member holding a model scores all of them on its own validation split, and the coordinator
-//! assembles the score matrix. Members that fail, time out or answer nonsense are reported in
-//! `failed`; the others complete without them.
+//! Global training and evaluation: every member trains (or describes its current model), every
+//! member holding a model fetches the others' models from their owners (see [`super::exchange`])
+//! and scores them all on its own validation split, and the coordinator assembles the score
+//! matrix. Members that fail, time out or answer nonsense are reported in `failed`; the others
+//! complete without them. A model nobody could fetch (its owner died after training) is dropped
+//! and the scoring runs once more without it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use futures::future::join_all;
 use super::member::{Asked, Plan};
 use crate::answer::{Answer, Ensemble, Failed, Failure, NodeModel, TrainReport};
 use crate::ml::{combine_splits, Scores, SplitEval};
-use crate::protocol::{ModelBlob, ModelSummary, Request, Response};
+use crate::protocol::{ModelRef, ModelSummary, Request, Response};
 
 /// Why a member's answer is not what the flow asked for.
 pub(super) fn unexpected(response: &Response) -> String {
@@ -29,6 +31,8 @@ fn variant(response: &Response) -> &'static str {
         Response::Error { .. } => "error",
         Response::Trained { .. } => "trained",
         Response::Model { .. } => "model",
+        Response::ModelChunk { .. } => "model-chunk",
+        Response::Unfetched { .. } => "unfetched",
         Response::Evaluated { .. } => "evaluated",
         Response::Predictions { .. } => "predictions",
         Response::NoModel => "no-model",
@@ -56,7 +60,7 @@ fn metric(scores: &Scores, name: &str) -> Option<f64> {
 struct Holder<'a> {
     member: &'a Asked,
     summary: ModelSummary,
-    blob: ModelBlob,
+    model: ModelRef,
 }
 
 /// Global training (`retrain`) or evaluation of the current models (`!retrain`).
@@ -83,15 +87,16 @@ pub async fn cross_validate(plan: Plan, retrain: bool) -> Answer {
     let mut holders: Vec<Holder> = Vec::new();
     for (member, answer) in plan.members.iter().zip(answers) {
         match answer {
-            Ok(Response::Trained { summary, model }) | Ok(Response::Model { summary, model }) => {
-                let blob = ModelBlob {
+            Ok(Response::Trained { summary, size }) | Ok(Response::Model { summary, size }) => {
+                let model = ModelRef {
                     node: member.id.clone(),
-                    bytes: model,
+                    version: summary.version,
+                    size,
                 };
                 holders.push(Holder {
                     member,
                     summary,
-                    blob,
+                    model,
                 });
             }
             Ok(other) => failed.push(Failed::new(&member.id, unexpected(&other))),
@@ -102,34 +107,34 @@ pub async fn cross_validate(plan: Plan, retrain: bool) -> Answer {
         return failure("no node has a model", failed);
     }
 
-    // 2. Every node holding a model scores all the models on its own validation split.
-    let blobs: Vec<ModelBlob> = holders.iter().map(|h| h.blob.clone()).collect();
-    let request = Request::Evaluate { models: blobs };
-    let answers = join_all(
-        holders
+    // 2. Every node holding a model fetches the others' and scores them all on its own
+    //    validation split. A model that could not be fetched or loaded is dropped, once.
+    let mut round = score(&holders, plan.long_deadline).await;
+    if !round.unfetched.is_empty() {
+        // Run again without the models that could not be fetched or are not valid models, and
+        // without the nodes that failed.
+        // A node whose model was refused is reported for that, whatever else it failed.
+        let mut dropped: Vec<Failed> = round
+            .unfetched
             .iter()
-            .map(|h| h.member.member.call(request.clone(), plan.long_deadline)),
-    )
-    .await;
-    let mut splits: Vec<(String, SplitEval)> = Vec::new();
-    for (holder, answer) in holders.iter().zip(answers) {
-        let id = &holder.member.id;
-        match answer {
-            Ok(Response::Evaluated { eval }) if eval.per_model.len() == holders.len() => {
-                splits.push((id.clone(), eval))
+            .map(|(id, why)| Failed::new(id, why))
+            .collect();
+        for f in std::mem::take(&mut round.failed) {
+            if !dropped.iter().any(|d| d.id == f.id) {
+                dropped.push(f);
             }
-            Ok(Response::Evaluated { eval }) => failed.push(Failed::new(
-                id,
-                format!(
-                    "scored {} models, {} were sent",
-                    eval.per_model.len(),
-                    holders.len()
-                ),
-            )),
-            Ok(other) => failed.push(Failed::new(id, unexpected(&other))),
-            Err(e) => failed.push(Failed::new(id, e)),
         }
+        holders.retain(|h| !dropped.iter().any(|f| f.id == h.member.id));
+        failed.extend(dropped);
+        if holders.is_empty() {
+            return failure("no node has a model", failed);
+        }
+        round = score(&holders, plan.long_deadline).await;
+        // A second miss: the nodes that could not fetch failed; the others' scores stand.
+        failed.append(&mut round.missed);
     }
+    failed.append(&mut round.failed);
+    let splits = round.splits;
     if splits.is_empty() {
         return failure("no node could score the models", failed);
     }
@@ -137,6 +142,64 @@ pub async fn cross_validate(plan: Plan, retrain: bool) -> Answer {
     report.asked = plan.nodes();
     report.quorum = plan.quorum();
     Answer::Train(Box::new(report))
+}
+
+/// What one scoring round gave.
+struct Round {
+    splits: Vec<(String, SplitEval)>,
+    /// Owners whose model some holder could not fetch or load, with the first reason given.
+    unfetched: Vec<(String, String)>,
+    /// The holders that could not fetch them, and why.
+    missed: Vec<Failed>,
+    failed: Vec<Failed>,
+}
+
+/// Asks every holder to score every holder's model.
+async fn score(holders: &[Holder<'_>], deadline: Duration) -> Round {
+    let models: Vec<ModelRef> = holders.iter().map(|h| h.model.clone()).collect();
+    let request = Request::Evaluate { models };
+    let answers = join_all(
+        holders
+            .iter()
+            .map(|h| h.member.member.call(request.clone(), deadline)),
+    )
+    .await;
+    let mut round = Round {
+        splits: Vec::new(),
+        unfetched: Vec::new(),
+        missed: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (holder, answer) in holders.iter().zip(answers) {
+        let id = &holder.member.id;
+        match answer {
+            Ok(Response::Evaluated { eval }) if eval.per_model.len() == holders.len() => {
+                round.splits.push((id.clone(), eval))
+            }
+            Ok(Response::Evaluated { eval }) => round.failed.push(Failed::new(
+                id,
+                format!(
+                    "scored {} models, {} were sent",
+                    eval.per_model.len(),
+                    holders.len()
+                ),
+            )),
+            // Not this node's failure: the owners named (a model it could not fetch, or one that
+            // is not a valid model) are dropped and it scores again.
+            Ok(Response::Unfetched { nodes, reason }) => {
+                for node in nodes {
+                    let known = holders.iter().any(|h| h.member.id == node);
+                    if known && !round.unfetched.iter().any(|(n, _)| n == &node) {
+                        round.unfetched.push((node, reason.clone()));
+                    }
+                }
+                round.missed.push(Failed::new(id, reason));
+            }
+            Ok(other) => round.failed.push(Failed::new(id, unexpected(&other))),
+            Err(e) => round.failed.push(Failed::new(id, e)),
+        }
+    }
+    round
 }
 
 fn failure(error: &str, failed: Vec<Failed>) -> Answer {
@@ -218,7 +281,6 @@ fn report(
 mod tests {
     use std::rc::Rc;
 
-    use bytes::Bytes;
     use futures::future::LocalBoxFuture;
     use futures::FutureExt;
 
@@ -230,7 +292,7 @@ mod tests {
     /// A member that trains instantly and answers `Evaluate` with what the test says.
     struct Fake {
         id: &'static str,
-        evaluated: fn(usize) -> Result<Response>,
+        evaluated: fn(&[ModelRef]) -> Result<Response>,
     }
 
     fn summary(node: &str) -> ModelSummary {
@@ -253,7 +315,11 @@ mod tests {
         })
     }
 
-    fn good(models: usize) -> Result<Response> {
+    fn good(models: &[ModelRef]) -> Result<Response> {
+        scored(models.len())
+    }
+
+    fn scored(models: usize) -> Result<Response> {
         Ok(Response::Evaluated {
             eval: SplitEval {
                 per_model: vec![accuracy(0.5); models],
@@ -272,9 +338,9 @@ mod tests {
             let answer = match request {
                 Request::Train => Ok(Response::Trained {
                     summary: summary(self.id),
-                    model: Bytes::from_static(b"m"),
+                    size: 1,
                 }),
-                Request::Evaluate { models } => (self.evaluated)(models.len()),
+                Request::Evaluate { models } => (self.evaluated)(&models),
                 _ => Err(Error::Other("unexpected request".into())),
             };
             futures::future::ready(answer).boxed_local()
@@ -319,7 +385,7 @@ mod tests {
             },
             Fake {
                 id: "n2",
-                evaluated: |_| good(0),
+                evaluated: |_| scored(0),
             },
             Fake {
                 id: "n3",
@@ -358,11 +424,49 @@ mod tests {
         );
     }
 
+    /// Scores unless n3's model is asked for, which it cannot fetch (n3 died after training).
+    fn without_n3(models: &[ModelRef]) -> Result<Response> {
+        if models.iter().any(|m| m.node == "n3") {
+            return Ok(Response::Unfetched {
+                nodes: vec!["n3".into()],
+                reason: "cannot fetch models (n3: connection closed)".into(),
+            });
+        }
+        good(models)
+    }
+
+    #[test]
+    fn a_model_nobody_can_fetch_is_dropped_and_the_others_scored_again() {
+        let answer = run(vec![
+            Fake {
+                id: "n1",
+                evaluated: without_n3,
+            },
+            Fake {
+                id: "n2",
+                evaluated: without_n3,
+            },
+            Fake {
+                id: "n3",
+                evaluated: |_| Err(Error::Closed("connection closed by the other side".into())),
+            },
+        ]);
+        let Answer::Train(report) = answer else {
+            panic!("expected a report, got {answer:?}");
+        };
+        assert_eq!(report.models, ["n1", "n2"]);
+        assert_eq!(report.splits, ["n1", "n2"]);
+        assert_eq!(report.matrix, vec![vec![Some(0.5); 2]; 2]);
+        let failed: Vec<&str> = report.failed.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(failed, ["n9", "n3"], "{:?}", report.failed);
+        assert!(!report.complete);
+    }
+
     #[test]
     fn no_usable_evaluation_is_a_failure_not_a_panic() {
         let answer = run(vec![Fake {
             id: "n1",
-            evaluated: |_| good(0),
+            evaluated: |_| scored(0),
         }]);
         let Answer::Failure(f) = answer else {
             panic!("expected a failure, got {answer:?}");

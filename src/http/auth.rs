@@ -1,13 +1,22 @@
 //! Bearer-token roles, the same two a `ctl` client has: a reader may look and predict, an
 //! operator may also train. With no token configured the listener is loopback-only (the
 //! config refuses anything else), and every request is an operator's.
+//!
+//! Over HTTPS a client may also present the cluster certificate it uses with `ctl` (optional:
+//! tokens stay the HTTP credential). The handshake has already checked its chain against the
+//! cluster CA; an operator or reader certificate then grants its role like the token would.
 
+use std::any::Any;
+
+use actix_web::dev::Extensions;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::http::StatusCode;
+use actix_web::rt::net::TcpStream;
 use actix_web::HttpRequest;
 
 use super::error::ApiError;
 use crate::config::HttpSettings;
+use crate::net::tls::{identity_of, CertRole};
 
 /// What a request may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,6 +31,36 @@ impl Role {
             Role::Reader => "reader",
             Role::Operator => "operator",
         }
+    }
+}
+
+/// The role a connection's verified client certificate grants (a member's grants none: nodes
+/// don't call each other over HTTP).
+#[derive(Debug, Clone, Copy)]
+struct CertGrant(Role);
+
+/// `HttpServer::on_connect` hook: records the role of the client certificate of a TLS
+/// connection, if one was presented.
+pub fn client_certificate(conn: &dyn Any, data: &mut Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
+    let Some(tls) = conn.downcast_ref::<Tls>() else {
+        return;
+    };
+    let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        return;
+    };
+    match identity_of(cert) {
+        Ok(id) => {
+            let role = match id.role {
+                CertRole::Operator => Some(Role::Operator),
+                CertRole::Reader => Some(Role::Reader),
+                CertRole::Member => None,
+            };
+            if let Some(role) = role {
+                data.insert(CertGrant(role));
+            }
+        }
+        Err(e) => tracing::debug!("HTTPS client certificate without a cluster identity: {e}"),
     }
 }
 
@@ -58,6 +97,10 @@ impl Auth {
         if self.operator.is_none() && self.reader.is_none() {
             return Ok(());
         }
+        let cert = req.conn_data::<CertGrant>().map(|CertGrant(role)| *role);
+        if cert.is_some_and(|role| role >= need) {
+            return Ok(());
+        }
         let token = req
             .headers()
             .get(AUTHORIZATION)
@@ -65,6 +108,16 @@ impl Auth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(token) = token else {
+            if let Some(role) = cert {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "this endpoint needs the {} role; the client certificate is a {}'s",
+                        need.name(),
+                        role.name()
+                    ),
+                ));
+            }
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 format!(

@@ -3,27 +3,74 @@
 //! so the figures are comparable with the TCP bench (one connection, requests multiplexed).
 //!
 //! The client is a minimal HTTP/1.1 writer and reader (Content-Length bodies, which is what the
-//! node's server sends): enough for a load generator, without another HTTP stack to build.
+//! node's server sends): enough for a load generator, without another HTTP stack to build. An
+//! `https://` URL is served over rustls, verified against the cluster CA like any HTTPS client.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
 use serde_json::{json, Map, Value as Json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::error::{Error, Result};
 use crate::ml::{Rows, Value};
+use crate::net::tls::https_client_config;
+use crate::net::TlsFiles;
+
+/// Where the node's HTTP API is: `host:port`, and the TLS client for an `https://` URL.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub host: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Endpoint {
+    /// `http://HOST:PORT` or `https://HOST:PORT` (then `tls` holds the cluster CA, and this
+    /// client's certificate).
+    pub fn new(url: &str, tls: Option<&TlsFiles>) -> Result<Endpoint> {
+        let host = host_of(url)?;
+        let tls = match (url.starts_with("https://"), tls) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(Error::Other(
+                    "an https:// URL needs the cluster CA: give --ca, --cert and --key".into(),
+                ))
+            }
+            (true, Some(files)) => {
+                let config = https_client_config(files).map_err(|e| Error::Config {
+                    file: "TLS files".into(),
+                    reason: e.to_string(),
+                })?;
+                let name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+                let name = name.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(name.to_string())
+                    .map_err(|e| Error::Other(format!("{url}: bad host name: {e}")))?;
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+        };
+        Ok(Endpoint { host, tls })
+    }
+}
 
 /// What to send: the node's address and the request bodies, used in turn.
 pub struct Load {
-    pub host: String,
+    pub endpoint: Endpoint,
     pub token: Option<String>,
     pub bodies: Vec<String>,
+    /// Deadline of one request (an answer later than that counts as an error).
+    pub timeout: Duration,
 }
+
+/// A plain or TLS byte stream.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
 /// One keep-alive connection.
 struct Conn {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn Io>>,
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -31,12 +78,22 @@ fn io(e: std::io::Error) -> Error {
 }
 
 impl Conn {
-    async fn open(host: &str) -> Result<Conn> {
+    async fn open(endpoint: &Endpoint) -> Result<Conn> {
+        let host = &endpoint.host;
         let stream = TcpStream::connect(host)
             .await
             .map_err(|e| Error::Other(format!("cannot connect to {host}: {e}")))?;
         // Small requests must not wait for Nagle's algorithm.
         stream.set_nodelay(true).map_err(io)?;
+        let stream: Box<dyn Io> = match &endpoint.tls {
+            None => Box::new(stream),
+            Some((connector, name)) => Box::new(
+                connector
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|e| Error::Other(format!("HTTPS to {host}: {e}")))?,
+            ),
+        };
         Ok(Conn {
             stream: BufReader::new(stream),
         })
@@ -47,6 +104,8 @@ impl Conn {
         let s = self.stream.get_mut();
         s.write_all(head.as_bytes()).await.map_err(io)?;
         s.write_all(body).await.map_err(io)?;
+        // TLS keeps what the socket did not take yet: only a flush sends all of it.
+        s.flush().await.map_err(io)?;
         let mut status = 0u16;
         let mut length: Option<usize> = None;
         let mut line = String::new();
@@ -88,13 +147,16 @@ fn head(method: &str, path: &str, host: &str, token: Option<&str>, len: usize) -
     )
 }
 
-/// `http://host:port[/...]` → `host:port`.
+/// `http://host:port[/...]` or `https://...` → `host:port`.
 pub fn host_of(url: &str) -> Result<String> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() || !host.contains(':') {
         return Err(Error::Other(format!(
-            "--http takes http://HOST:PORT, not {url:?}"
+            "--http takes http://HOST:PORT or https://HOST:PORT, not {url:?}"
         )));
     }
     Ok(host.to_string())
@@ -103,15 +165,21 @@ pub fn host_of(url: &str) -> Result<String> {
 /// The request bodies for `rows`, `batch` rows each (rows in turn), typed by the ensemble's
 /// metadata; at most `limit` bodies.
 pub async fn prepare(
-    url: &str,
+    endpoint: Endpoint,
     token: Option<String>,
     rows: &Rows,
     batch: usize,
     limit: usize,
+    timeout: Duration,
 ) -> Result<Load> {
-    let host = host_of(url)?;
-    let mut conn = Conn::open(&host).await?;
-    let h = head("GET", "/v2/models/ensemble", &host, token.as_deref(), 0);
+    let mut conn = Conn::open(&endpoint).await?;
+    let h = head(
+        "GET",
+        "/v2/models/ensemble",
+        &endpoint.host,
+        token.as_deref(),
+        0,
+    );
     let (status, reply) = conn.call(&h, b"").await?;
     let meta: Json = serde_json::from_slice(&reply)
         .map_err(|e| Error::Other(format!("model metadata is not JSON: {e}")))?;
@@ -133,9 +201,10 @@ pub async fn prepare(
         .map(|i| body(rows, &inputs, (i * batch) % n.max(1), batch))
         .collect();
     Ok(Load {
-        host,
+        endpoint,
         token,
         bodies,
+        timeout,
     })
 }
 
@@ -189,18 +258,28 @@ pub async fn worker(load: &Load, mut next: impl FnMut() -> Option<usize>) -> Tal
         let h = head(
             "POST",
             "/v2/models/ensemble/infer",
-            &load.host,
+            &load.endpoint.host,
             load.token.as_deref(),
             body.len(),
         );
         let t0 = Instant::now();
-        let result = match conn.as_mut() {
-            Some(c) => c.call(&h, body.as_bytes()).await,
-            None => match Conn::open(&load.host).await {
-                Ok(c) => conn.insert(c).call(&h, body.as_bytes()).await,
-                Err(e) => Err(e),
-            },
+        let call = async {
+            match conn.as_mut() {
+                Some(c) => c.call(&h, body.as_bytes()).await,
+                None => match Conn::open(&load.endpoint).await {
+                    Ok(c) => conn.insert(c).call(&h, body.as_bytes()).await,
+                    Err(e) => Err(e),
+                },
+            }
         };
+        let result = tokio::time::timeout(load.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Other(format!(
+                    "no answer within {} ms",
+                    load.timeout.as_millis()
+                )))
+            });
         match result {
             Ok((200, reply)) => {
                 let reply: Json = serde_json::from_slice(&reply).unwrap_or(Json::Null);
@@ -235,6 +314,14 @@ mod tests {
             Some("127.0.0.1:8101")
         );
         assert!(host_of("http://localhost").is_err());
+        assert_eq!(
+            host_of("https://127.0.0.1:8101").ok().as_deref(),
+            Some("127.0.0.1:8101")
+        );
+        assert!(
+            Endpoint::new("https://127.0.0.1:8101", None).is_err(),
+            "no CA"
+        );
         let rows = Rows {
             columns: vec!["Id".into(), "LotArea".into(), "Street".into()],
             data: vec![

@@ -3,11 +3,12 @@
 //! the node's state (peers, model, drift, restarts) is read from its typed answers at scrape
 //! time, so a scrape costs four local commands and no cluster traffic.
 //!
-//! Not exported (the core does not keep them): per-peer phi and bytes in/out, and retrains by
-//! cause (the watcher keeps only the time of the last retrain).
+//! Counts the node keeps itself (retrains, supervisor restarts, each link's bytes) are copied
+//! as they are, not summed here: a peer's byte counters start again from zero when its link is
+//! replaced, which Prometheus reads as a counter reset.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,8 +49,19 @@ struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FeatureLabels {
+struct PeerIdLabels {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabels {
     feature: String,
+    statistic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,13 +91,18 @@ pub struct Metrics {
     fanout_answered: Counter,
     fanout_asked: Counter,
     peer_state: Family<PeerLabels, Gauge>,
+    peer_received: Family<PeerIdLabels, Counter>,
+    peer_sent: Family<PeerIdLabels, Counter>,
     members: Gauge,
     model_version: Gauge,
     training_rows: Gauge,
     training_seconds: Gauge<f64, AtomicU64>,
-    drift_psi: Family<FeatureLabels, Gauge<f64, AtomicU64>>,
+    drift_statistic: Family<DriftLabels, Gauge<f64, AtomicU64>>,
     drift_rows: Gauge,
     restarts: Family<ActorLabels, Counter>,
+    retrains: Family<CauseLabels, Counter>,
+    /// Scrapes clear and refill families: one at a time, so none sees another's half.
+    scrape: Mutex<()>,
     /// (when, seconds) of recent predictions, for the page's live rate and percentiles.
     recent: Mutex<VecDeque<(Instant, f64)>>,
 }
@@ -117,13 +134,17 @@ impl Metrics {
             fanout_answered: Counter::default(),
             fanout_asked: Counter::default(),
             peer_state: Family::default(),
+            peer_received: Family::default(),
+            peer_sent: Family::default(),
             members: Gauge::default(),
             model_version: Gauge::default(),
             training_rows: Gauge::default(),
             training_seconds: Gauge::default(),
-            drift_psi: Family::default(),
+            drift_statistic: Family::default(),
             drift_rows: Gauge::default(),
             restarts: Family::default(),
+            retrains: Family::default(),
+            scrape: Mutex::new(()),
             recent: Mutex::new(VecDeque::new()),
             registry: Registry::default(),
         };
@@ -164,6 +185,16 @@ impl Metrics {
             m.peer_state.clone(),
         );
         r.register(
+            "peer_received_bytes",
+            "Bytes of frames received from each peer over its current link",
+            m.peer_received.clone(),
+        );
+        r.register(
+            "peer_sent_bytes",
+            "Bytes of frames sent to each peer over its current link",
+            m.peer_sent.clone(),
+        );
+        r.register(
             "members",
             "Members this node counts, itself included",
             m.members.clone(),
@@ -184,9 +215,9 @@ impl Metrics {
             m.training_seconds.clone(),
         );
         r.register(
-            "drift_psi",
-            "Population stability index of each feature in the last drift check",
-            m.drift_psi.clone(),
+            "drift_statistic",
+            "Each feature's statistics in the last drift check (psi; ks for numeric columns)",
+            m.drift_statistic.clone(),
         );
         r.register(
             "drift_new_rows",
@@ -197,6 +228,11 @@ impl Metrics {
             "supervisor_restarts",
             "Supervisor restarts by actor kind",
             m.restarts.clone(),
+        );
+        r.register(
+            "retrains",
+            "Trainings of this node's model by cause (start, train, train_local, drift)",
+            m.retrains.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -284,6 +320,7 @@ impl Metrics {
         model: Option<&ModelInfo>,
         drift: Option<&DriftStatus>,
     ) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = status {
             self.members.set(s.members as i64);
             self.model_version.set(s.model_version.unwrap_or(0) as i64);
@@ -304,10 +341,36 @@ impl Metrics {
                     c.inc_by(count - seen);
                 }
             }
+            let t = &s.retrains;
+            for (cause, count) in [
+                ("start", t.start),
+                ("train", t.train),
+                ("train_local", t.train_local),
+                ("drift", t.drift),
+            ] {
+                copy(
+                    &self.retrains,
+                    CauseLabels {
+                        cause: cause.into(),
+                    },
+                    count,
+                );
+            }
         }
         if let Some(p) = peers {
             self.peer_state.clear();
+            self.peer_received.clear();
+            self.peer_sent.clear();
             for peer in &p.peers {
+                let id = PeerIdLabels {
+                    peer: peer.id.clone(),
+                };
+                if let Some(n) = peer.received_bytes {
+                    copy(&self.peer_received, id.clone(), n);
+                }
+                if let Some(n) = peer.sent_bytes {
+                    copy(&self.peer_sent, id.clone(), n);
+                }
                 let state = serde_json::to_value(peer.state)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
@@ -325,13 +388,20 @@ impl Metrics {
         }
         if let Some(d) = drift {
             self.drift_rows.set(d.rows_since_training as i64);
+            self.drift_statistic.clear();
             if let Some(report) = &d.report {
                 for f in &report.features {
-                    self.drift_psi
-                        .get_or_create(&FeatureLabels {
-                            feature: f.name.clone(),
-                        })
-                        .set(f.value);
+                    let stats = [(f.statistic.as_str(), Some(f.value)), ("ks", f.ks)];
+                    for (statistic, value) in stats {
+                        if let Some(value) = value {
+                            self.drift_statistic
+                                .get_or_create(&DriftLabels {
+                                    feature: f.name.clone(),
+                                    statistic: statistic.into(),
+                                })
+                                .set(value);
+                        }
+                    }
                 }
             }
         }
@@ -341,6 +411,17 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Sets a counter to a count kept elsewhere (which only grows, or starts again from zero).
+fn copy<L>(family: &Family<L, Counter>, labels: L, count: u64)
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    family
+        .get_or_create(&labels)
+        .inner()
+        .store(count, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -363,5 +444,48 @@ mod tests {
         let live = m.live();
         assert_eq!(live.predictions, 4);
         assert_eq!(live.p50_ms, Some(2.0));
+    }
+
+    fn peers(received: u64) -> Peers {
+        use crate::answer::PeerEntry;
+        use crate::cluster::PeerState;
+        Peers {
+            peers: vec![
+                PeerEntry {
+                    id: "n2".into(),
+                    addr: "127.0.0.1:2".into(),
+                    state: PeerState::Up,
+                    received_bytes: Some(received),
+                    sent_bytes: Some(700),
+                },
+                PeerEntry {
+                    id: "n3".into(),
+                    addr: "127.0.0.1:3".into(),
+                    state: PeerState::Down,
+                    received_bytes: None,
+                    sent_bytes: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn peers_are_exported_with_their_bytes() {
+        let m = Metrics::new();
+        let text = m.render(None, Some(&peers(1500)), None, None);
+        for line in [
+            "ensemble_peer_received_bytes_total{peer=\"n2\"} 1500",
+            "ensemble_peer_sent_bytes_total{peer=\"n2\"} 700",
+            "ensemble_peer_state{peer=\"n3\",state=\"down\"} 1",
+        ] {
+            assert!(text.contains(line), "no {line} in:\n{text}");
+        }
+        assert!(!text.contains("peer=\"n3\"} "), "n3 has no link:\n{text}");
+        // A new link starts its counts again: the counter follows (a reset to Prometheus).
+        let text = m.render(None, Some(&peers(40)), None, None);
+        assert!(
+            text.contains("ensemble_peer_received_bytes_total{peer=\"n2\"} 40"),
+            "{text}"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod load;
 pub mod metrics;
 pub mod oip;
 pub mod page;
+pub mod predict_file;
 pub mod v1;
 pub mod v2;
 
@@ -30,6 +31,8 @@ use crate::actors::{ClusterActor, Exec};
 use crate::answer::{Answer, ModelInfo};
 use crate::command::Command;
 use crate::config::HttpSettings;
+use crate::net::tls::https_server_config;
+use crate::net::{TlsError, TlsFiles};
 
 /// Largest request body: a CSV for `/v1/predict-file` or a big inference batch.
 const MAX_BODY: usize = 64 << 20;
@@ -95,16 +98,31 @@ impl State {
     }
 }
 
+/// Why the HTTP API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTPS: {0}")]
+    Tls(#[from] TlsError),
+}
+
 /// Binds `[http] listen` and serves the API on the current actix system; returns the bound
-/// address (the port may have been 0).
+/// address (the port may have been 0). With `tls` (the node's `[tls]` files) it serves HTTPS
+/// only, with the node's certificate.
 pub fn start(
     settings: &HttpSettings,
+    tls: Option<&TlsFiles>,
     cluster: Addr<ClusterActor>,
     node: String,
-) -> std::io::Result<Option<SocketAddr>> {
+) -> Result<Option<SocketAddr>, StartError> {
     let Some(listen) = settings.listen else {
         return Ok(None);
     };
+    let tls = tls.map(https_server_config).transpose()?;
     let state = Arc::new(State {
         cluster,
         auth: Auth::new(settings),
@@ -142,11 +160,20 @@ pub fn start(
     .workers(WORKERS)
     .disable_signals()
     .shutdown_timeout(1)
-    .bind(listen)?;
+    .on_connect(auth::client_certificate);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(config) => server.bind_rustls_0_23(listen, config),
+        None => server.bind(listen),
+    }
+    .map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
     let bound = server.addrs().first().copied();
     actix_rt::spawn(server.run());
     if let Some(addr) = bound {
-        tracing::info!("HTTP API on http://{addr}/");
+        tracing::info!("HTTP API on {scheme}://{addr}/");
     }
     Ok(bound)
 }

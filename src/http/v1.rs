@@ -11,15 +11,10 @@ use serde_json::{Map, Value as Json};
 
 use super::auth::Role;
 use super::error::ApiError;
-use super::{parse_json, Shared};
-use crate::answer::{Answer, Predicted};
+use super::{parse_json, predict_file, Shared};
+use crate::answer::Answer;
 use crate::command::Command;
-use crate::ml::data::is_missing_token;
-use crate::ml::{Rows, Value};
 use crate::net::Access;
-
-/// Rows per cluster request of `/v1/predict-file` (as `predict-file` does).
-const FILE_BATCH_ROWS: usize = 8192;
 
 const OPENAPI: &str = include_str!("openapi.json");
 
@@ -33,7 +28,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/report", web::get().to(report))
         .route("/v1/live", web::get().to(live))
         .route("/v1/predict", web::post().to(predict))
-        .route("/v1/predict-file", web::post().to(predict_file))
+        .route(
+            "/v1/predict-file",
+            web::post().to(predict_file::predict_file),
+        )
         .route("/v1/openapi.json", web::get().to(openapi))
         .route("/metrics", web::get().to(metrics));
 }
@@ -131,112 +129,6 @@ async fn predict(
     Ok(serve(&answer))
 }
 
-/// A CSV body as rows, cells as text (as `predict-file` reads a file); the file never touches
-/// the node's disk.
-fn csv_rows(body: &[u8]) -> Result<Rows, ApiError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(body);
-    let columns: Vec<String> = rdr
-        .headers()
-        .map_err(|e| ApiError::bad_request(format!("unreadable CSV header: {e}")))?
-        .iter()
-        .map(|s| s.trim().to_string())
-        .collect();
-    if columns.iter().all(|c| c.is_empty()) {
-        return Err(ApiError::bad_request("the CSV has no header line"));
-    }
-    let mut data = Vec::new();
-    for record in rdr.records() {
-        let record = record.map_err(|e| ApiError::bad_request(format!("unreadable CSV: {e}")))?;
-        data.push(
-            record
-                .iter()
-                .map(|c| {
-                    let c = c.trim();
-                    if is_missing_token(c) {
-                        Value::Missing
-                    } else {
-                        Value::Text(c.to_string())
-                    }
-                })
-                .collect(),
-        );
-    }
-    if data.is_empty() {
-        return Err(ApiError::bad_request("the CSV has a header but no rows"));
-    }
-    Ok(Rows { columns, data })
-}
-
-/// `Id,<label>` lines when the CSV has an `Id` column, else one prediction per line; the
-/// `X-Answered` / `X-Asked` headers say how many nodes took part (the fewest of any batch).
-async fn predict_file(
-    state: Shared,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    state.auth.check(&req, Role::Reader)?;
-    let started = Instant::now();
-    let rows = csv_rows(&body)?;
-    let label = match state.model().await {
-        Ok(m) => m.label,
-        Err(_) => "prediction".into(),
-    };
-    let id_at = rows.columns.iter().position(|c| c == "Id");
-    let mut out = String::new();
-    if id_at.is_some() {
-        out.push_str(&format!("Id,{label}\n"));
-    }
-    let (mut answered, mut asked) = (usize::MAX, 0);
-    for chunk in rows.data.chunks(FILE_BATCH_ROWS) {
-        let batch = Rows {
-            columns: rows.columns.clone(),
-            data: chunk.to_vec(),
-        };
-        let answer = state
-            .exec(
-                "predict-file",
-                Command::PredictRows {
-                    rows: batch,
-                    local: false,
-                },
-            )
-            .await;
-        let p = match answer {
-            Answer::PredictRows(p) => p,
-            Answer::Failure(f) => return Err(ApiError::unavailable(f.error)),
-            _ => {
-                return Err(ApiError::unavailable(
-                    "the node answered with something else",
-                ))
-            }
-        };
-        answered = answered.min(p.answered);
-        asked = asked.max(p.asked);
-        for (row, value) in chunk.iter().zip(&p.predictions) {
-            let value = match value {
-                Predicted::Number(x) => format!("{x}"),
-                Predicted::Label(s) => s.clone(),
-            };
-            match id_at.and_then(|at| row.get(at)) {
-                Some(Value::Text(id)) => out.push_str(&format!("{id},{value}\n")),
-                Some(Value::Num(id)) => out.push_str(&format!("{id},{value}\n")),
-                Some(Value::Missing) => out.push_str(&format!(",{value}\n")),
-                None => out.push_str(&format!("{value}\n")),
-            }
-        }
-    }
-    state
-        .metrics
-        .predicted(rows.data.len(), answered, asked, started.elapsed());
-    Ok(HttpResponse::Ok()
-        .content_type("text/csv")
-        .insert_header(("X-Answered", answered.to_string()))
-        .insert_header(("X-Asked", asked.to_string()))
-        .body(out))
-}
-
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -268,25 +160,4 @@ async fn metrics(state: Shared, req: HttpRequest) -> Result<HttpResponse, ApiErr
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(text))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_bodies_become_text_rows() {
-        let rows = csv_rows(b"Id,LotArea,Street\n1,8450,Pave\n2,NA,\n").expect("rows");
-        assert_eq!(rows.columns, vec!["Id", "LotArea", "Street"]);
-        assert_eq!(
-            rows.data[1],
-            vec![Value::Text("2".into()), Value::Missing, Value::Missing]
-        );
-        assert!(
-            csv_rows(b"a,b\n1,2,3\n").is_err(),
-            "ragged rows are refused"
-        );
-        assert!(csv_rows(b"a,b\n").is_err(), "no rows");
-        assert!(csv_rows(b"").is_err(), "no header");
-    }
 }

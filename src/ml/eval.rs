@@ -119,7 +119,9 @@ impl SplitStats {
                     sum_y2: yy2,
                 },
             ) => Ok(SplitStats::Regression {
-                n: n + n2,
+                // Counts come from peers: a wrong one must not overflow (and panic in a debug
+                // build), only give a wrong score.
+                n: n.saturating_add(*n2),
                 sum_sq_err: sum_sq_err + e2,
                 sum_abs_err: sum_abs_err + a2,
                 sum_sq_log_err: sum_sq_log_err.zip(*l2).map(|(a, b)| a + b),
@@ -132,7 +134,8 @@ impl SplitStats {
             ) => {
                 let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
                 for (a, b, n) in confusion.into_iter().chain(more.iter().cloned()) {
-                    *counts.entry((a, b)).or_default() += n;
+                    let count = counts.entry((a, b)).or_default();
+                    *count = count.saturating_add(n);
                 }
                 Ok(SplitStats::Classification {
                     confusion: counts.into_iter().map(|((a, b), n)| (a, b, n)).collect(),

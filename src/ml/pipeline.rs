@@ -24,6 +24,9 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Model files larger than this are refused before decoding.
 pub const MAX_MODEL_BYTES: usize = 1 << 30;
 
+/// Rows encoded at once by [`Pipeline::predict`].
+pub const PREDICT_CHUNK_ROWS: usize = 4096;
+
 /// Who trained a model, on what, and how long it took.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -204,8 +207,25 @@ impl Pipeline {
     }
 
     /// Predict raw rows (columns by name; absent columns and unseen categories count as missing).
+    ///
+    /// The rows are encoded [`PREDICT_CHUNK_ROWS`] at a time: the encoded matrix has a column
+    /// per feature of the model, so for a request of many short rows it would be far larger
+    /// than the request itself.
     pub fn predict(&self, rows: &Rows) -> Result<Predictions> {
-        let x = self.prep.transform_rows(rows)?;
+        let mut out = self.predict_range(rows, 0..PREDICT_CHUNK_ROWS)?;
+        for start in (PREDICT_CHUNK_ROWS..rows.len()).step_by(PREDICT_CHUNK_ROWS) {
+            let more = self.predict_range(rows, start..start + PREDICT_CHUNK_ROWS)?;
+            match (&mut out, more) {
+                (Predictions::Regression(a), Predictions::Regression(b)) => a.extend(b),
+                (Predictions::Classification(a), Predictions::Classification(b)) => a.extend(b),
+                _ => return Err(MlError::Mismatch("predictions of different tasks".into())),
+            }
+        }
+        Ok(out)
+    }
+
+    fn predict_range(&self, rows: &Rows, range: std::ops::Range<usize>) -> Result<Predictions> {
+        let x = self.prep.transform_row_range(rows, range)?;
         Ok(match &self.learner {
             Learner::Regressor(m) => {
                 let y: Array1<f64> = m.predict(&x);

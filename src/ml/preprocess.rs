@@ -7,6 +7,7 @@
 //! expensive neighbourhoods. For linear models, one-hot columns for the 30 most frequent levels.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -181,7 +182,14 @@ impl Preprocessor {
 
     /// Encode raw rows: columns matched by name, absent columns are missing, extra ones ignored.
     pub fn transform_rows(&self, rows: &Rows) -> Result<Array2<f64>> {
-        let n = rows.len();
+        self.transform_row_range(rows, 0..rows.len())
+    }
+
+    /// [`Preprocessor::transform_rows`] of the rows in `range` only (clamped to the rows).
+    pub fn transform_row_range(&self, rows: &Rows, range: Range<usize>) -> Result<Array2<f64>> {
+        let end = range.end.min(rows.len());
+        let start = range.start.min(end);
+        let n = end - start;
         let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, c) in rows.columns.iter().enumerate() {
             by_name.entry(c.as_str()).or_insert(i);
@@ -192,11 +200,11 @@ impl Preprocessor {
             .map(|c| by_name.get(col_name(c)).copied())
             .collect();
         let mut x = Array2::zeros((n, self.n_features));
-        for (i, r) in rows.data.iter().enumerate() {
+        for (i, r) in rows.data[start..end].iter().enumerate() {
             if r.len() != rows.columns.len() {
                 return Err(MlError::Mismatch(format!(
                     "row {} has {} values for {} columns",
-                    i + 1,
+                    start + i + 1,
                     r.len(),
                     rows.columns.len()
                 )));

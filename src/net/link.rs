@@ -17,10 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::Conn;
 use crate::error::{Error, Result};
-use crate::protocol::{EncodedBody, Message, NodeInfo, Outbound, Request, Response};
+use bytes::Bytes;
+
+use crate::protocol::{EncodedBody, Message, Outbound, Request, Response, Traffic};
 
 /// Frames queued for sending before a link counts as stuck and refuses more.
 const SEND_QUEUE: usize = 8192;
+
+/// Control frames (membership packets, leave) queued apart from the rest: they are written before any
+/// queued bulk frame, so a link busy with models or large batches still shows it is alive.
+const CONTROL_QUEUE: usize = 64;
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -45,19 +51,13 @@ pub struct LinkOrigin<'a> {
 #[derive(Debug)]
 pub enum LinkEvent {
     /// The other side asks something; answer with [`Link::respond`].
-    Request {
-        id: u64,
-        body: Request,
-    },
-    Heartbeat {
-        members: Vec<NodeInfo>,
-    },
+    Request { id: u64, body: Request },
+    /// A packet of the membership protocol.
+    Membership { packet: Bytes },
     /// The other side is leaving the cluster on purpose.
     Leave,
     /// The link is closed; nothing more will come from it.
-    Closed {
-        reason: String,
-    },
+    Closed { reason: String },
 }
 
 /// An event from `link`.
@@ -84,6 +84,8 @@ struct Inner {
     tag: u64,
     access: Access,
     tx: mpsc::Sender<Outgoing>,
+    /// Membership packets and leave: written ahead of `tx`'s backlog.
+    control: mpsc::Sender<Message>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_request: AtomicU64,
     closed: CancellationToken,
@@ -93,6 +95,8 @@ struct Inner {
     last_heard_ms: AtomicU64,
     /// Requests from the other side not answered yet.
     unanswered: AtomicU64,
+    /// Bytes of the frames read and written on this connection (its codec's counts).
+    traffic: Traffic,
 }
 
 /// A cheap, cloneable handle to one connection.
@@ -118,6 +122,8 @@ impl Link {
         events: Recipient<FromLink>,
     ) -> Link {
         let (tx, rx) = mpsc::channel(SEND_QUEUE);
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let traffic = conn.codec().traffic();
         let link = Link {
             inner: Arc::new(Inner {
                 id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
@@ -126,6 +132,7 @@ impl Link {
                 tag,
                 access,
                 tx,
+                control,
                 pending: Mutex::new(HashMap::new()),
                 next_request: AtomicU64::new(1),
                 closed: CancellationToken::new(),
@@ -133,10 +140,11 @@ impl Link {
                 opened: Instant::now(),
                 last_heard_ms: AtomicU64::new(0),
                 unanswered: AtomicU64::new(0),
+                traffic,
             }),
         };
         let (sink, stream) = conn.split();
-        actix_rt::spawn(link.clone().write_loop(sink, rx));
+        actix_rt::spawn(link.clone().write_loop(sink, control_rx, rx));
         actix_rt::spawn(link.clone().read_loop(stream, events));
         link
     }
@@ -175,8 +183,19 @@ impl Link {
 
     /// Time since the last frame from the other side (or since the link opened).
     pub fn silence(&self) -> Duration {
+        self.last_heard().elapsed()
+    }
+
+    /// When the last frame of any kind arrived from the other side (or the link opened): every
+    /// frame is a sign of life, not only membership packets.
+    pub fn last_heard(&self) -> Instant {
         let heard = Duration::from_millis(self.inner.last_heard_ms.load(Ordering::Relaxed));
-        self.inner.opened.elapsed().saturating_sub(heard)
+        self.inner.opened + heard
+    }
+
+    /// Bytes read and written on this connection so far, handshake included.
+    pub fn traffic(&self) -> &Traffic {
+        &self.inner.traffic
     }
 
     /// Sends `body` and waits for its response, at most `deadline`.
@@ -241,9 +260,25 @@ impl Link {
         }
     }
 
-    /// Queues a one-way frame.
+    /// Queues a one-way frame. Membership packets and leave go ahead of any bulk backlog.
     pub fn send(&self, msg: Message) -> Result<()> {
-        self.queue(Outbound::Message(msg))
+        match msg {
+            Message::Membership { .. } | Message::Leave => self.queue_control(msg),
+            msg => self.queue(Outbound::Message(msg)),
+        }
+    }
+
+    fn queue_control(&self, msg: Message) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed(self.reason()));
+        }
+        self.inner.control.try_send(msg).map_err(|e| match e {
+            // Control frames not written yet make more of them pointless: the link itself is stuck.
+            mpsc::error::TrySendError::Full(_) => {
+                Error::Timeout(format!("control queue to {} is full", self.inner.peer))
+            }
+            mpsc::error::TrySendError::Closed(_) => Error::Closed(self.reason()),
+        })
     }
 
     fn queue(&self, frame: Outbound) -> Result<()> {
@@ -303,18 +338,25 @@ impl Link {
     async fn write_loop(
         self,
         mut sink: futures::stream::SplitSink<Conn, Outbound>,
+        mut control: mpsc::Receiver<Message>,
         mut rx: mpsc::Receiver<Outgoing>,
     ) {
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let first = tokio::select! {
+                biased;
                 _ = self.inner.closed.cancelled() => break,
+                msg = control.recv() => match msg {
+                    Some(msg) => Outgoing::Frame(Outbound::Message(msg)),
+                    None => break,
+                },
                 item = rx.recv() => match item {
                     Some(item) => item,
                     None => break,
                 },
             };
-            // Write everything already queued, then flush once.
+            // Write everything already queued, control frames before each bulk frame, then flush
+            // once.
             let mut item = Some(first);
             let mut failed = None;
             while let Some(next) = item.take() {
@@ -327,7 +369,10 @@ impl Link {
                     }
                     Outgoing::Flushed(done) => waiters.push(done),
                 }
-                item = rx.try_recv().ok();
+                item = match control.try_recv() {
+                    Ok(msg) => Some(Outgoing::Frame(Outbound::Message(msg))),
+                    Err(_) => rx.try_recv().ok(),
+                };
             }
             if failed.is_none() {
                 if let Err(e) = sink.flush().await {
@@ -385,7 +430,7 @@ impl Link {
                     self.inner.unanswered.fetch_add(1, Ordering::Relaxed);
                     notify(LinkEvent::Request { id, body })
                 }
-                Message::Heartbeat { members } => notify(LinkEvent::Heartbeat { members }),
+                Message::Membership { packet } => notify(LinkEvent::Membership { packet }),
                 Message::Leave => notify(LinkEvent::Leave),
                 other => {
                     let reason = format!("unexpected {} after the handshake", other.name());
@@ -398,5 +443,69 @@ impl Link {
         notify(LinkEvent::Closed {
             reason: self.reason(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix::{Actor, Context};
+    use bytes::Bytes;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::codec::Framed;
+
+    use super::*;
+    use crate::net::Stream;
+    use crate::protocol::FrameCodec;
+
+    struct Ignore;
+    impl Actor for Ignore {
+        type Context = Context<Self>;
+    }
+    impl actix::Handler<FromLink> for Ignore {
+        type Result = ();
+        fn handle(&mut self, _: FromLink, _: &mut Context<Self>) {}
+    }
+
+    const BULK: usize = 200;
+
+    /// A membership packet queued behind megabytes of bulk frames is written before them.
+    #[actix_rt::test]
+    async fn membership_packets_overtake_queued_bulk_frames() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let dialed = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let max = 1 << 20;
+        let conn = Framed::new(Stream::Plain(dialed), FrameCodec::new(max));
+        let events = Ignore.start().recipient();
+        let link = Link::spawn(conn, "peer".into(), "me".into(), 1, Access::Member, events);
+        for i in 0..BULK {
+            let proof = Bytes::from(vec![i as u8; 256 * 1024]);
+            link.send(Message::Auth { proof }).expect("bulk queued");
+        }
+        // Nothing is read yet: the socket buffers fill, the writer is stuck mid-backlog.
+        let probe = Bytes::from_static(b"probe");
+        link.send(Message::Membership { packet: probe })
+            .expect("membership packet queued");
+        let mut other = Framed::new(Stream::Plain(accepted), FrameCodec::new(max));
+        let mut position = None;
+        for i in 0..=BULK {
+            let frame = tokio::time::timeout(Duration::from_secs(20), other.next())
+                .await
+                .expect("frames keep coming")
+                .expect("open")
+                .expect("a frame");
+            if matches!(frame, Message::Membership { .. }) {
+                position = Some(i);
+                break;
+            }
+        }
+        let position = position.expect("the membership packet arrived");
+        // Only what the kernel's socket buffers already held goes before it (a few MB of 50).
+        assert!(
+            position < BULK / 2,
+            "the membership packet came after {position} bulk frames"
+        );
+        link.close("done");
     }
 }

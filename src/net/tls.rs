@@ -169,14 +169,7 @@ impl Tls {
             file: files.cert.clone(),
             reason: e.0,
         })?;
-        let mut roots = RootCertStore::empty();
-        for cert in ca {
-            roots.add(cert).map_err(|e| TlsError::Pem {
-                file: files.ca.clone(),
-                reason: format!("not a usable CA certificate: {e}"),
-            })?;
-        }
-        let roots = Arc::new(roots);
+        let roots = root_store(&files.ca, ca)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let setup = |source| TlsError::Setup {
             cert: files.cert.clone(),
@@ -271,6 +264,70 @@ impl Tls {
         }
         Ok((Stream::Client(Box::new(tls)), peer))
     }
+}
+
+/// The server side of a node's HTTPS (its HTTP API): the node's own certificate. A client
+/// certificate is optional: HTTP requests carry bearer tokens. One that is presented must chain
+/// to the cluster CA, or the handshake fails; who it names is read with [`identity_of`].
+pub fn https_server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
+    let ca = read_certs(&files.ca)?;
+    let chain = read_certs(&files.cert)?;
+    let key = read_key(&files.key)?;
+    let roots = root_store(&files.ca, ca)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let setup = |source| TlsError::Setup {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        source,
+    };
+    let client_verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| setup(rustls::Error::General(e.to_string())))?;
+    ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(setup)?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(chain, key)
+        .map_err(setup)
+}
+
+/// The client side of HTTPS to a node's HTTP API (`bench --http https://...`): the server's
+/// chain must lead to the cluster CA and name the address dialled, as any HTTPS client checks;
+/// this party's certificate is presented (it grants its role there, like a token).
+pub fn https_client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
+    let ca = read_certs(&files.ca)?;
+    let chain = read_certs(&files.cert)?;
+    let key = read_key(&files.key)?;
+    let roots = root_store(&files.ca, ca)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+        })
+        .map_err(|source| TlsError::Setup {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            source,
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn root_store(
+    file: &Path,
+    ca: Vec<CertificateDer<'static>>,
+) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            file: file.to_path_buf(),
+            reason: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    Ok(Arc::new(roots))
 }
 
 /// Verifies a server's chain against the cluster CA without looking at host names.

@@ -1,9 +1,13 @@
 //! Bytes ⇄ [`Message`]: tokio-util's length-delimited framing (4-byte big-endian length, bounded
-//! by `max_frame_length`) around a MessagePack body.
+//! by `max_frame_length`) around a MessagePack body. Each codec counts the bytes of the frames it
+//! reads and writes ([`Traffic`]), which is what a connection's traffic metrics report.
 //!
 //! Bulk data is copied as little as possible: a frame is encoded straight into the write buffer,
 //! rows sent to several nodes are encoded once ([`EncodedBody::predict`]), and rows decoded from
 //! a frame keep pointing into it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
@@ -25,6 +29,24 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
 }
 
+/// Bytes of whole frames (length prefix included) a codec has read and written. Clones share
+/// the counts, so a connection's owner reads them while the codec works.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    received: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Traffic {
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
 /// Encoder and decoder of whole frames.
 #[derive(Debug)]
 pub struct FrameCodec {
@@ -32,7 +54,11 @@ pub struct FrameCodec {
     max: usize,
     /// The framing has consumed a header and waits for that frame's body.
     in_frame: bool,
+    traffic: Traffic,
 }
+
+/// Bytes of the length prefix in front of every frame body.
+const HEADER: u64 = 4;
 
 /// Largest frame either side reads before the other has proven who it is: a handshake message
 /// is small, and an unauthenticated peer must not make us reserve more.
@@ -54,7 +80,13 @@ impl FrameCodec {
                 .new_codec(),
             max: max_frame_length,
             in_frame: false,
+            traffic: Traffic::default(),
         }
+    }
+
+    /// The counts of this codec's frames, shared.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.clone()
     }
 }
 
@@ -80,6 +112,9 @@ impl Decoder for FrameCodec {
             }
             Some(body) => {
                 self.in_frame = false;
+                self.traffic
+                    .received
+                    .fetch_add(HEADER + body.len() as u64, Ordering::Relaxed);
                 decode_body(body.freeze())
             }
         }
@@ -170,6 +205,9 @@ impl Encoder<Outbound> for FrameCodec {
                 dst.extend_from_slice(&head);
                 dst.extend_from_slice(&body.head);
                 dst.extend_from_slice(&body.tail);
+                self.traffic
+                    .sent
+                    .fetch_add(HEADER + len as u64, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -197,6 +235,9 @@ impl Encoder<Message> for FrameCodec {
             return Err(ProtocolError::Oversized { len, max: self.max });
         }
         dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        self.traffic
+            .sent
+            .fetch_add(HEADER + len as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -259,8 +300,8 @@ mod tests {
             Message::Refused {
                 reason: "wrong cluster".into(),
             },
-            Message::Heartbeat {
-                members: vec![node()],
+            Message::Membership {
+                packet: Bytes::from_static(b"\x81\xa1g\x91\x90"),
             },
             Message::Leave,
             Message::Request {
@@ -305,6 +346,39 @@ mod tests {
             assert_eq!(back, msg);
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn traffic_counts_whole_frames_both_ways() {
+        let mut codec = FrameCodec::new(1 << 20);
+        let traffic = codec.traffic();
+        let mut buf = BytesMut::new();
+        let (mut wrote, mut read) = (0, 0);
+        for msg in every_message() {
+            codec.encode(msg, &mut buf).expect("encode");
+            let frame = buf.len() as u64;
+            wrote += frame;
+            // Half a frame is not counted until the rest arrives.
+            let mut half = buf.split_to(buf.len() / 2);
+            assert!(codec.decode(&mut half).expect("decode").is_none());
+            assert_eq!(traffic.received(), read);
+            half.unsplit(buf.split());
+            read += frame;
+            assert!(codec.decode(&mut half).expect("decode").is_some());
+            assert_eq!(traffic.received(), read);
+        }
+        let encoded = EncodedBody::new(&Request::Ping).expect("encode body");
+        codec
+            .encode(
+                Outbound::Request {
+                    id: 9,
+                    body: encoded,
+                },
+                &mut buf,
+            )
+            .expect("encode");
+        wrote += buf.len() as u64;
+        assert_eq!(traffic.sent(), wrote);
     }
 
     #[test]

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::ml::{Predictions, Schema, Scores, SplitEval, TypedRows};
 
 /// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
-/// 3: predictions carry rows by schema ([`TypedRows`]) and come back packed; `Schema` request
-/// and response.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 5: predictions carry rows by schema ([`TypedRows`]) and come back packed; `Schema` request
+/// and response (4: SWIM membership; 3: models fetched from their owners in chunks).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Who a member is: its id, the `host:port` it advertises (where its peers dial it: a DNS name
 /// or an IP), and when this run of it started, so a restarted node (a newer incarnation) is told
@@ -59,9 +59,10 @@ pub enum Message {
     Refused {
         reason: String,
     },
-    /// Member → member, periodically: liveness, and the members the sender sees up (gossip).
-    Heartbeat {
-        members: Vec<NodeInfo>,
+    /// Member → member: a packet of the membership protocol (probes, acks, gossip of joins and
+    /// failures; see `cluster::swim`), opaque here: its bytes are the membership core's.
+    Membership {
+        packet: Bytes,
     },
     /// Member → member: the sender is leaving the cluster on purpose.
     Leave,
@@ -84,7 +85,7 @@ impl Message {
             Message::Auth { .. } => "auth",
             Message::Welcome { .. } => "welcome",
             Message::Refused { .. } => "refused",
-            Message::Heartbeat { .. } => "heartbeat",
+            Message::Membership { .. } => "membership",
             Message::Leave => "leave",
             Message::Request { .. } => "request",
             Message::Response { .. } => "response",
@@ -99,12 +100,17 @@ pub enum Request {
     Ping,
     /// A console command line run on the receiving node (`ctl`); answered by `Output`.
     Command { line: String },
-    /// Train on your own training split now; answered by `Trained`.
+    /// Train on your own training split now; answered by `Trained` (the model stays with its
+    /// owner until someone fetches it).
     Train,
-    /// Send your current model; answered by `Model`.
+    /// Describe your current model; answered by `Model`.
     GetModel,
-    /// Score these models (and their ensemble) on your validation split; answered by `Evaluated`.
-    Evaluate { models: Vec<ModelBlob> },
+    /// Fetch these models from their owners (`FetchModel`), score them and their ensemble on
+    /// your validation split; answered by `Evaluated`, or by `Unfetched` naming the owners whose
+    /// model could not be fetched or is not a valid model.
+    Evaluate { models: Vec<ModelRef> },
+    /// Send the part of your model `version` that starts at `offset`; answered by `ModelChunk`.
+    FetchModel { version: u64, offset: u64 },
     /// Predict these rows with your model; answered by `Predictions` or `NoModel`.
     Predict { rows: TypedRows },
     /// Predict these rows with the whole cluster (you coordinate); answered by `Ensemble`.
@@ -114,6 +120,15 @@ pub enum Request {
     /// `NoModel`). A member answers with its own model's columns, a node asked by a client
     /// with the cluster's.
     Schema,
+}
+
+/// A model as its owner announced it: fetched from the owner, in chunks, by whoever scores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub node: String,
+    pub version: u64,
+    /// Length of the serialized model in bytes.
+    pub size: u64,
 }
 
 /// A serialized model and the node that trained it.
@@ -148,11 +163,23 @@ pub enum Response {
     },
     Trained {
         summary: ModelSummary,
-        model: Bytes,
+        /// Length of the serialized model in bytes.
+        size: u64,
     },
     Model {
         summary: ModelSummary,
-        model: Bytes,
+        size: u64,
+    },
+    /// Part of model `version`: `bytes` from the requested offset, of `total` bytes in all.
+    ModelChunk {
+        version: u64,
+        total: u64,
+        bytes: Bytes,
+    },
+    /// `Evaluate` could not fetch the models of `nodes`, or they are not valid models.
+    Unfetched {
+        nodes: Vec<String>,
+        reason: String,
     },
     Evaluated {
         eval: SplitEval,

@@ -4,9 +4,14 @@
 //! `DIR/ca.pem` + `DIR/ca.key` are made once and reused, so certificates issued later join the
 //! same cluster; `DIR/NAME.pem` + `DIR/NAME.key` are (re)written for every name asked. Private
 //! keys are created with mode 0600.
+//!
+//! A member certificate may also name IP addresses (`--ip`): HTTPS clients such as curl, browsers
+//! and Python check that the address they dialled is in the server's certificate, while the
+//! cluster itself identifies a node by its name only.
 
 use std::fs;
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -36,6 +41,10 @@ pub struct CertsArgs {
     /// A client name to issue a reader certificate for (repeatable).
     #[arg(long = "reader")]
     pub readers: Vec<String>,
+    /// An IP address the member certificates written now also name (repeatable), for HTTPS
+    /// clients that check the address they reach a node's HTTP API at (curl, browsers).
+    #[arg(long = "ip")]
+    pub ips: Vec<IpAddr>,
 }
 
 /// What can go wrong issuing certificates.
@@ -112,8 +121,14 @@ impl CertAuthority {
         }
     }
 
-    /// Issues a certificate for `name` in `role`; returns (certificate PEM, key PEM).
-    pub fn issue(&self, name: &str, role: CertRole) -> Result<(String, String), CertsError> {
+    /// Issues a certificate for `name` in `role` that also names `ips`; returns (certificate
+    /// PEM, key PEM).
+    pub fn issue(
+        &self,
+        name: &str,
+        role: CertRole,
+        ips: &[IpAddr],
+    ) -> Result<(String, String), CertsError> {
         check_name(name)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
@@ -123,6 +138,9 @@ impl CertAuthority {
             SanType::DnsName(name.try_into()?),
             SanType::URI(role.urn().try_into()?),
         ];
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match role {
             CertRole::Member => vec![
@@ -144,7 +162,18 @@ impl CertAuthority {
         name: &str,
         role: CertRole,
     ) -> Result<[PathBuf; 2], CertsError> {
-        let (cert, key) = self.issue(name, role)?;
+        self.write_with_ips(dir, name, role, &[])
+    }
+
+    /// [`CertAuthority::write`] of a certificate that also names `ips`.
+    pub fn write_with_ips(
+        &self,
+        dir: &Path,
+        name: &str,
+        role: CertRole,
+        ips: &[IpAddr],
+    ) -> Result<[PathBuf; 2], CertsError> {
+        let (cert, key) = self.issue(name, role, ips)?;
         let cert_path = dir.join(format!("{name}.pem"));
         let key_path = dir.join(format!("{name}.key"));
         write_private(&key_path, &key)?;
@@ -184,7 +213,12 @@ pub fn run_certs(args: &CertsArgs) -> Result<Value, CertsError> {
         written.push(args.dir.join("ca.key"));
     }
     for (name, role) in wanted {
-        written.extend(ca.write(&args.dir, name, role)?);
+        let ips: &[IpAddr] = if role == CertRole::Member {
+            &args.ips
+        } else {
+            &[]
+        };
+        written.extend(ca.write_with_ips(&args.dir, name, role, ips)?);
     }
     Ok(json!({
         "ok": true,

@@ -5,20 +5,27 @@
 //! A failing test prints the stderr log of each of its nodes and keeps its files (configs, logs,
 //! state dirs) under `target/tmp/cluster/`.
 
+// The MessagePack tree the fuzz tests mutate models with; here it edits one model file.
+#[allow(dead_code)]
+#[path = "../fuzz_decode/msgpack.rs"]
+mod msgpack;
 mod shards;
 mod util;
 
 mod test_bad_config;
 mod test_bad_frames;
+mod test_chaos;
 mod test_classification;
 mod test_console;
 mod test_drift;
 mod test_faults;
 mod test_formation;
 mod test_grow_shrink;
+mod test_hostile_models;
 mod test_join;
 mod test_kill_restart;
 mod test_load;
+mod test_many_clients;
 mod test_pause;
 mod test_refusal;
 mod test_schema;

@@ -63,14 +63,6 @@ fn a_bad_config_exits_2_naming_the_key() {
             "data.task",
         ),
         (
-            "down before suspect",
-            good.replace(
-                "[cluster]\n",
-                "[cluster]\nphi_suspect = 5.0\nphi_down = 3.0\n",
-            ),
-            "cluster.phi_down",
-        ),
-        (
             "drift share out of range",
             good.clone() + "\n[drift]\nshare = 1.5\n",
             "drift.share",

@@ -1,6 +1,7 @@
 //! A raw TCP client that breaks the protocol (garbage, a truncated frame, a frame announcing
-//! 4 GiB, an unknown message, garbage after a correct handshake) gets its connection closed; the
-//! node logs why, still answers `ctl ... status`, and its peer link is untouched.
+//! 4 GiB or, in the handshake, more than 64 KiB, an unknown message, garbage after a correct
+//! handshake) gets its connection closed; the node logs why, still answers `ctl ... status`, and
+//! its peer link is untouched.
 //!
 //! The handshake here is written byte by byte from the protocol as the README documents it
 //! (MessagePack per rmp-serde: a message is a one-entry map from the variant's name to the array
@@ -143,7 +144,7 @@ fn bad_frames_close_only_their_connection() {
         f.extend_from_slice(&[0x81; 10]);
         f
     };
-    let cases: [(&str, Vec<u8>, bool, &str); 6] = [
+    let cases: [(&str, Vec<u8>, bool, &str); 7] = [
         (
             "text garbage",
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
@@ -180,6 +181,13 @@ fn bad_frames_close_only_their_connection() {
             vec![0xff; 4],
             false,
             "frame of 4294967295 bytes exceeds the limit",
+        ),
+        (
+            // Far below cluster.max_frame_bytes: before the handshake, 64 KiB is the limit.
+            "a handshake frame of 64 KiB and one byte",
+            (64 * 1024 + 1u32).to_be_bytes().to_vec(),
+            false,
+            "frame of 65537 bytes exceeds the limit of 65536 bytes",
         ),
     ];
     let refused_within = Duration::from_millis(HANDSHAKE_TIMEOUT_MS / 2);

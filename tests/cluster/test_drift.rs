@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::util::{quote, run, wait_until, Cluster, Node, NodeSpec, TestDir};
 
 /// Writes (or with `append`, appends) `rows` synthetic regression rows with `gen`.
-fn gen(path: &Path, rows: usize, seed: u64, shift: f64, append: bool) {
+pub(crate) fn gen(path: &Path, rows: usize, seed: u64, shift: f64, append: bool) {
     let (rows, seed, shift) = (rows.to_string(), seed.to_string(), shift.to_string());
     let out = path.display().to_string();
     let mut args = vec![
@@ -37,7 +37,7 @@ fn gen(path: &Path, rows: usize, seed: u64, shift: f64, append: bool) {
 }
 
 /// `[data]` + `[drift]` for a synthetic shard.
-fn data_toml(shard: &Path, drift: &str) -> String {
+pub(crate) fn data_toml(shard: &Path, drift: &str) -> String {
     format!(
         "[data]\nshard = {}\nlabel = \"y\"\n\n[drift]\n{drift}\n",
         quote(&shard.display().to_string())

@@ -96,7 +96,7 @@ fn a_frozen_node_never_holds_up_predictions() {
         .node("n1")
         .wait_for_log("client connected", Duration::from_secs(10)));
     cluster.node("n3").pause();
-    // Frozen: first suspect, then down (its sockets stay open, only heartbeats stop).
+    // Frozen: first suspect, then down (its sockets stay open, it just stops answering probes).
     let down = wait_until(Duration::from_secs(5), || {
         cluster.node("n1").peer_state("n3").as_deref() == Some("down")
     });

@@ -1,5 +1,5 @@
 //! A frozen node (SIGSTOP: its sockets stay open, it just goes silent) is found out by the
-//! heartbeats alone: suspect, then down; once it thaws (SIGCONT), all three are up again.
+//! membership protocol alone: suspect, then down; once it thaws (SIGCONT), all three are up again.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ fn a_silent_node_turns_suspect_then_down_and_recovers() {
 
     cluster.node("n3").pause();
     let paused = Instant::now();
-    // Down after 2.5 s of silence, checked every heartbeat (0.5 s): at most ~3.5 s after the
+    // Suspect within a probe round or two, down 1.5 s later (the suspicion timeout): about 3 s after the
     // pause; allow some slack for a busy machine.
     let mut seen: Vec<String> = Vec::new();
     let mut last = String::new();

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use ensemble_cluster::cluster::swim::wire::{self, Incarnation, Packet, Rumor, Status};
 use ensemble_cluster::net::{self, Greeting, Secret};
 use ensemble_cluster::protocol::{Message, NodeInfo, Request, Response, Role};
 use futures::{SinkExt, StreamExt};
@@ -86,11 +87,28 @@ fn gossip_cannot_move_a_member_and_roles_are_enforced() {
             addr: "127.0.0.1:9".into(),
             incarnation: u64::MAX,
         };
-        for _ in 0..5 {
-            let heartbeat = Message::Heartbeat {
-                members: vec![forged.clone()],
+        // Membership gossip that n2 moved, then that it failed, in a run n2 could never refute.
+        let forged_run = Incarnation {
+            run: forged.incarnation,
+            count: u32::MAX,
+        };
+        let news = |status| Rumor {
+            id: forged.id.clone(),
+            inc: forged_run,
+            status,
+            meta: (status == Status::Alive).then(|| forged.addr.clone()),
+        };
+        for status in [Status::Alive, Status::Dead] {
+            let packet: Packet<String, String> = Packet::Gossip {
+                rumors: vec![news(status)],
             };
-            dialed.conn.send(heartbeat).await.expect("gossip sent");
+            let packet = wire::encode(&packet).expect("encoded");
+            for _ in 0..5 {
+                let gossip = Message::Membership {
+                    packet: packet.clone(),
+                };
+                dialed.conn.send(gossip).await.expect("gossip sent");
+            }
         }
         // A member runs no console command, even one that changes nothing.
         let refused = error_of(
@@ -129,8 +147,13 @@ fn gossip_cannot_move_a_member_and_roles_are_enforced() {
     });
     assert!(!std::path::Path::new("/tmp/should-not-exist.csv").exists());
 
-    // n1 still knows n2 where it really is, up, and asks it.
+    // n1 still knows n2 where it really is, up, and asks it; it does not fall for the forged
+    // failure later either.
     let n1 = cluster.node("n1");
+    let fell = wait_until(Duration::from_secs(2), || {
+        n1.peer_state("n2").as_deref() != Some("up")
+    });
+    assert!(!fell, "n2 is {:?} at n1", n1.peer_state("n2"));
     let peers = n1.command("peers");
     let n2 = peers["peers"]
         .as_array()

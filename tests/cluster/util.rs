@@ -685,8 +685,8 @@ impl Cluster {
         &mut self.nodes[index]
     }
 
-    /// Whether every running node reports `members = N`, `peers_up = N-1` and every peer up,
-    /// where N is the number of running nodes. The second value says what each node sees.
+    /// Whether every running node reports `members = N`, `peers_up = N-1` and every peer up
+    /// (peers that left aside), where N is the number of running nodes. The second value says what each node sees.
     pub fn formed(&mut self) -> (bool, String) {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].is_running())
@@ -697,7 +697,12 @@ impl Cluster {
         for i in running {
             let node = &mut self.nodes[i];
             let status = node.status();
-            let peers = node.peer_states();
+            // A peer that left on purpose is listed as such, not counted.
+            let peers: Vec<(String, String)> = node
+                .peer_states()
+                .into_iter()
+                .filter(|(_, s)| s != "left")
+                .collect();
             let all_up = peers.len() == n - 1 && peers.iter().all(|(_, s)| s == "up");
             ok &= status["members"] == n && status["peers_up"] == n - 1 && all_up;
             views.push(format!(

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::super::model::{Fail as ModelFail, Train};
+use super::super::model::{Cause, Fail as ModelFail, Train};
 use super::super::peer::Fail as PeerFail;
 use super::super::supervision::guard_response;
 use super::super::watcher::{Fail as WatcherFail, GetReport};
+use super::evaluator::Evaluator;
 use super::{ClusterActor, Shutdown};
 use crate::answer::{
-    Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, ModelInfo, PeerEntry, Peers,
-    RowsPrediction, SchemaInfo, Status,
+    Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, MembershipTraffic, ModelInfo,
+    PeerEntry, Peers, RowsPrediction, SchemaInfo, Status,
 };
 use crate::cluster::{self, Plan};
 use crate::command::{self, Command, Fault};
@@ -118,6 +119,7 @@ impl ClusterActor {
             Command::TrainLocal => {
                 let train = self.local.actor.send(Train {
                     reason: "train local".into(),
+                    cause: Cause::TrainLocal,
                     window: self.settings.drift.window(),
                     queue: true,
                     gate: None,
@@ -197,6 +199,18 @@ impl ClusterActor {
             rows_valid: summary.map(|s| s.rows_valid),
             label: self.settings.data.as_ref().map(|d| d.label.clone()),
             restarts: self.supervision.counts(),
+            membership: {
+                let s = self.membership_stats();
+                MembershipTraffic {
+                    sent_packets: s.sent_packets,
+                    sent_bytes: s.sent_bytes,
+                    received_packets: s.received_packets,
+                    received_bytes: s.received_bytes,
+                    suspicions: s.suspicions,
+                    refutations: s.refutations,
+                }
+            },
+            retrains: self.local.slot.retrains(),
         }
     }
 
@@ -241,17 +255,39 @@ impl ClusterActor {
                     id: p.info.id.clone(),
                     addr: p.info.addr.to_string(),
                     state: p.state,
+                    received_bytes: p.link.as_ref().map(|l| l.traffic().received()),
+                    sent_bytes: p.link.as_ref().map(|l| l.traffic().sent()),
                 })
                 .collect(),
+        }
+    }
+
+    /// This node as the scorer of a cross-validation round, with the members it can fetch models
+    /// from.
+    fn evaluator(&self) -> Evaluator {
+        let cluster = &self.settings.cluster;
+        let (owners, _) = self
+            .members
+            .ask(Rc::new(self.local.clone()), cluster.request_timeout());
+        Evaluator {
+            local: self.local.clone(),
+            owners,
+            max_bytes: cluster.max_frame_bytes as u64,
+            deadline: Duration::from_millis(cluster.train_timeout_ms),
         }
     }
 
     /// The members a cluster-wide flow involves.
     fn plan(&self) -> Plan {
         let cluster = &self.settings.cluster;
-        let (members, unreachable) = self
+        let (mut members, unreachable) = self
             .members
             .ask(Rc::new(self.local.clone()), cluster.request_timeout());
+        // This node scores its part of a cross-validation by fetching from the others.
+        let me = &self.me().id;
+        if let Some(local) = members.iter_mut().find(|m| &m.id == me) {
+            local.member = Rc::new(self.evaluator());
+        }
         Plan {
             members,
             unreachable,
@@ -317,6 +353,10 @@ impl ClusterActor {
             Request::Schema => {
                 let (plan, dispatch) = (self.plan(), self.dispatch.clone());
                 actix_rt::spawn(async move { link.respond(id, dispatch.schema(&plan).await) });
+            }
+            Request::Evaluate { models } => {
+                let evaluator = self.evaluator();
+                actix_rt::spawn(async move { link.respond(id, evaluator.evaluate(models).await) });
             }
             other => {
                 let local = self.local.clone();

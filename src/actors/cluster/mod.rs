@@ -2,11 +2,14 @@
 //!
 //! It keeps the [`Membership`] up to date from its peer actors' [`PeerEvent`]s, starts a
 //! supervised [`PeerActor`] for each member it learns of, joins through the seeds while it has
-//! no live peer, and leaves the cluster cleanly on `quit` or a signal. Commands are dispatched in
+//! no live peer, and leaves the cluster cleanly on `quit` or a signal. It drives this node's
+//! membership protocol ([`Swim`]): ticks it, carries its packets over the member links, and turns
+//! its verdicts (a member suspect, failed, back) into [`Verdict`]s for the peer actors. Commands are dispatched in
 //! [`exec`] to typed answers. It is supervised like every long-lived actor: a panic in a handler
 //! answers the request in flight with an error and restarts it, and a restart asks every peer
 //! actor to report again, which rebuilds the member table.
 
+mod evaluator;
 mod exec;
 
 use std::rc::Rc;
@@ -14,18 +17,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 
 use super::model::LocalModel;
-use super::peer::{Attach, Gossip, PeerActor, PeerEnv, PeerEvent, Relocate, Report, Timing};
+use super::peer::{Attach, PeerActor, PeerEnv, PeerEvent, Relocate, Report, Timing, Verdict};
 use super::supervision::{guard, Guarded, Kind, Supervision};
 use super::watcher::DataWatcher;
 use crate::answer::Answer;
-use crate::cluster::{Admission, BatchSettings, Dispatch, Membership};
+use crate::cluster::swim::{self, Event, Incarnation, Swim};
+use crate::cluster::{Admission, BatchSettings, Dispatch, Membership, PeerState};
 use crate::command::Command;
-use crate::config::Settings;
+use crate::config::{ClusterSettings, Settings};
 use crate::error::Error;
 use crate::net::{self, Conn, FromLink, Greeting, Link, LinkEvent};
 use crate::protocol::{Message, NodeInfo, Role};
+
+/// How often the membership protocol is stepped: a fraction of its probe timeout.
+const MEMBERSHIP_TICK: Duration = Duration::from_millis(50);
+
+/// The membership protocol's timing, from `[cluster]`: a member is probed every `heartbeat_ms`,
+/// and a suspect one has at least `heartbeat_ms + acceptable_pause_ms` to refute (more in a
+/// larger cluster: the timeout grows as log N).
+pub fn membership_config(c: &ClusterSettings) -> swim::Config {
+    let probe = c.heartbeat();
+    swim::Config {
+        probe_interval: probe,
+        probe_timeout: probe.mul_f64(0.3),
+        suspicion_min: probe + Duration::from_millis(c.acceptable_pause_ms),
+        ..swim::Config::default()
+    }
+}
 
 pub struct ClusterActor {
     /// The address the listener is bound to (`me().addr` is the one peers dial).
@@ -39,6 +60,10 @@ pub struct ClusterActor {
     watcher: Option<Addr<DataWatcher>>,
     supervision: Supervision,
     members: Membership<Addr<PeerActor>>,
+    /// Membership and failure detection: whom to probe, who is suspect or failed.
+    swim: Swim<String, String>,
+    /// The origin of `swim`'s clock.
+    clock: Instant,
     seeds: Vec<String>,
     seed_dials: usize,
     started: Instant,
@@ -62,11 +87,16 @@ impl ClusterActor {
         let c = &settings.cluster;
         let timing = Timing {
             heartbeat: c.heartbeat(),
-            acceptable_pause: Duration::from_millis(c.acceptable_pause_ms),
-            phi_suspect: c.phi_suspect,
-            phi_down: c.phi_down,
             reconnect_max: Duration::from_millis(c.reconnect_max_ms),
         };
+        let swim = Swim::new(
+            me.id.clone(),
+            me.addr.clone(),
+            me.incarnation,
+            membership_config(c),
+            rand::random(),
+            Duration::ZERO,
+        );
         let seeds = settings
             .node
             .seeds
@@ -92,6 +122,8 @@ impl ClusterActor {
             watcher,
             supervision,
             members: Membership::new(me, max_members),
+            swim,
+            clock: Instant::now(),
             seeds,
             seed_dials: 0,
             started: Instant::now(),
@@ -105,11 +137,79 @@ impl ClusterActor {
         self.members.me()
     }
 
-    fn broadcast_gossip(&self) {
-        let view = Arc::new(self.members.view());
-        for actor in self.members.handles() {
-            actor.do_send(Gossip(view.clone()));
+    /// One step of the membership protocol: a frame of any kind from the member being probed
+    /// answers the probe, and from a suspect one gives it time; then whatever is due.
+    fn tick_membership(&mut self, ctx: &mut Context<Self>) {
+        let watched: Vec<String> = self
+            .swim
+            .probing()
+            .into_iter()
+            .chain(self.swim.suspects())
+            .cloned()
+            .collect();
+        for id in watched {
+            let heard = self
+                .members
+                .get(&id)
+                .and_then(|e| e.link.as_ref())
+                .map(|link| link.last_heard().saturating_duration_since(self.clock));
+            if let Some(at) = heard {
+                self.swim.heard_from(&id, at);
+            }
         }
+        self.swim.tick(self.clock.elapsed());
+        self.flush_membership(ctx);
+    }
+
+    /// Sends what the membership protocol wants sent (over the member's link; without one, the
+    /// packet is lost, which the protocol expects) and acts on its verdicts.
+    fn flush_membership(&mut self, ctx: &mut Context<Self>) {
+        let out: Vec<_> = self.swim.outgoing().collect();
+        for o in out {
+            if let Some(link) = self.members.get(&o.to).and_then(|e| e.link.as_ref()) {
+                let _ = link.send(Message::Membership { packet: o.bytes });
+            }
+        }
+        let events: Vec<_> = self.swim.events().collect();
+        for event in events {
+            let (id, verdict) = match event {
+                Event::Up { id, meta } => {
+                    let node = NodeInfo {
+                        id: id.clone(),
+                        addr: meta,
+                        incarnation: 0,
+                    };
+                    if self.members.is_news(&node) {
+                        self.ensure_peer(node, false, ctx);
+                    }
+                    (id, PeerState::Up)
+                }
+                Event::Alive(id) => (id, PeerState::Up),
+                Event::Suspect(id) => (id, PeerState::Suspect),
+                Event::Down(id) => (id, PeerState::Down),
+                // The member says so over its link (`Leave`), which retires its peer actor.
+                Event::Left(id) => {
+                    tracing::debug!(peer = %id, "heard that it left");
+                    continue;
+                }
+            };
+            if let Some(handle) = self.members.get(&id).and_then(|e| e.handle.as_ref()) {
+                handle.do_send(Verdict(verdict));
+            }
+        }
+    }
+
+    fn on_membership_packet(&mut self, from: &str, packet: &Bytes, ctx: &mut Context<Self>) {
+        let now = self.clock.elapsed();
+        if let Err(e) = self.swim.receive(&from.to_string(), packet, now) {
+            tracing::warn!(peer = %from, "ignoring a membership packet: {e}");
+        }
+        self.flush_membership(ctx);
+    }
+
+    /// What the membership protocol's counters say (the `status` command shows them).
+    pub(super) fn membership_stats(&self) -> swim::Stats {
+        self.swim.stats()
     }
 
     /// Makes sure a member is known and has a peer actor; returns it unless the member is this
@@ -150,7 +250,7 @@ impl ClusterActor {
                     local: self.local.clone(),
                     supervision: self.supervision.clone(),
                 };
-                let peer = PeerActor::new(env, node.clone(), Arc::new(self.members.view()));
+                let peer = PeerActor::new(env, node.clone());
                 let actor = Supervisor::start(move |_| peer);
                 self.members.insert(node, actor.clone());
                 Some(actor)
@@ -210,9 +310,18 @@ impl ClusterActor {
     fn on_peer_event(&mut self, event: PeerEvent, ctx: &mut Context<Self>) {
         match event {
             PeerEvent::Changed { info, state, link } => {
-                if self.members.update(info, state, link) {
-                    self.broadcast_gossip();
+                if state == PeerState::Up {
+                    // The member described itself over its own connection: its run is news.
+                    let inc = Incarnation::new(info.incarnation);
+                    let now = self.clock.elapsed();
+                    self.swim
+                        .admit(info.id.clone(), inc, info.addr.clone(), now);
                 }
+                self.members.update(info, state, link);
+                self.flush_membership(ctx);
+            }
+            PeerEvent::Membership { from, packet } => {
+                self.on_membership_packet(&from, &packet, ctx)
             }
             PeerEvent::Learned(nodes) => {
                 for node in nodes {
@@ -221,10 +330,7 @@ impl ClusterActor {
                     }
                 }
             }
-            PeerEvent::Left(info) => {
-                self.members.leave(&info);
-                self.broadcast_gossip();
-            }
+            PeerEvent::Left(info) => self.members.leave(&info),
             PeerEvent::Request { link, id, body } => self.serve(link, id, body, ctx),
         }
     }
@@ -239,6 +345,11 @@ impl Actor for ClusterActor {
         ctx.run_interval(Duration::from_secs(1), |act, ctx| {
             guard(act, ctx, "cluster actor (join)", |act, ctx| {
                 act.join_through_seeds(ctx)
+            });
+        });
+        ctx.run_interval(MEMBERSHIP_TICK, |act, ctx| {
+            guard(act, ctx, "cluster actor (membership)", |act, ctx| {
+                act.tick_membership(ctx)
             });
         });
     }
@@ -335,6 +446,8 @@ impl Handler<Shutdown> for ClusterActor {
         }
         self.leaving = true;
         tracing::info!(node = %self.me().id, "leaving the cluster");
+        self.swim.leave();
+        self.flush_membership(ctx);
         let links: Vec<Link> = self.members.links().cloned().collect();
         for link in &links {
             let _ = link.send(Message::Leave);

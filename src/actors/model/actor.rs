@@ -17,7 +17,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::error::{ModelError, TaskFailed};
-use super::slot::{Current, ModelSlot};
+use super::slot::{Cause, Current, ModelSlot};
 use super::store::{self, Store, Stored, Ticket, MODEL_FILE};
 use crate::actors::supervision::{
     guard, injected_fault, panic_message, Guarded, Kind, Supervision,
@@ -289,6 +289,7 @@ impl ModelActor {
         let store = self.store.clone();
         let Train {
             reason,
+            cause,
             window,
             gate,
             ..
@@ -306,6 +307,7 @@ impl ModelActor {
             let (current, valid, swap) = result.inspect_err(|e| {
                 tracing::error!("training failed, keeping the previous model: {e}")
             })?;
+            act.slot.count_retrain(cause);
             if let Some(refused) = swap.as_ref().filter(|s| !s.accepted) {
                 tracing::info!(%reason, why = %refused.reason, "new model not put in service");
                 return Ok(Trained {
@@ -361,16 +363,19 @@ impl ModelActor {
 }
 
 fn score_models(models: &[ModelBlob], valid: &Table) -> Result<SplitEval, ModelError> {
-    let models = models
-        .iter()
-        .map(|b| {
-            Pipeline::from_bytes(&b.bytes).map_err(|source| ModelError::Foreign {
-                node: b.node.clone(),
-                source,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let refs: Vec<&Pipeline> = models.iter().collect();
+    // Every model is checked before any is scored, so that all the invalid ones are named.
+    let mut loaded = Vec::with_capacity(models.len());
+    let mut invalid = Vec::new();
+    for b in models {
+        match Pipeline::from_bytes(&b.bytes) {
+            Ok(p) => loaded.push(p),
+            Err(e) => invalid.push((b.node.clone(), e)),
+        }
+    }
+    if !invalid.is_empty() {
+        return Err(ModelError::Invalid(invalid));
+    }
+    let refs: Vec<&Pipeline> = loaded.iter().collect();
     Ok(evaluate_split(&refs, valid, None)?)
 }
 
@@ -391,6 +396,7 @@ impl Actor for ModelActor {
             tracing::info!("no model yet: training on the local shard");
             ctx.notify(Train {
                 reason: "first start".into(),
+                cause: Cause::Start,
                 window: None,
                 queue: false,
                 gate: None,
@@ -420,6 +426,7 @@ impl Supervised for ModelActor {
 #[rtype(result = "Result<Trained, ModelError>")]
 pub struct Train {
     pub reason: String,
+    pub cause: Cause,
     /// Train on the shard's last rows only.
     pub window: Option<usize>,
     pub queue: bool,

@@ -17,6 +17,9 @@ pub enum ModelError {
     Ml(#[from] MlError),
     #[error("model of {node}: {source}")]
     Foreign { node: String, source: MlError },
+    /// Models sent for scoring that are not valid models, each with why.
+    #[error("{}", .0.iter().map(|(node, e)| format!("model of {node}: {e}")).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<(String, MlError)>),
     #[error("cannot encode the model file: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
     #[error("cannot save the model in {}: {source}", dir.display())]

@@ -14,13 +14,14 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use super::actor::{blocking, Evaluate, ModelActor, ModelFailed, Train};
-use super::slot::ModelSlot;
+use super::error::ModelError;
+use super::slot::{Cause, ModelSlot};
 use crate::actors::supervision::panic_message;
-use crate::cluster::{Batch, Member};
+use crate::cluster::{serve_chunk, Batch, Member};
 use crate::error::Result;
 use crate::ml::{Rows, TypedRows};
 use crate::net::{Access, Link};
-use crate::protocol::{Request, Response};
+use crate::protocol::{ModelBlob, Request, Response};
 
 /// Requests with at most this many rows are predicted inline (a few hundred microseconds with a
 /// large boosted model); bigger batches go to the blocking pool so they cannot stall the node's
@@ -40,7 +41,9 @@ impl LocalModel {
     /// they need no wait, else from a task), anything else is handed back for the node to serve.
     pub fn serve_link(&self, link: &Link, id: u64, request: Request) -> Option<Request> {
         match request {
+            // Scoring fetches models from the other members: the node holds the links.
             Request::Command { .. } | Request::PredictEnsemble { .. } => Some(request),
+            Request::Evaluate { .. } if link.access() == Access::Member => Some(request),
             Request::Ping => {
                 link.respond(id, Response::Pong);
                 None
@@ -64,6 +67,10 @@ impl LocalModel {
                 link.respond(id, self.predict_now(&rows));
                 None
             }
+            Request::FetchModel { version, offset } => {
+                link.respond(id, self.chunk(version, offset));
+                None
+            }
             request => {
                 let (me, link) = (self.clone(), link.clone());
                 actix_rt::spawn(async move { link.respond(id, me.serve(request).await) });
@@ -81,6 +88,7 @@ impl LocalModel {
                 .actor
                 .send(Train {
                     reason: "cluster training".into(),
+                    cause: Cause::Train,
                     window: None,
                     queue: true,
                     gate: None,
@@ -89,7 +97,7 @@ impl LocalModel {
             {
                 Ok(Ok(t)) => Response::Trained {
                     summary: t.summary,
-                    model: t.bytes,
+                    size: t.bytes.len() as u64,
                 },
                 Ok(Err(e)) => failed(e.to_string()),
                 Err(e) => failed(format!("model actor unavailable: {e}")),
@@ -97,15 +105,14 @@ impl LocalModel {
             Request::GetModel => match self.slot.current() {
                 Some(c) => Response::Model {
                     summary: c.summary.clone(),
-                    model: c.bytes.clone(),
+                    size: c.bytes.len() as u64,
                 },
                 None => Response::NoModel,
             },
-            Request::Evaluate { models } => match self.actor.send(Evaluate(models)).await {
-                Ok(Ok(eval)) => Response::Evaluated { eval },
-                Ok(Err(e)) => failed(e.to_string()),
-                Err(e) => failed(format!("model actor unavailable: {e}")),
-            },
+            Request::FetchModel { version, offset } => self.chunk(version, offset),
+            Request::Evaluate { .. } => {
+                failed("scoring fetches models from the cluster: the node serves it".into())
+            }
             Request::Predict { rows } => self.predict(rows).await,
             Request::Schema => self.schema(),
             Request::Command { .. } | Request::PredictEnsemble { .. } => {
@@ -136,6 +143,32 @@ impl LocalModel {
                 reason: e.to_string(),
             },
         }
+    }
+
+    /// Scores `models` (fetched from their owners) and their ensemble on this node's validation
+    /// split.
+    pub async fn score(&self, models: Vec<ModelBlob>) -> Response {
+        match self.actor.send(Evaluate(models)).await {
+            Ok(Ok(eval)) => Response::Evaluated { eval },
+            // Not this node's failure: the coordinator drops those models and asks again.
+            Ok(Err(ModelError::Invalid(invalid))) => Response::Unfetched {
+                nodes: invalid.iter().map(|(node, _)| node.clone()).collect(),
+                reason: ModelError::Invalid(invalid).to_string(),
+            },
+            Ok(Err(e)) => Response::Error {
+                reason: e.to_string(),
+            },
+            Err(e) => Response::Error {
+                reason: format!("model actor unavailable: {e}"),
+            },
+        }
+    }
+
+    /// A chunk of this node's current model, for a member scoring it.
+    fn chunk(&self, version: u64, offset: u64) -> Response {
+        let current = self.slot.current();
+        let model = current.as_ref().map(|c| (c.summary.version, &c.bytes));
+        serve_chunk(model, version, offset)
     }
 
     /// Predicts with the current model; never waits for a training. Big batches run on the

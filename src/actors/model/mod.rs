@@ -15,5 +15,5 @@ mod store;
 pub use actor::{blocking, Fail, Gate, ModelActor, Train, TrainingSource};
 pub use error::ModelError;
 pub use local::LocalModel;
-pub use slot::{Current, ModelSlot};
+pub use slot::{Cause, Current, ModelSlot, Retrains};
 pub use store::MODEL_FILE;

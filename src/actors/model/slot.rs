@@ -2,10 +2,11 @@
 //! through the model actor's mailbox, so predictions never wait for a training; the actor swaps a
 //! new model in with one write. The model is compiled for serving ([`Served`]) as it goes in.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use serde::Serialize;
 
 use crate::ml::{Pipeline, Reference, Served, Watermark};
 use crate::protocol::ModelSummary;
@@ -31,6 +32,43 @@ pub struct Serving {
     pub served: Arc<Served>,
 }
 
+/// Why a model was trained: the `cause` of the retrain counts in `status` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The node started without a model.
+    Start,
+    /// A cluster-wide `train`.
+    Train,
+    /// The `train local` command.
+    TrainLocal,
+    /// The data watcher saw drift.
+    Drift,
+}
+
+/// Trainings that produced a model since the node started, per [`Cause`] (whether or not the
+/// model was then put in service).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Retrains {
+    pub start: u64,
+    pub train: u64,
+    pub train_local: u64,
+    pub drift: u64,
+}
+
+#[derive(Default)]
+struct RetrainCounts([AtomicU64; 4]);
+
+impl Cause {
+    fn index(self) -> usize {
+        match self {
+            Cause::Start => 0,
+            Cause::Train => 1,
+            Cause::TrainLocal => 2,
+            Cause::Drift => 3,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct SlotInner {
     current: RwLock<Option<Serving>>,
@@ -39,6 +77,7 @@ pub(super) struct SlotInner {
     pub(super) foreign: AtomicUsize,
     /// `fault panic-next-predict`: the next prediction panics inside the model code.
     pub(super) panic_next_predict: AtomicBool,
+    retrains: RetrainCounts,
 }
 
 /// The shared cell holding the current model. Cloning shares it.
@@ -73,6 +112,21 @@ impl ModelSlot {
         let served = Arc::new(Served::new(&current.pipeline));
         *self.0.current.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Serving { current, served });
+    }
+
+    /// Trainings done so far, per cause.
+    pub fn retrains(&self) -> Retrains {
+        let n = |c: Cause| self.0.retrains.0[c.index()].load(Ordering::Relaxed);
+        Retrains {
+            start: n(Cause::Start),
+            train: n(Cause::Train),
+            train_local: n(Cause::TrainLocal),
+            drift: n(Cause::Drift),
+        }
+    }
+
+    pub(super) fn count_retrain(&self, cause: Cause) {
+        self.0.retrains.0[cause.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Arms `fault panic-next-predict`.

@@ -34,11 +34,17 @@ pub fn ks_statistic(a: &[f64], b: &[f64]) -> Option<f64> {
     let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
     while i < a.len() && j < b.len() {
         let x = a[i].min(b[j]);
+        let at = (i, j);
         while i < a.len() && a[i] <= x {
             i += 1;
         }
         while j < b.len() && b[j] <= x {
             j += 1;
+        }
+        if (i, j) == at {
+            // Only NaN is left on both sides (a reference read from a damaged file): nothing
+            // more to compare, and no step would move.
+            break;
         }
         d = d.max((i as f64 / n - j as f64 / m).abs());
     }
@@ -243,7 +249,10 @@ pub fn mann_whitney_greater(base: &[f64], new: &[f64]) -> f64 {
     let (mut rank_new, mut ties) = (0.0, 0.0);
     let mut i = 0;
     while i < n {
-        let mut j = i;
+        // `j` starts past `i`: a NaN error (a linear model's prediction that overflowed on
+        // extreme inputs, a damaged reference file) equals nothing, not even itself, and must
+        // still move the scan on.
+        let mut j = i + 1;
         while j < n && all[j].0 == all[i].0 {
             j += 1;
         }
@@ -400,6 +409,16 @@ mod tests {
         // Ties: all equal → no information.
         assert_eq!(mann_whitney_greater(&[1.0; 5], &[1.0; 5]), 1.0);
         assert_eq!(mann_whitney_greater(&[], &[1.0]), 1.0);
+    }
+
+    #[test]
+    fn nan_ends_the_scans() {
+        // NaN equals nothing: a tie scan that waited for equality, or a merge that waited for
+        // `<=`, never moved again. Both return, with a number.
+        let p = mann_whitney_greater(&[1.0, f64::NAN, 2.0], &[f64::NAN, 3.0, f64::NAN]);
+        assert!((0.0..=1.0).contains(&p), "{p}");
+        let d = ks_statistic(&[1.0, f64::NAN], &[0.5, f64::NAN]).expect("two samples");
+        assert!(close(d, 0.5, 1e-12), "{d}");
     }
 
     #[test]
