@@ -128,6 +128,35 @@ start_node() {
     PIDS+=("$STARTED")
 }
 
+# start_console_node CONFIG LOG: like start_node, with the node's `--json` console reading a
+# FIFO this shell writes through fd 3 (see console) and answering into $TMP/console.out.
+start_console_node() {
+    local config=$1 logfile=$2
+    rm -f "$TMP/console.in"
+    mkfifo "$TMP/console.in"
+    : >"$TMP/console.out"
+    "$BIN" --config "$config" --json <"$TMP/console.in" >"$TMP/console.out" 2>"$logfile" &
+    STARTED=$!
+    PIDS+=("$STARTED")
+    exec 3>"$TMP/console.in"
+}
+
+# console LINE...: sends a command to the console of start_console_node and prints its one-line
+# JSON answer (waits up to CONSOLE_WAIT_S, 600 s).
+console() {
+    local before
+    before=$(wc -l <"$TMP/console.out")
+    echo "$*" >&3
+    for _ in $(seq $((${CONSOLE_WAIT_S:-600} * 20))); do
+        if [ "$(wc -l <"$TMP/console.out")" -gt "$before" ]; then
+            tail -n 1 "$TMP/console.out"
+            return 0
+        fi
+        sleep 0.05
+    done
+    die "no answer from the console to: $*"
+}
+
 # wait_members ADDR N [SECONDS]: until the node at ADDR sees N members, all up.
 wait_members() {
     local addr=$1 n=$2 secs=${3:-60} status=

@@ -2,12 +2,15 @@
 """Renders bench/run.sh's measurements as Markdown (bench/results.md).
 
     python3 bench/report.py MEASUREMENTS_DIR > bench/results.md
+    python3 bench/report.py MEASUREMENTS_DIR --readme-table   (the README's Benchmarks table)
 
 MEASUREMENTS_DIR (bench/results after a run) holds one JSON file per measurement, the phases'
-machine load (busy.jsonl) and the commands run (commands), all written by run.sh. Every target
-of issue 7 is printed next to its figure with "met" / "**not met**". bench/profile.md, when present, is
-appended as the "where the time goes" section (written by hand from a profile; it says which
-commit it describes). Standard library only.
+machine load (busy.jsonl) and the commands run (commands), all written by run.sh; earlier/ holds
+issue 7's training and fit measurements when this run did not take them (with that run's meta).
+Every target of issue 13 is printed next to its figure with "met" / "**not met**": the figure is
+the median over the run's repeats, each repeat listed beside it. bench/profile.md, when present,
+is appended as the "where the time goes" section (written by hand from a profile; it says which
+commit it describes), and bench/http.md (issue 12's HTTP measurements). Standard library only.
 """
 
 import json
@@ -16,12 +19,13 @@ import statistics
 import sys
 
 M = sys.argv[1]
+README_TABLE = "--readme-table" in sys.argv[2:]
 COMMANDS = os.path.join(M, "commands")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def load(key):
-    path = os.path.join(M, key + ".json")
+def load(key, where=M):
+    path = os.path.join(where, key + ".json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -44,21 +48,136 @@ def median(xs):
 
 
 meta = load("meta")
+repeats = int(meta["repeats"])
 nodes = [int(x) for x in meta["nodes"].split()]
-rows = int(meta["rows"])
+pf_rows = [int(x) for x in meta["pf_rows"].split()]
 in_flight = meta["in_flight"]
+
+
+def runs(prefix):
+    """The repeats of one measure: prefix_1, prefix_2, ..."""
+    out = []
+    for r in range(1, repeats + 1):
+        x = load(f"{prefix}_{r}")
+        if x is not None:
+            out.append(x)
+    return out
+
+
+# predict-file measures (key prefix, way): through ctl (the client reads the file), at node 1's
+# console (the node does).
+PF_WAYS = (("pf", "ctl"), ("pfc", "console"))
+
+
+def listed(xs, fmt=n):
+    return ", ".join(fmt(x) for x in xs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The serving targets (issue 13), as (measure, measured, target, verdict) rows.
+
+targets = []
+ping, seq4, load4 = runs("ping"), runs("seq_4"), runs("load_4")
+if ping and seq4:
+    p, s = median([x["p50_us"] for x in ping]), median([x["p50_us"] for x in seq4])
+    ratios = [b["p50_us"] / a["p50_us"] for a, b in zip(ping, seq4) if a["p50_us"]]
+    targets.append((
+        "4 nodes, House Prices, default learner: one-row sequential p50 / ping p50 (same cluster, "
+        "in turn)",
+        f"{n(s)} / {n(p)} µs = **{s / p:.1f}×** (runs: {listed(ratios, lambda r: f'{r:.1f}×')})",
+        "≤ 4×", verdict(s / p <= 4)))
+if load4:
+    rates = [x["per_s"] for x in load4]
+    errors = sum(x["errors"] for x in load4)
+    total = sum(x["requests"] for x in load4)
+    full = sum(v for x in load4 for a, v in x["answered"].items() if int(a) == 4)
+    ok = median(rates) >= 20000 and errors == 0 and full == total
+    targets.append((
+        f"same, {in_flight} in flight: predictions/s; errors; answers from all 4 nodes",
+        f"**{n(median(rates))} /s** (runs: {listed(rates)}); {errors} errors; "
+        f"{n(full)} / {n(total)}",
+        "≥ 20,000 /s, 0 errors, every answer from 4", verdict(ok)))
+seq16 = runs("seq_16")
+if seq4 and seq16:
+    a, b = median([x["p50_us"] for x in seq4]), median([x["p50_us"] for x in seq16])
+    targets.append((
+        "16 nodes: one-row sequential p50 / the 4-node p50",
+        f"{n(b)} / {n(a)} µs = **{b / a:.2f}×** (16-node runs: "
+        f"{listed([x['p50_us'] for x in seq16])} µs)",
+        "≤ 3×", verdict(b / a <= 3)))
+for name, label, goal in (("tree", "depth-3 trees", 1_000_000),
+                          ("default", "the default learner", 300_000)):
+    first = pf_rows[0]
+    for prefix, way in PF_WAYS:
+        pf = runs(f"{prefix}_{name}_{first}")
+        if pf:
+            rates = [x["rows_per_s"] for x in pf]
+            targets.append((
+                f"`predict-file`, {n(first)} rows × {meta['features']} features, 4 nodes, "
+                f"{label}, through {'`ctl`' if way == 'ctl' else 'the console'}",
+                f"**{n(median(rates))} rows/s** (runs: {listed(rates)})",
+                f"≥ {n(goal)} rows/s", verdict(median(rates) >= goal)))
+growth = []
+for prefix, way in PF_WAYS:
+    for name in ("tree", "default"):
+        for rows in pf_rows:
+            for x in runs(f"{prefix}_{name}_{rows}"):
+                growth.append((way, name, rows,
+                               (x["coordinator_hwm_kb"] - x["coordinator_rss_before_kb"]) / 1024))
+if growth:
+    worst = max(g for _, _, _, g in growth)
+    parts = []
+    for _, way in PF_WAYS:
+        for name in ("tree", "default"):
+            for rows in pf_rows:
+                gs = [g for w_, nm, r, g in growth if w_ == way and nm == name and r == rows]
+                if gs:
+                    parts.append(f"{name}, {way}, {n(rows / 1e6, 0 if rows % 1_000_000 == 0 else 1)} "
+                                 f"M rows: {listed(gs, lambda g: f'{g:.0f}')}")
+    targets.append((
+        "`predict-file`: the coordinating node's peak RSS over its RSS before, MB (through `ctl`, "
+        "and at the node's console, where the node reads the file)",
+        f"at most **{worst:.0f} MB** ({'; '.join(parts)})", "≤ 64 MB whatever the file size",
+        verdict(worst <= 64)))
+hung, killed = load("fault_hung"), load("fault_killed")
+if hung and killed:
+    deadline_ms = 1000
+    slowest = max(hung["max_us"], killed["max_us"]) / 1000
+    ok = hung["errors"] == 0 and killed["errors"] == 0 and slowest <= deadline_ms * 1.5
+    targets.append((
+        f"a peer frozen 3 s (SIGSTOP) / killed under {in_flight} in flight: slowest answer; "
+        "errors; answers from 3 nodes",
+        f"{n(hung['max_us'] / 1000)} / {n(killed['max_us'] / 1000)} ms; "
+        f"{hung['errors']} / {killed['errors']}; "
+        f"{n(hung['answered'].get('3', 0))} / {n(killed['answered'].get('3', 0))}",
+        f"at most one deadline ({deadline_ms} ms, `request_timeout_ms`)", verdict(ok)))
+
+if README_TABLE:
+    print("| measure | measured | target | |")
+    print("|---|---|---|---|")
+    for row in targets:
+        print("| " + " | ".join(row) + " |")
+    print("")
+    print(f"Measured {meta['date']} by `bench/run.sh{(' ' + meta['args']) if meta['args'] else ''}` "
+          f"on commit `{meta['commit']}`, median of {repeats} runs each; load average "
+          f"{meta['load_start']} at the start, {meta.get('load_end', '?')} at the end "
+          f"(2 CPUs). Details: [bench/results.md](bench/results.md).")
+    sys.exit(0)
+
 out = []
 w = out.append
 
-w("# Benchmarks (issue 7)")
+w("# Benchmarks")
 w("")
 w(f"Measured {meta['date']} by `bench/run.sh{(' ' + meta['args']) if meta['args'] else ''}` "
-  f"on commit `{meta['commit']}`. Reproduce: `bench/run.sh` (items 1–5, about 6 minutes here), "
-  "`bench/run.sh --with-ray` (and item 6), `bench/profile.sh` (the profiles quoted at the end).")
+  f"on commit `{meta['commit']}`. Reproduce: `bench/run.sh` (the serving targets of issue 13), "
+  "`bench/run.sh --training` (and issue 7's training and fits), `--with-ray` (and its Ray "
+  "baseline); `bench/profile.sh` for where the time goes.")
 w("")
 w(f"Machine: {meta['nproc']} CPUs (`nproc`), {meta['cpu']}, {meta['mem']} RAM, Linux "
   f"{meta['kernel']}, {meta['rustc']}. Everything on loopback, all processes on this one machine "
-  "(the clients and every node share its cores).")
+  "(the clients and every node share its cores). Load average (1 min): "
+  f"{meta['load_start']} at the start of the run, {meta.get('load_end', '?')} at its end.")
 busy_path = os.path.join(M, "busy.jsonl")
 if os.path.exists(busy_path):
     with open(busy_path) as f:
@@ -85,178 +204,159 @@ if os.path.exists(busy_path):
           f"{'–' if during is None else str(during) + ' %'}{flag} |")
     w("")
     w("A phase marked ⚠ (10 % or more) shared the cores with another job even after the "
-      "retries run.sh makes: its figures are pessimistic. "
-      "(During the Ray phase Ray's own daemons would count as another job: not measured.)")
-w("")
-w(f"Workload: training shards 4 × {n(rows)} rows × {meta['features']} numeric features "
-  f"(`ensemble-node gen`, Friedman #1), predict-file input {n(int(meta['predict_rows']))} rows; "
-  "global predictions on a House Prices cluster (the default learner on shards A–D, reused "
-  "round-robin beyond 4 nodes), one row of `shards/house_prices/test.csv` per request, rows in "
-  f"turn; {meta['seq']} sequential requests, then {in_flight} in flight for "
-  f"{int(meta['load_ms']) / 1000:g} s.")
+      "retries run.sh makes: its figures are pessimistic.")
 w("")
 
 # ---------------------------------------------------------------------------------------------
-w("| # | measure | measured | target | |")
+w("## Serving (issue 13)")
+w("")
+w(f"Global predictions on a House Prices cluster (the default learner on shards A–D, reused "
+  f"round-robin beyond 4 nodes), one row of `shards/house_prices/test.csv` per request, rows in "
+  f"turn: {meta['ping']} round trips and {meta['seq']} predictions one at a time, in turn, then "
+  f"{in_flight} in flight for {int(meta['load_ms']) / 1000:g} s; each {repeats} times. "
+  f"`predict-file` on a 4-node generated cluster (`ensemble-node gen`, Friedman #1, "
+  f"{meta['features']} numeric features, {n(int(meta['shard_rows']))} training rows per node), "
+  f"through `ctl` (which parses the CSV): inputs of {', '.join(n(r) for r in pf_rows)} rows. "
+  "Figures are medians of the runs, each run listed.")
+w("")
+w("| measure | measured | target | |")
+w("|---|---|---|---|")
+for row in targets:
+    w("| " + " | ".join(row) + " |")
+w("")
+
+if ping or seq4:
+    w("### One row at a time, and in flight (4 nodes)")
+    w("")
+    w("| run | ping p50 / p99 | prediction p50 / p99 | ratio of p50s | "
+      f"{in_flight} in flight: /s, p50, p99 | CPU s of nodes 1–4 / client during it |")
+    w("|---|---|---|---|---|---|")
+    for r in range(repeats):
+        pg = ping[r] if r < len(ping) else None
+        sq = seq4[r] if r < len(seq4) else None
+        ld = load4[r] if r < len(load4) else None
+        cells = [str(r + 1)]
+        cells.append(f"{pg['p50_us']} / {pg['p99_us']} µs" if pg else "–")
+        cells.append(f"{sq['p50_us']} / {sq['p99_us']} µs" if sq else "–")
+        cells.append(f"{sq['p50_us'] / pg['p50_us']:.1f}×" if pg and sq and pg["p50_us"] else "–")
+        cells.append(f"{n(ld['per_s'])}, {n(ld['p50_us'])} µs, {n(ld['p99_us'])} µs" if ld else "–")
+        cells.append(f"{listed(ld.get('node_cpu_s', []), lambda c: f'{c:.1f}')} / "
+                     f"{ld.get('client_cpu_s', 0):.1f}" if ld else "–")
+        w("| " + " | ".join(cells) + " |")
+    w("")
+
+w("### One row at a time by cluster size")
+w("")
+w("| nodes | p50 (runs) | p99 (runs) | errors | answered by all nodes |")
 w("|---|---|---|---|---|")
-
-ping = load("ping")
-if ping:
-    w(f"| 1 | protocol round trip (`Ping` → `Pong`, client ↔ node), p50 / p99 | "
-      f"{ping['p50_us']} / {ping['p99_us']} µs ({n(ping['per_s'])} /s) | "
-      "none (a raw actix request/response: ~40 µs p50) | |")
-
-same, other = load("ping_same_cpu"), load("ping_other_cpu")
-if same and other:
-    w(f"| 1 | same, node and client pinned to one CPU / to two different CPUs (`taskset`), p50 / p99 | "
-      f"{same['p50_us']} / {same['p99_us']} µs; {other['p50_us']} / {other['p99_us']} µs | none | |")
-
-seq4, load4 = load("seq_4"), load("load_4")
-if seq4:
-    w(f"| 2 | global prediction, 4 nodes, one row, sequential: p50 / p99 | "
-      f"{seq4['p50_us']} / {seq4['p99_us']} µs | p50 ≤ 150 µs | {verdict(seq4['p50_us'] <= 150)} |")
-if load4:
-    w(f"| 2 | global prediction, 4 nodes, {in_flight} in flight | {n(load4['per_s'])} /s "
-      f"(p50 {n(load4['p50_us'])} µs, p99 {n(load4['p99_us'])} µs) | ≥ 20,000 /s | "
-      f"{verdict(load4['per_s'] >= 20000)} |")
-seqt, loadt = load("seq_tree4"), load("load_tree4")
-if seqt and loadt:
-    w(f"| 2 | same on the synthetic 4-node cluster (depth-3 trees, 15 numeric features): "
-      f"sequential p50 / p99; {in_flight} in flight | {seqt['p50_us']} / {seqt['p99_us']} µs; "
-      f"{n(loadt['per_s'])} /s | p50 ≤ 150 µs; ≥ 20,000 /s | "
-      f"{verdict(seqt['p50_us'] <= 150)}; {verdict(loadt['per_s'] >= 20000)} |")
-seq16 = load("seq_16")
-if seq4 and seq16:
-    ratio = seq16["p50_us"] / seq4["p50_us"]
-    w(f"| 2 | p50 at 16 nodes / p50 at 4 nodes | {seq16['p50_us']} / {seq4['p50_us']} µs = "
-      f"{ratio:.2f}× | ≤ 3× | {verdict(ratio <= 3)} |")
-
-for name, label in (("tree", "tree (depth 3, 10 leaves)"), ("default", "default learner")):
-    pf = load("predict_file_" + name)
-    if pf:
-        w(f"| 3 | `predict-file`, {n(pf['rows'])} rows, 4 nodes, {label} | "
-          f"{n(pf['rows_per_s'])} rows/s ({n(pf['ms'])} ms) | ≥ 1,000,000 rows/s | "
-          f"{verdict(pf['rows_per_s'] >= 1_000_000)} |")
-
-for name, label in (("tree", "tree (depth 3, 10 leaves)"), ("default", "default learner (boosted, 400 rounds)")):
-    t = load("train_" + name)
-    if t:
-        rss = max(t["rss_kb"]) / 1024
-        w(f"| 4 | `train`, 4 × {n(rows)} rows, {label}: wall (training + cross-validation) | "
-          f"{t['wall_ms'] / 1000:.2f} s | ≤ 10 s | {verdict(t['wall_ms'] <= 10_000)} |")
-        w(f"| 4 | same: peak RSS per node (largest of 4; VmHWM after `train`) | {rss:,.0f} MB | "
-          f"≤ 300 MB | {verdict(rss <= 300)} |")
-
-sk = load("sklearn_trees")
-for depth in ("d3", "d8"):
-    ours = load("offline_" + depth)
-    if ours and sk:
-        o = median(ours["train_ms"])
-        s = median([x["fit_ms"] for x in sk[depth]])
-        what = "depth 3, 10 leaves" if depth == "d3" else "depth 8"
-        w(f"| 5 | tree fit, {what}, {n(sk['rows_train'])} rows: ours / scikit-learn "
-          f"DecisionTreeRegressor (medians) | {n(o)} / {n(s)} ms = **{s / o:.1f}× faster** | "
-          f"≥ 5× | {verdict(s / o >= 5)} |")
-ours_b, hgb, hgb1 = load("offline_default"), load("sklearn_hgb"), load("sklearn_hgb_1t")
-if ours_b and hgb:
-    o = ours_b["train_ms"][0]
-    s = hgb["hgb"]["fit_ms"]
-    s1 = hgb1["hgb"]["fit_ms"] if hgb1 else None
-    extra = f"; one thread {n(s1)} ms = {s1 / o:.2f}×" if s1 else ""
-    w(f"| 5 | default learner (boosted) / HistGradientBoostingRegressor, {meta['hgb_rounds']} "
-      f"rounds, depth 4 | {n(o)} / {n(s)} ms (all cores) = {s / o:.2f}×{extra} | none | |")
-
-ray = load("ray")
-if ray and seq4:
-    ratio = ray["seq"]["p50_us"] / seq4["p50_us"]
-    w(f"| 6 | Ray baseline, 4 actors, one row, sequential p50 / p99 | "
-      f"{n(ray['seq']['p50_us'])} / {n(ray['seq']['p99_us'])} µs; {in_flight} in flight "
-      f"{n(ray['load']['per_s'], 1)} /s | ours ≥ 100× faster (p50) | "
-      f"{ratio:.0f}×: {verdict(ratio >= 100)} |")
-else:
-    w("| 6 | Ray baseline | not run (`bench/run.sh --with-ray`) | ours ≥ 100× faster | |")
-w("")
-
-# ---------------------------------------------------------------------------------------------
-w("### Global prediction by cluster size (item 2)")
-w("")
-w(f"| nodes | sequential p50 | sequential p99 | {in_flight} in flight: predictions/s | p50 | p99 | "
-  "errors | answered by all nodes |")
-w("|---|---|---|---|---|---|---|---|")
 for k in nodes:
-    s, l = load(f"seq_{k}"), load(f"load_{k}")
-    if not (s and l):
+    ss = runs(f"seq_{k}")
+    if not ss:
         continue
-    full = sum(v for a, v in s["answered"].items() if int(a) == k) + sum(
-        v for a, v in l["answered"].items() if int(a) == k)
-    total = s["requests"] + l["requests"]
-    w(f"| {k} | {n(s['p50_us'])} µs | {n(s['p99_us'])} µs | {n(l['per_s'])} | "
-      f"{n(l['p50_us'])} µs | {n(l['p99_us'])} µs | {s['errors'] + l['errors']} | "
-      f"{full} / {total} |")
+    full = sum(v for x in ss for a, v in x["answered"].items() if int(a) == k)
+    total = sum(x["requests"] for x in ss)
+    w(f"| {k} | {n(median([x['p50_us'] for x in ss]))} µs ({listed([x['p50_us'] for x in ss])}) | "
+      f"{n(median([x['p99_us'] for x in ss]))} µs ({listed([x['p99_us'] for x in ss])}) | "
+      f"{sum(x['errors'] for x in ss)} | {n(full)} / {n(total)} |")
 w("")
+
+if any(runs(f"{p}_{nm}_{r}") for p, _ in PF_WAYS for nm in ("tree", "default") for r in pf_rows):
+    w("### predict-file")
+    w("")
+    w("Through `ctl`, the client reads and parses the file and node 1 coordinates; at node 1's "
+      "console, node 1 does both (no client).")
+    w("")
+    w("| learner | through | rows | run | rows/s | ms | answered | coordinator RSS before → peak (MB) | "
+      "CPU s: nodes 1–4 / client |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for name in ("tree", "default"):
+        for prefix, way in PF_WAYS:
+            for rows in pf_rows:
+                for r, x in enumerate(runs(f"{prefix}_{name}_{rows}")):
+                    client = f"{x['client_cpu_s']:.1f}" if "client_cpu_s" in x else "–"
+                    w(f"| {name} | {way} | {n(rows)} | {r + 1} | {n(x['rows_per_s'])} | {n(x['ms'])} | "
+                      f"{x['answered']} of {x['asked']} | "
+                      f"{x['coordinator_rss_before_kb'] / 1024:.0f} → "
+                      f"{x['coordinator_hwm_kb'] / 1024:.0f} | "
+                      f"{listed(x.get('node_cpu_s', []), lambda c: f'{c:.1f}')} / {client} |")
+    w("")
+
+if hung and killed:
+    w("### A frozen and a killed peer under load")
+    w("")
+    w(f"{in_flight} predictions in flight for 8 s against node 1 of the 4-node cluster; node 4 "
+      "frozen with SIGSTOP 2 s into the run and thawed 3 s later, then (a second run) killed with "
+      "SIGKILL 2 s in. A prediction waits for a silent peer at most `cluster.request_timeout_ms` "
+      "(1000 ms; a suspect peer gets a quarter of it), then answers from the others.")
+    w("")
+    w("| | requests | errors | answered by 4 / 3 | p50 | p99 | slowest |")
+    w("|---|---|---|---|---|---|---|")
+    for label, x in (("frozen", hung), ("killed", killed)):
+        w(f"| {label} | {n(x['requests'])} | {x['errors']} | {n(x['answered'].get('4', 0))} / "
+          f"{n(x['answered'].get('3', 0))} | {n(x['p50_us'])} µs | {n(x['p99_us'])} µs | "
+          f"{n(x['max_us'] / 1000)} ms |")
+    w("")
 
 # ---------------------------------------------------------------------------------------------
-w("### Training (item 4) and fits (item 5)")
-w("")
-w("| learner | `train` wall | coordinator `ms` | per-node `train_ms` (fit only) | peak RSS per node (MB) | "
-  "ensemble RMSE |")
-w("|---|---|---|---|---|---|")
-for name in ("tree", "default"):
-    t = load("train_" + name)
-    if t:
-        w(f"| {name} | {t['wall_ms'] / 1000:.2f} s | {n(t['ms'])} ms | "
-          f"{', '.join(n(x['train_ms']) for x in t['nodes'])} | "
-          f"{', '.join(f'{k / 1024:,.0f}' for k in t['rss_kb'])} | {t['ensemble']['rmse']:.3f} |")
-for name in ("tree", "default"):
-    pf, t = load("predict_file_" + name), load("train_" + name)
-    if pf and t and "coordinator_rss_before_kb" in pf:
-        w(f"\n`predict-file` ({name}, {n(pf['rows'])} rows): the coordinating node's RSS went from "
-          f"{pf['coordinator_rss_before_kb'] / 1024:,.0f} MB to a peak of "
-          f"{pf['coordinator_hwm_kb'] / 1024:,.0f} MB (peak reset before it via "
-          "`/proc/PID/clear_refs`).")
-w("")
-w("One process, shard A's 70 % (the other 30 % scores the fit), fit time only:")
-w("")
-w("| model | ours (`offline`) | scikit-learn | ours faster by | RMSE ours / scikit-learn |")
-w("|---|---|---|---|---|")
-for depth, what in (("d3", "tree depth 3, 10 leaves"), ("d8", "tree depth 8")):
-    ours = load("offline_" + depth)
-    if ours and sk:
-        o = median(ours["train_ms"])
-        s = median([x["fit_ms"] for x in sk[depth]])
-        w(f"| {what} | {', '.join(n(x) for x in ours['train_ms'])} ms | "
-          f"{', '.join(n(x['fit_ms']) for x in sk[depth])} ms | {s / o:.1f}× (medians) | "
-          f"{ours['rmse']:.3f} / {sk[depth][0]['rmse_valid']:.3f} |")
-if ours_b and hgb:
-    o = ours_b["train_ms"][0]
-    w(f"| boosted (ours: subsample 0.8, colsample 0.5) / HistGradientBoosting, all cores | "
-      f"{n(o)} ms | {n(hgb['hgb']['fit_ms'])} ms | {hgb['hgb']['fit_ms'] / o:.2f}× | "
-      f"{ours_b['rmse']:.3f} / {hgb['hgb']['rmse_valid']:.3f} |")
-    if hgb1:
-        w(f"| same, HistGradientBoosting on one thread (`OMP_NUM_THREADS=1`) | {n(o)} ms | "
-          f"{n(hgb1['hgb']['fit_ms'])} ms | {hgb1['hgb']['fit_ms'] / o:.2f}× | |")
-if sk:
-    w("")
-    w(f"scikit-learn {sk['sklearn']} (`bench/sklearn_baseline.py`). Ours is single-threaded.")
-w("")
+# Issue 7's training, fits and Ray baseline: this run's, or the last run's that took them.
 
-if ray:
-    w("### Ray baseline (item 6)")
+E = M if load("train_tree") or load("sklearn_trees") or load("ray") else os.path.join(M, "earlier")
+emeta = load("meta", E)
+if emeta:
+    w("## Training and fits (issue 7)")
     w("")
-    w(f"Ray {ray.get('ray', '?')}, scikit-learn {ray.get('sklearn', '?')}: "
-      f"{ray.get('description', '')}")
-    w("")
-    if "local_predict_p50_us" in ray:
-        w(f"One pipeline's one-row `predict` in-process, without Ray: p50 "
-          f"{n(ray['local_predict_p50_us'])} µs.")
+    if E != M:
+        w(f"Not measured by this run: the figures of {emeta['date']} on commit `{emeta['commit']}` "
+          f"(`bench/run.sh{(' ' + emeta['args']) if emeta.get('args') else ''}` then; "
+          "`bench/run.sh --training` measures them again).")
         w("")
-    w("| | p50 | p99 | per second | errors |")
+    erows = int(emeta["rows"])
+    w("| # | measure | measured | target | |")
     w("|---|---|---|---|---|")
-    for k in ("seq", "load"):
-        r = ray[k]
-        w(f"| {'sequential' if k == 'seq' else str(in_flight) + ' in flight'} | {n(r['p50_us'])} µs | "
-          f"{n(r['p99_us'])} µs | {n(r['per_s'], 1)} | {r['errors']} |")
+    for name, label in (("tree", "tree (depth 3, 10 leaves)"),
+                        ("default", "default learner (boosted, 400 rounds)")):
+        t = load("train_" + name, E)
+        if t:
+            rss = max(t["rss_kb"]) / 1024
+            w(f"| 4 | `train`, 4 × {n(erows)} rows, {label}: wall (training + cross-validation) | "
+              f"{t['wall_ms'] / 1000:.2f} s | ≤ 10 s | {verdict(t['wall_ms'] <= 10_000)} |")
+            w(f"| 4 | same: peak RSS per node (largest of 4; VmHWM after `train`) | {rss:,.0f} MB | "
+              f"≤ 300 MB | {verdict(rss <= 300)} |")
+    sk = load("sklearn_trees", E)
+    for depth in ("d3", "d8"):
+        ours = load("offline_" + depth, E)
+        if ours and sk:
+            o = median(ours["train_ms"])
+            s = median([x["fit_ms"] for x in sk[depth]])
+            what = "depth 3, 10 leaves" if depth == "d3" else "depth 8"
+            w(f"| 5 | tree fit, {what}, {n(sk['rows_train'])} rows: ours / scikit-learn "
+              f"DecisionTreeRegressor (medians) | {n(o)} / {n(s)} ms = **{s / o:.1f}× faster** | "
+              f"≥ 5× | {verdict(s / o >= 5)} |")
+    ours_b, hgb, hgb1 = load("offline_default", E), load("sklearn_hgb", E), load("sklearn_hgb_1t", E)
+    if ours_b and hgb:
+        o = ours_b["train_ms"][0]
+        s = hgb["hgb"]["fit_ms"]
+        s1 = hgb1["hgb"]["fit_ms"] if hgb1 else None
+        extra = f"; one thread {n(s1)} ms = {s1 / o:.2f}×" if s1 else ""
+        w(f"| 5 | default learner (boosted) / HistGradientBoostingRegressor, {emeta['hgb_rounds']} "
+          f"rounds, depth 4 | {n(o)} / {n(s)} ms (all cores) = {s / o:.2f}×{extra} | none | |")
+    ray = load("ray", E)
+    if ray:
+        w(f"| 6 | Ray baseline, 4 actors, one row, sequential p50 / p99 | "
+          f"{n(ray['seq']['p50_us'])} / {n(ray['seq']['p99_us'])} µs; {in_flight} in flight "
+          f"{n(ray['load']['per_s'], 1)} /s | ours ≥ 100× faster (p50) | see the serving p50 above |")
     w("")
+    for name in ("tree", "default"):
+        t = load("train_" + name, E)
+        if t:
+            w(f"`train` ({name}): coordinator {n(t['ms'])} ms; per-node fit "
+              f"{', '.join(n(x['train_ms']) for x in t['nodes'])} ms; peak RSS per node "
+              f"{', '.join(f'{k / 1024:,.0f}' for k in t['rss_kb'])} MB; ensemble RMSE "
+              f"{t['ensemble']['rmse']:.3f}.")
+            w("")
+    if sk:
+        w(f"scikit-learn {sk['sklearn']} (`bench/sklearn_baseline.py`). Ours is single-threaded.")
+        w("")
 
 # ---------------------------------------------------------------------------------------------
 w("### Commands")
@@ -276,10 +376,11 @@ with open(COMMANDS) as f:
 w("```")
 w("")
 
-profile = os.path.join(HERE, "profile.md")
-if os.path.exists(profile):
-    with open(profile) as f:
-        w(f.read().rstrip("\n"))
-    w("")
+for extra in ("profile.md", "http.md"):
+    path = os.path.join(HERE, extra)
+    if os.path.exists(path):
+        with open(path) as f:
+            w(f.read().rstrip("\n"))
+        w("")
 
 print("\n".join(out))

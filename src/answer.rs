@@ -28,6 +28,7 @@ pub enum Answer {
     PredictFile(FileReport),
     Drift(Box<DriftStatus>),
     PredictRows(RowsPrediction),
+    Schema(SchemaInfo),
     Model(Box<ModelInfo>),
     Fault(Injected),
     Quit(Leaving),
@@ -343,6 +344,16 @@ pub struct FileReport {
     pub answered: usize,
     pub asked: usize,
     pub failed: Vec<Failed>,
+}
+
+/// `schema`: the columns a request is resolved by before it reaches the models (the union of
+/// every model's columns; a column is a category when any model reads it as text). `complete`
+/// is false while some member's columns are not known: columns outside `columns` then travel
+/// too.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchemaInfo {
+    pub columns: crate::ml::Schema,
+    pub complete: bool,
 }
 
 /// `fault ...`: the fault was injected.

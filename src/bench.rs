@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use crate::ctl::{self, Target};
 use crate::error::{Error, Result};
 use crate::http;
-use crate::ml::{load_rows, Rows};
-use crate::net::TlsFiles;
+use crate::ml::{load_rows, Rows, RowsResolver};
+use crate::net::{Link, TlsFiles};
 use crate::protocol::{Request, Response};
 
 /// What to send, how many, how many at once.
@@ -65,38 +65,27 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn requests_from(args: &BenchArgs) -> Result<Vec<Request>> {
-    if args.ping {
+/// The requests to send in turn: pings, or one row each of `rows`, resolved here by the
+/// cluster's schema (asked of the node on `link`) as a client does.
+async fn requests_from(
+    rows: Option<&Rows>,
+    link: &Link,
+    timeout: Duration,
+) -> Result<Vec<Request>> {
+    let Some(rows) = rows else {
         return Ok(vec![Request::Ping]);
-    }
-    if let Some(text) = &args.row_json {
-        let row = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(Error::Other("--row-json takes one JSON object".into())),
-        };
-        return Ok(vec![Request::PredictEnsemble {
-            rows: Rows::from_json_object(&row),
-        }]);
-    }
-    let Some(path) = &args.rows_from else {
-        return Err(Error::Other(
-            "give --ping, --row-json JSON or --rows-from FILE".into(),
-        ));
     };
-    let rows = load_rows(path).map_err(|e| Error::Other(e.to_string()))?;
-    if rows.is_empty() {
-        return Err(Error::Other(format!("{} has no rows", path.display())));
-    }
-    Ok(rows
-        .data
+    let schema = ctl::schema(link, timeout).await?;
+    let mut resolver = RowsResolver::new(&schema, &rows.columns, false, 1);
+    rows.data
         .iter()
-        .map(|r| Request::PredictEnsemble {
-            rows: Rows {
-                columns: rows.columns.clone(),
-                data: vec![r.clone()],
-            },
+        .map(|r| {
+            resolver.push(r).map_err(|e| Error::Other(e.to_string()))?;
+            Ok(Request::PredictEnsemble {
+                rows: resolver.take(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The rows `--row-json` or `--rows-from` name.
@@ -109,7 +98,7 @@ fn rows_from(args: &BenchArgs) -> Result<Rows> {
     }
     let Some(path) = &args.rows_from else {
         return Err(Error::Other(
-            "with --http give --row-json JSON or --rows-from FILE".into(),
+            "give --ping, --row-json JSON or --rows-from FILE".into(),
         ));
     };
     let rows = load_rows(path).map_err(|e| Error::Other(e.to_string()))?;
@@ -180,9 +169,14 @@ pub async fn run_http(args: &BenchArgs, url: &str, tls: Option<&TlsFiles>) -> Re
 
 /// Runs the load and returns its report.
 pub async fn run(args: &BenchArgs, target: &Target) -> Result<Value> {
-    let requests = Rc::new(requests_from(args)?);
+    let rows = if args.ping {
+        None
+    } else {
+        Some(rows_from(args)?)
+    };
     let link = ctl::connect(target).await?;
     let deadline = Duration::from_millis(args.timeout_ms);
+    let requests = Rc::new(requests_from(rows.as_ref(), &link, deadline).await?);
     let next = Rc::new(RefCell::new(0usize));
     let total = args.requests;
     let started = Instant::now();

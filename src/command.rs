@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::ml::Rows;
+use crate::ml::{Rows, TypedRows};
 use crate::net::Access;
 
 /// A command typed on a node's stdin or sent with `ctl`.
@@ -39,6 +39,15 @@ pub enum Command {
         rows: Rows,
         local: bool,
     },
+    /// [`Command::PredictRows`] with rows already resolved by the cluster's schema (what
+    /// [`Command::Schema`] answers), e.g. a CSV body read with [`crate::ml::CsvBatches`]. Not
+    /// typed on the console.
+    PredictTyped {
+        rows: TypedRows,
+        local: bool,
+    },
+    /// The columns requests are resolved by before they reach the models, and their kinds.
+    Schema,
     /// This node's current model: its input columns, task and version.
     Model,
     /// The score matrix of the last `train` or `evaluate` this node coordinated.
@@ -87,6 +96,8 @@ impl Command {
             | Command::PredictFile { .. }
             | Command::Drift
             | Command::PredictRows { .. }
+            | Command::PredictTyped { .. }
+            | Command::Schema
             | Command::Model
             | Command::LastReport => Access::Reader,
             Command::Train | Command::TrainLocal | Command::Fault(_) | Command::Quit => {
@@ -113,6 +124,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "drift",
         "new rows since the last training and how they compare with it",
+    ),
+    (
+        "schema",
+        "the columns predictions are resolved by, and their kinds (number or category)",
     ),
     (
         "evaluate",
@@ -163,6 +178,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         },
         "evaluate" => no_args(Command::Evaluate),
         "drift" => no_args(Command::Drift),
+        "schema" => no_args(Command::Schema),
         "model" => no_args(Command::Model),
         "fault" => match rest.split_whitespace().collect::<Vec<_>>()[..] {
             ["model"] => Ok(Some(Command::Fault(Fault::Model))),
@@ -275,6 +291,7 @@ mod tests {
             Ok(Some(Command::Fault(Fault::Peer("n3".into()))))
         );
         assert_eq!(parse("drift"), Ok(Some(Command::Drift)));
+        assert_eq!(parse("schema"), Ok(Some(Command::Schema)));
         assert_eq!(
             parse("fault watcher"),
             Ok(Some(Command::Fault(Fault::Watcher)))

@@ -275,6 +275,12 @@ pub struct ClusterSettings {
     /// Nodes that must complete a `train` or `evaluate` for `ctl` to call it a success
     /// (default: a majority of the nodes asked).
     pub min_quorum: Option<usize>,
+    /// Dynamic batching: predictions waiting for the same member at the same moment go in one
+    /// frame of at most this many rows (1: every request in a frame of its own).
+    pub batch_max_rows: usize,
+    /// How long a member's queue of predictions waits for more before it is sent, in
+    /// microseconds (0: send what is already queued, never wait).
+    pub batch_delay_us: u64,
 }
 
 impl Default for ClusterSettings {
@@ -295,6 +301,8 @@ impl Default for ClusterSettings {
             max_members: 1_024,
             aggregation: Aggregation::Mean,
             min_quorum: None,
+            batch_max_rows: 4096,
+            batch_delay_us: 0,
         }
     }
 }
@@ -308,6 +316,9 @@ impl ClusterSettings {
     }
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn batch_delay(&self) -> Duration {
+        Duration::from_micros(self.batch_delay_us)
     }
 }
 
@@ -460,6 +471,16 @@ impl Settings {
         if c.max_connections == 0 {
             return Err(Invalid(
                 "cluster.max_connections must be greater than 0".into(),
+            ));
+        }
+        if c.batch_max_rows == 0 {
+            return Err(Invalid(
+                "cluster.batch_max_rows must be at least 1 (1: no batching)".into(),
+            ));
+        }
+        if c.batch_delay_us >= c.request_timeout_ms.saturating_mul(1000) {
+            return Err(Invalid(
+                "cluster.batch_delay_us must be shorter than cluster.request_timeout_ms".into(),
             ));
         }
         if let Some(d) = &self.data {

@@ -1,17 +1,19 @@
 //! `ensemble-node ctl ADDR COMMAND...`: a one-shot client that runs one console command on a
 //! running node over the cluster protocol and prints the node's JSON answer. `predict-file`
-//! is run here instead: the client streams its own file to the node in batches and writes the
-//! answers to its own file.
+//! is run here instead: the client parses its own file into typed batches by the cluster's
+//! schema, streams them to the node and writes the answers to its own file.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::ml::{data::is_missing_token, Predictions, Rows, Value as MlValue};
+use crate::ml::csv_stream::{self, CsvBatch};
+use crate::ml::Schema;
 use crate::net::{self, Greeting, Link, Secret, Tls, TlsFiles};
 use crate::protocol::{Request, Response, Role};
 
@@ -97,117 +99,74 @@ impl actix::Handler<net::FromLink> for Discard {
     }
 }
 
+/// The schema the node at the other end of `link` resolves rows by: a client resolves its own
+/// rows with it and sends them typed.
+pub async fn schema(link: &Link, timeout: Duration) -> Result<Arc<Schema>> {
+    match link.request(Request::Schema, timeout).await? {
+        Response::Schema { schema, .. } => Ok(schema.shared()),
+        Response::NoModel => Err(Error::Other(
+            "no node has a model yet: run `train` first".into(),
+        )),
+        Response::Error { reason } => Err(Error::Other(reason)),
+        other => Err(Error::Other(format!("unexpected answer {other:?}"))),
+    }
+}
+
 /// Rows per request of a streamed `predict-file`.
 const FILE_BATCH_ROWS: usize = 8192;
 /// Batches in flight at once: memory stays bounded by these, whatever the file's size.
 const FILE_BATCHES_IN_FLIGHT: usize = 4;
+/// Batches parsed ahead of the requests.
+const READ_AHEAD: usize = 2;
 
-/// One batch of a streamed file: its rows, and their `Id` cells when the file has that column.
-struct FileBatch {
-    rows: Rows,
-    ids: Option<Vec<String>>,
-}
-
-/// Reads up to `n` records of `reader` as rows (the cells as text; missing tokens missing).
-fn read_batch(
-    reader: &mut csv::Reader<std::fs::File>,
-    columns: &[String],
-    id_at: Option<usize>,
-    n: usize,
-) -> Result<Option<FileBatch>> {
-    let mut data = Vec::with_capacity(n.min(1024));
-    let mut ids = id_at.map(|_| Vec::new());
-    let mut record = csv::StringRecord::new();
-    while data.len() < n {
-        let more = reader
-            .read_record(&mut record)
-            .map_err(|e| Error::Other(format!("cannot read the CSV: {e}")))?;
-        if !more {
-            break;
-        }
-        if let (Some(at), Some(ids)) = (id_at, ids.as_mut()) {
-            ids.push(record.get(at).unwrap_or_default().to_string());
-        }
-        data.push(
-            (0..columns.len())
-                .map(|i| match record.get(i).map(str::trim) {
-                    Some(c) if !is_missing_token(c) => MlValue::Text(c.to_string()),
-                    _ => MlValue::Missing,
-                })
-                .collect(),
-        );
-    }
-    if data.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(FileBatch {
-        rows: Rows {
-            columns: columns.to_vec(),
-            data,
-        },
-        ids,
-    }))
-}
-
-/// `predict-file IN.csv [OUT.csv]` from a client: the client's file is read in batches, each
-/// predicted by the cluster through the node at `target`, and the answers written in order to the
-/// client's output file (`Id,<label>` lines when the input has an `Id` column). Memory holds a
-/// few batches, not the file; the node never sees a path.
+/// `predict-file IN.csv [OUT.csv]` from a client: the client's file is read in chunks and parsed
+/// straight into typed batches (by the cluster's schema) on a thread of its own, each batch is
+/// predicted by the cluster through the node at `target`, and the answers are written in order
+/// to the client's output file (`Id,<label>` lines when the input has an `Id` column). Memory
+/// holds a few batches, not the file; the node never sees a path.
 pub async fn predict_file(target: &Target, input: &Path, output: Option<&Path>) -> Result<Value> {
     let started = Instant::now();
     let status = run_command(target, "status").await?;
     let label = status["label"].as_str().unwrap_or("prediction").to_string();
     let out_path = match output {
         Some(p) => p.to_path_buf(),
-        None => {
-            let stem = input
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "predictions".into());
-            input.with_file_name(format!("{stem}.predictions.csv"))
-        }
+        None => crate::cluster::default_output(input),
     };
     let cannot = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
         Error::Other(format!("cannot {what} {}: {e}", path.display()))
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(input)
-        .map_err(|e| cannot("read", input, &e))?;
-    let columns: Vec<String> = reader
-        .headers()
-        .map_err(|e| cannot("read", input, &e))?
-        .iter()
-        .map(|c| c.trim().to_string())
-        .collect();
-    let id_at = columns.iter().position(|c| c == "Id");
-    let file = std::fs::File::create(&out_path).map_err(|e| cannot("write", &out_path, &e))?;
-    let mut out = std::io::BufWriter::new(file);
-    let write_err = |e: std::io::Error| cannot("write", &out_path, &e);
-    if id_at.is_some() {
-        writeln!(out, "Id,{label}").map_err(write_err)?;
-    }
-
+    std::fs::File::open(input).map_err(|e| cannot("read", input, &e))?;
     let link = connect(target).await?;
-    let batches = futures::stream::iter(std::iter::from_fn(|| {
-        read_batch(&mut reader, &columns, id_at, FILE_BATCH_ROWS).transpose()
-    }));
+    let schema = schema(&link, target.timeout).await?;
+    let file = std::fs::File::create(&out_path).map_err(|e| cannot("write", &out_path, &e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+    let write_err = |e: std::io::Error| cannot("write", &out_path, &e);
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<crate::ml::Result<CsvBatch>>(READ_AHEAD);
+    let path = input.to_path_buf();
+    std::thread::spawn(move || {
+        let read = csv_stream::read_file(&path, schema, false, FILE_BATCH_ROWS, |b| {
+            tx.blocking_send(Ok(b)).is_ok()
+        });
+        if let Err(e) = read {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let batches =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+            .boxed_local();
     let link_ref = &link;
     let mut answers = batches
         .map(|batch| async move {
-            let batch = batch?;
-            let response = link_ref
-                .request(
-                    Request::PredictEnsemble {
-                        rows: batch.rows.clone(),
-                    },
-                    target.timeout,
-                )
-                .await?;
+            let batch = batch.map_err(|e| Error::Other(e.to_string()))?;
+            let request = Request::PredictEnsemble {
+                rows: batch.rows.clone(),
+            };
+            let response = link_ref.request(request, target.timeout).await?;
             Ok::<_, Error>((batch, response))
         })
         .buffered(FILE_BATCHES_IN_FLIGHT);
-    let (mut rows, mut answered, mut asked) = (0usize, usize::MAX, 0usize);
+    let (mut rows, mut answered, mut asked, mut first) = (0usize, usize::MAX, 0usize, true);
     while let Some(answer) = answers.next().await {
         let (batch, response) = answer?;
         let (preds, a, k) = match response {
@@ -226,17 +185,10 @@ pub async fn predict_file(target: &Target, input: &Path, output: Option<&Path>) 
                 batch.rows.len()
             )));
         }
-        for i in 0..preds.len() {
-            let value = match &preds {
-                Predictions::Regression(v) => v[i].to_string(),
-                Predictions::Classification(v) => v[i].clone(),
-            };
-            match batch.ids.as_ref().and_then(|ids| ids.get(i)) {
-                Some(id) => writeln!(out, "{id},{value}"),
-                None => writeln!(out, "{value}"),
-            }
-            .map_err(write_err)?;
+        if std::mem::take(&mut first) && batch.ids.is_some() {
+            writeln!(out, "Id,{label}").map_err(write_err)?;
         }
+        crate::cluster::write_batch(&mut out, batch.ids.as_ref(), &preds).map_err(write_err)?;
         rows += batch.rows.len();
         answered = answered.min(a);
         asked = asked.max(k);

@@ -3,6 +3,7 @@
 //! the same trait (in `crate::actors`), so a flow treats itself as just another member and never
 //! imports an actor.
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -10,9 +11,9 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use crate::error::{Error, Result};
-use crate::ml::Rows;
+use crate::ml::TypedRows;
 use crate::net::Link;
-use crate::protocol::{EncodedBody, PredictRef, ProtocolError, Request, Response};
+use crate::protocol::{EncodedBody, ProtocolError, Request, Response};
 
 /// A node a flow can ask something, waiting at most a deadline for the answer.
 pub trait Member {
@@ -27,16 +28,24 @@ pub trait Member {
     ) -> LocalBoxFuture<'a, Result<Response>>;
 }
 
-/// Rows to predict, encoded for the wire once for all the remote members that get them.
+/// Rows to predict, encoded for the wire (when a remote member first needs them) once for all
+/// the remote members that get them.
 pub struct Batch {
-    pub rows: Rows,
-    encoded: std::result::Result<EncodedBody, ProtocolError>,
+    pub rows: TypedRows,
+    encoded: OnceCell<std::result::Result<EncodedBody, ProtocolError>>,
 }
 
 impl Batch {
-    pub fn new(rows: Rows) -> Batch {
-        let encoded = EncodedBody::new(&PredictRef::Predict { rows: &rows });
-        Batch { rows, encoded }
+    pub fn new(rows: TypedRows) -> Batch {
+        Batch {
+            rows,
+            encoded: OnceCell::new(),
+        }
+    }
+
+    fn encoded(&self) -> &std::result::Result<EncodedBody, ProtocolError> {
+        self.encoded
+            .get_or_init(|| EncodedBody::predict(&self.rows))
     }
 
     pub fn len(&self) -> usize {
@@ -58,7 +67,7 @@ impl Member for Link {
         batch: &'a Batch,
         deadline: Duration,
     ) -> LocalBoxFuture<'a, Result<Response>> {
-        match &batch.encoded {
+        match batch.encoded() {
             Ok(body) => self.request_encoded(body, deadline).boxed_local(),
             Err(reason) => {
                 let e = Error::Other(format!("cannot encode the rows: {reason}"));

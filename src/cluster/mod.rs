@@ -1,6 +1,7 @@
 //! Cluster logic: peer states, membership and failure detection ([`swim`]), reconnect backoff, which of two links between
 //! the same pair of nodes survives ([`new_link_wins`]), the member table ([`Membership`]), and the
-//! cluster-wide flows ([`cross_validate`], [`predict`], [`ensemble`], [`predict_file`]).
+//! cluster-wide flows ([`cross_validate`], [`predict`], [`ensemble`], [`predict_file`]), with how
+//! predictions reach the members ([`Dispatch`]: the members' schemas, dynamic batching).
 //!
 //! The flows reach members only through the [`Member`] trait ("a member I can ask with a
 //! deadline"), implemented by a network link and by this node's own model, so this module knows
@@ -14,17 +15,23 @@ use serde::Serialize;
 
 use crate::net::LinkOrigin;
 
+mod batching;
 mod exchange;
 mod member;
 mod membership;
 mod predict;
+mod predict_file;
+mod schemas;
 pub mod swim;
 mod train;
 
+pub use batching::{BatchSettings, Batcher};
 pub use exchange::{evaluate, serve_chunk, MODEL_CHUNK};
 pub use member::{Asked, Batch, Member, Plan};
 pub use membership::{Admission, Entry, Membership};
-pub use predict::{ensemble, predict, predict_file, FlowError};
+pub use predict::{ensemble, ensemble_rows, predict, Dispatch, FlowError};
+pub use predict_file::{default_output, predict_file, write_batch, FILE_BATCH_ROWS};
+pub use schemas::SchemaBook;
 pub use train::cross_validate;
 
 /// How this node sees a peer.

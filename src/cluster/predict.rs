@@ -2,25 +2,25 @@
 //! predicts with its own model, and the coordinator aggregates (mean for regression, majority vote
 //! for classification, or weighted by each node's validation score). A member that fails or
 //! misses its deadline is reported, never waited for beyond it.
+//!
+//! Rows reach the members as [`TypedRows`]: a request that arrives by column name is resolved
+//! once, here, by the members' schemas ([`SchemaBook`]); requests waiting for the same member at
+//! the same moment share a frame ([`Batcher`]).
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::rc::Rc;
 
 use futures::future::join_all;
-use futures::StreamExt;
 
-use super::member::{Asked, Batch, Plan};
+use super::batching::{BatchSettings, Batcher};
+use super::member::{Asked, Plan};
+use super::schemas::SchemaBook;
 use super::train::unexpected;
-use crate::answer::{Answer, Failed, Failure, FileReport, NodePrediction, Predicted, Prediction};
-use crate::ml::{aggregate, load_rows, MlError, Predictions, Rows};
+use crate::answer::{Answer, Failed, Failure, NodePrediction, Predicted, Prediction};
+use crate::ml::{aggregate, MlError, Predictions, Rows, TypedRows};
 use crate::protocol::Response;
 
-/// Rows per request in a batch prediction.
-const BATCH_ROWS: usize = 8192;
-/// Batches in flight at once in a batch prediction.
-const BATCHES_IN_FLIGHT: usize = 4;
 /// A batch gets this many times a one-row deadline.
-const BATCH_DEADLINE_SCALE: u32 = 10;
+pub(super) const BATCH_DEADLINE_SCALE: u32 = 10;
 /// Requests of up to this many rows get the one-row deadline.
 const ONE_ROW_DEADLINE_ROWS: usize = 64;
 
@@ -32,31 +32,72 @@ pub enum FlowError {
     #[error("none of the {0} nodes with a model answered")]
     NoneAnswered(usize),
     #[error("cannot aggregate the predictions: {0}")]
-    Aggregate(#[from] MlError),
+    Aggregate(#[source] MlError),
+    #[error("cannot read the rows: {0}")]
+    Rows(#[source] MlError),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: MlError },
+    Read {
+        path: std::path::PathBuf,
+        source: MlError,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
-        path: PathBuf,
+        path: std::path::PathBuf,
         source: std::io::Error,
     },
     #[error("{0} failed: {1}")]
     Task(&'static str, String),
 }
 
+/// How this node's predictions reach the members: the schemas requests are resolved by, and the
+/// batching of what goes to each member. One per node, shared by its flows.
+pub struct Dispatch {
+    /// This node's id: its own model is asked last, once the requests to the others are out.
+    pub me: String,
+    pub schemas: Rc<SchemaBook>,
+    pub batcher: Rc<Batcher>,
+}
+
+impl Dispatch {
+    pub fn new(me: String, settings: BatchSettings) -> Rc<Dispatch> {
+        Rc::new(Dispatch {
+            schemas: SchemaBook::new(),
+            batcher: Batcher::new(me.clone(), settings),
+            me,
+        })
+    }
+
+    /// Resolves rows named by column for the members of `plan`. Until every member's schema is
+    /// known, columns outside the known schema are kept.
+    pub fn resolve(&self, plan: &Plan, rows: &Rows) -> Result<TypedRows, FlowError> {
+        let (schema, complete) = self.schemas.current(&plan.members);
+        TypedRows::from_rows(&schema, rows, !complete).map_err(FlowError::Rows)
+    }
+
+    /// The cluster's schema, for a client to resolve its rows by (members not known yet are
+    /// asked first, each at most its deadline).
+    pub async fn schema(&self, plan: &Plan) -> Response {
+        let (schema, _) = self.schemas.refreshed(&plan.members).await;
+        Response::Schema {
+            version: 0,
+            schema: (*schema).clone(),
+        }
+    }
+}
+
 /// The members' predictions for one batch.
-struct Gathered {
-    preds: Vec<Predictions>,
-    weights: Vec<f64>,
-    /// (node, version, weight, its predictions) of each member that answered.
-    per_node: Vec<(String, u64, f64, Predictions)>,
+pub(super) struct Gathered {
+    pub preds: Vec<Predictions>,
+    pub weights: Vec<f64>,
+    /// (node, version, weight) of each member that answered, beside `preds`.
+    pub nodes: Vec<(String, u64, f64)>,
     /// Members with a model that were asked.
-    asked: usize,
-    failed: Vec<Failed>,
+    pub asked: usize,
+    pub failed: Vec<Failed>,
 }
 
 impl Gathered {
-    fn combine(&self, weighted: bool) -> Result<Predictions, FlowError> {
+    pub fn combine(&self, weighted: bool) -> Result<Predictions, FlowError> {
         if self.preds.is_empty() {
             return Err(if self.asked == 0 {
                 FlowError::NoModel
@@ -65,40 +106,54 @@ impl Gathered {
             });
         }
         let weights = weighted.then_some(self.weights.as_slice());
-        Ok(aggregate(&self.preds, weights)?)
+        aggregate(&self.preds, weights).map_err(FlowError::Aggregate)
     }
 }
 
-async fn gather(members: &[Asked], batch: &Batch, deadline_scale: u32) -> Gathered {
-    let answers = join_all(
-        members
-            .iter()
-            .map(|m| m.member.predict(batch, m.deadline * deadline_scale)),
-    )
+/// Asks every member to predict `rows` (through the batcher) and collects the answers.
+pub(super) async fn gather(
+    dispatch: &Dispatch,
+    members: &[Asked],
+    rows: &TypedRows,
+    deadline_scale: u32,
+) -> Gathered {
+    // The other nodes' requests are queued first, so that they are on their way while this
+    // node predicts.
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.sort_by_key(|&i| members[i].id == dispatch.me);
+    let asked = join_all(order.iter().map(|&i| {
+        let m = &members[i];
+        dispatch
+            .batcher
+            .predict(m, rows.clone(), m.deadline * deadline_scale)
+    }))
     .await;
+    let mut answers: Vec<_> = order.into_iter().zip(asked).collect();
+    answers.sort_by_key(|(i, _)| *i);
     let mut g = Gathered {
-        preds: Vec::new(),
-        weights: Vec::new(),
-        per_node: Vec::new(),
+        preds: Vec::with_capacity(members.len()),
+        weights: Vec::with_capacity(members.len()),
+        nodes: Vec::with_capacity(members.len()),
         asked: members.len(),
         failed: Vec::new(),
     };
-    for (member, answer) in members.iter().zip(answers) {
+    for (member, (_, answer)) in members.iter().zip(answers) {
         match answer {
             Ok(Response::Predictions {
                 node,
                 version,
                 weight,
                 preds,
-            }) if preds.len() == batch.len() => {
-                g.preds.push(preds.clone());
+            }) if preds.len() == rows.len() => {
+                dispatch.schemas.saw(&member.id, version);
+                g.preds.push(preds);
                 g.weights.push(weight);
-                g.per_node.push((node, version, weight, preds));
+                g.nodes.push((node, version, weight));
             }
             Ok(Response::NoModel) => g.asked -= 1,
             Ok(Response::Predictions { preds, .. }) => g.failed.push(Failed::new(
                 &member.id,
-                format!("{} predictions for {} rows", preds.len(), batch.len()),
+                format!("{} predictions for {} rows", preds.len(), rows.len()),
             )),
             Ok(other) => g.failed.push(Failed::new(&member.id, unexpected(&other))),
             Err(e) => g.failed.push(Failed::new(&member.id, e)),
@@ -109,13 +164,13 @@ async fn gather(members: &[Asked], batch: &Batch, deadline_scale: u32) -> Gather
 
 /// Global prediction of `rows`, as a protocol answer (for clients: `bench`, a streamed
 /// `predict-file`). A batch gets the longer deadline of a batch.
-pub async fn ensemble(plan: Plan, rows: Rows) -> Response {
+pub async fn ensemble(plan: Plan, dispatch: Rc<Dispatch>, rows: TypedRows) -> Response {
     let scale = if rows.len() > ONE_ROW_DEADLINE_ROWS {
         BATCH_DEADLINE_SCALE
     } else {
         1
     };
-    let g = gather(&plan.members, &Batch::new(rows), scale).await;
+    let g = gather(&dispatch, &plan.members, &rows, scale).await;
     match g.combine(plan.weighted) {
         Ok(preds) => Response::Ensemble {
             preds,
@@ -128,9 +183,23 @@ pub async fn ensemble(plan: Plan, rows: Rows) -> Response {
     }
 }
 
+/// [`ensemble`] of rows named by column (the console, HTTP).
+pub async fn ensemble_rows(plan: Plan, dispatch: Rc<Dispatch>, rows: Rows) -> Response {
+    match dispatch.resolve(&plan, &rows) {
+        Ok(typed) => ensemble(plan, dispatch, typed).await,
+        Err(e) => Response::Error {
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// Global prediction of one row.
-pub async fn predict(plan: Plan, rows: Rows, explain: bool) -> Answer {
-    let g = gather(&plan.members, &Batch::new(rows), 1).await;
+pub async fn predict(plan: Plan, dispatch: Rc<Dispatch>, rows: Rows, explain: bool) -> Answer {
+    let typed = match dispatch.resolve(&plan, &rows) {
+        Ok(t) => t,
+        Err(e) => return Answer::error(e.to_string()),
+    };
+    let g = gather(&dispatch, &plan.members, &typed, 1).await;
     let prediction = g
         .combine(plan.weighted)
         .and_then(|p| Predicted::at(&p, 0).ok_or(FlowError::NoneAnswered(g.asked)));
@@ -146,9 +215,10 @@ pub async fn predict(plan: Plan, rows: Rows, explain: bool) -> Answer {
         }
     };
     let nodes = explain.then(|| {
-        g.per_node
+        g.nodes
             .iter()
-            .filter_map(|(node, version, weight, p)| {
+            .zip(&g.preds)
+            .filter_map(|((node, version, weight), p)| {
                 Some(NodePrediction {
                     id: node.clone(),
                     version: *version,
@@ -165,131 +235,4 @@ pub async fn predict(plan: Plan, rows: Rows, explain: bool) -> Answer {
         failed: g.failed,
         nodes,
     })
-}
-
-/// Global prediction of every row of a CSV file, in batches; writes `Id,<label>` lines when the
-/// input has an `Id` column, else one prediction per line.
-pub async fn predict_file(
-    plan: Plan,
-    input: PathBuf,
-    output: Option<PathBuf>,
-    label: String,
-) -> Answer {
-    match run_file(plan, input, output, label).await {
-        Ok(report) => Answer::PredictFile(report),
-        Err(e) => Answer::error(e.to_string()),
-    }
-}
-
-async fn run_file(
-    plan: Plan,
-    input: PathBuf,
-    output: Option<PathBuf>,
-    label: String,
-) -> Result<FileReport, FlowError> {
-    let started = Instant::now();
-    let path = input.clone();
-    let rows = actix_rt::task::spawn_blocking(move || load_rows(&path))
-        .await
-        .map_err(|e| FlowError::Task("reading the file", e.to_string()))?
-        .map_err(|source| FlowError::Read {
-            path: input.clone(),
-            source,
-        })?;
-    let n = rows.len();
-    let ids: Option<Vec<String>> = rows.columns.iter().position(|c| c == "Id").map(|at| {
-        rows.data
-            .iter()
-            .map(|r| match &r[at] {
-                crate::ml::Value::Num(v) => format!("{v}"),
-                crate::ml::Value::Text(s) => s.clone(),
-                crate::ml::Value::Missing => String::new(),
-            })
-            .collect()
-    });
-    let batches: Vec<Batch> = rows
-        .data
-        .chunks(BATCH_ROWS)
-        .map(|chunk| {
-            Batch::new(Rows {
-                columns: rows.columns.clone(),
-                data: chunk.to_vec(),
-            })
-        })
-        .collect();
-    let members = &plan.members;
-    let results: Vec<Gathered> = futures::stream::iter(batches.iter())
-        .map(|batch| gather(members, batch, BATCH_DEADLINE_SCALE))
-        .buffered(BATCHES_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut parts = Vec::with_capacity(results.len());
-    let mut answered_min = usize::MAX;
-    let mut asked = 0;
-    let mut failed = Vec::new();
-    for g in &results {
-        parts.push(g.combine(plan.weighted)?);
-        answered_min = answered_min.min(g.preds.len());
-        asked = asked.max(g.asked);
-        failed.extend(g.failed.iter().cloned());
-    }
-    let out_path = output.unwrap_or_else(|| default_output(&input));
-    let write_path = out_path.clone();
-    actix_rt::task::spawn_blocking(move || write_predictions(&write_path, &label, ids, &parts))
-        .await
-        .map_err(|e| FlowError::Task("writing the predictions", e.to_string()))?
-        .map_err(|source| FlowError::Write {
-            path: out_path.clone(),
-            source,
-        })?;
-    let secs = started.elapsed().as_secs_f64();
-    Ok(FileReport {
-        rows: n,
-        out: out_path.display().to_string(),
-        ms: (secs * 1000.0).round() as u64,
-        rows_per_s: if secs > 0.0 {
-            (n as f64 / secs).round()
-        } else {
-            0.0
-        },
-        answered: if results.is_empty() { 0 } else { answered_min },
-        asked,
-        failed,
-    })
-}
-
-fn default_output(input: &Path) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "predictions".into());
-    input.with_file_name(format!("{stem}.predictions.csv"))
-}
-
-fn write_predictions(
-    path: &Path,
-    label: &str,
-    ids: Option<Vec<String>>,
-    parts: &[Predictions],
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
-    if ids.is_some() {
-        writeln!(w, "Id,{label}")?;
-    }
-    let mut i = 0;
-    for part in parts {
-        for j in 0..part.len() {
-            let value = match part {
-                Predictions::Regression(v) => format!("{}", v[j]),
-                Predictions::Classification(v) => v[j].clone(),
-            };
-            match ids.as_ref().and_then(|ids| ids.get(i)) {
-                Some(id) => writeln!(w, "{id},{value}")?,
-                None => writeln!(w, "{value}")?,
-            }
-            i += 1;
-        }
-    }
-    w.flush()
 }

@@ -37,6 +37,7 @@ fn variant(response: &Response) -> &'static str {
         Response::Predictions { .. } => "predictions",
         Response::NoModel => "no-model",
         Response::Ensemble { .. } => "ensemble",
+        Response::Schema { .. } => "schema",
     }
 }
 

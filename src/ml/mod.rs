@@ -14,6 +14,10 @@
 //! - [`metrics`]: [`score`], [`aggregate`] (mean / vote).
 //! - [`drift`]: [`Reference`] (summary of the training data) and [`detect`] (tests per
 //!   feature, label, model error, Holm-corrected → [`DriftReport`]); the swap rule.
+//! - Serving: [`schema`] (the columns rows travel by), [`typed`] ([`TypedRows`]: rows packed by
+//!   schema, and their builder), [`csv_stream`] (CSV text in chunks → typed batches),
+//!   [`compiled`] (models compiled for blocks of rows), [`serve`] ([`Served`]: a model in
+//!   service).
 //! - [`synth`]: the synthetic data generator behind the `gen` tool.
 //! - [`eval`]: [`evaluate_split`], [`combine_splits`].
 //! - [`auto`]: `kind = "auto"`, the learner chosen by cross-validation; [`boost`]: gradient
@@ -22,7 +26,9 @@
 
 pub mod auto;
 pub mod boost;
+pub mod compiled;
 pub mod config;
+pub mod csv_stream;
 pub mod data;
 pub mod drift;
 pub mod error;
@@ -34,11 +40,15 @@ pub mod metrics;
 pub mod par;
 pub mod pipeline;
 pub mod preprocess;
+pub mod schema;
+pub mod serve;
 pub mod shard;
 pub mod synth;
 pub mod tree;
+pub mod typed;
 
 pub use config::{Kind, ModelConfig, Target};
+pub use csv_stream::{CsvBatch, CsvBatches, Ids};
 pub use data::{
     load_csv, load_rows, parse_csv, Column, ColumnData, DataSpec, Labels, Rows, Table, Task, Value,
 };
@@ -50,5 +60,8 @@ pub use error::{MlError, Result};
 pub use eval::{combine_splits, evaluate_split, SplitEval, SplitStats};
 pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};
 pub use pipeline::{ModelMeta, Pipeline, FORMAT_VERSION};
+pub use schema::{ColumnKind, Schema, SchemaColumn};
+pub use serve::Served;
 pub use shard::{load_shard, read_new, NewLines, Watermark};
 pub use synth::{GenArgs, Synth};
+pub use typed::{RowsResolver, TypedRows, TypedRowsBuilder};

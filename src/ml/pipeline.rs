@@ -13,6 +13,7 @@ use super::error::{MlError, Result};
 use super::learner::{Classifier, LearnerParams, Model, Regressor};
 use super::metrics::{score, Predictions, Scores};
 use super::preprocess::Preprocessor;
+use super::schema::Schema;
 
 /// Magic string at the top of every model file.
 pub const MODEL_MAGIC: &str = "ensemble-cluster-model";
@@ -425,6 +426,27 @@ impl Pipeline {
                 super::preprocess::ColumnPrep::Categorical { name, .. } => (name.as_str(), false),
             })
             .collect()
+    }
+
+    /// The input columns as a schema of their own: what this model needs of a request.
+    pub fn schema(&self) -> Schema {
+        let columns: Vec<(String, bool)> = self
+            .feature_columns()
+            .into_iter()
+            .map(|(name, numeric)| (name.to_string(), numeric))
+            .collect();
+        Schema::merge([columns.as_slice()])
+    }
+
+    pub(crate) fn preprocessor(&self) -> &Preprocessor {
+        &self.prep
+    }
+
+    pub(crate) fn model(&self) -> &Model {
+        match &self.learner {
+            Learner::Regressor(r) => &r.model,
+            Learner::Classifier(c) => &c.model,
+        }
     }
 
     /// Names of the input columns the model uses.

@@ -12,8 +12,11 @@ use std::ops::Range;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use super::data::{parse_num, ColumnData, Rows, Table, Value};
+pub(crate) use super::data::num_text;
+use super::data::{parse_num, with_num_text, ColumnData, Rows, Table, Value};
 use super::error::{MlError, Result};
+use super::schema::{ColumnKind, Schema};
+use super::typed::TypedRows;
 
 /// Levels kept as one-hot columns per categorical (the rest act as unseen).
 const MAX_ONE_HOT: usize = 30;
@@ -53,15 +56,6 @@ enum Cell<'a> {
     Missing,
     Num(f64),
     Text(&'a str),
-}
-
-/// How a number is spelled when it reaches a categorical column (`2.0` → `"2"`).
-pub(crate) fn num_text(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
 }
 
 impl Preprocessor {
@@ -235,6 +229,138 @@ impl Preprocessor {
     }
 }
 
+/// Where one input column of a preprocessor is found in batches of a given schema.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Source {
+    Absent,
+    /// The numeric slot of the batch.
+    Number(usize),
+    /// The categorical slot of the batch.
+    Category(usize),
+}
+
+/// A preprocessor's columns located in one schema: computed once per schema, then every batch of
+/// that schema is read by index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    sources: Vec<Source>,
+}
+
+impl Preprocessor {
+    /// Locates this preprocessor's columns in `schema` (absent ones are missing).
+    pub fn bind(&self, schema: &Schema) -> Binding {
+        let sources = self
+            .columns
+            .iter()
+            .map(|c| match schema.position(col_name(c)) {
+                None => Source::Absent,
+                Some(at) => match schema.kind(at) {
+                    ColumnKind::Number => Source::Number(schema.slot(at)),
+                    ColumnKind::Category => Source::Category(schema.slot(at)),
+                },
+            })
+            .collect();
+        Binding { sources }
+    }
+
+    /// Encodes a typed batch into `x` (row-major, `rows × n_features`), exactly as
+    /// [`Preprocessor::transform_rows`] encodes the same cells. A dictionary entry is looked up
+    /// once per batch, not once per row.
+    pub fn transform_typed(
+        &self,
+        binding: &Binding,
+        rows: &TypedRows,
+        x: &mut [f64],
+    ) -> Result<()> {
+        let (n, nf) = (rows.len(), self.n_features);
+        if x.len() != n * nf || binding.sources.len() != self.columns.len() {
+            return Err(MlError::Mismatch(format!(
+                "{} cells for {n} rows of {nf} features",
+                x.len()
+            )));
+        }
+        // What each dictionary entry of the column at hand encodes to: one buffer for all the
+        // columns of the batch.
+        let mut vals: Vec<f64> = Vec::new();
+        let mut off = 0;
+        for (col, src) in self.columns.iter().zip(&binding.sources) {
+            match col {
+                ColumnPrep::Numeric { median, .. } => {
+                    let m = *median;
+                    match *src {
+                        Source::Absent => (0..n).for_each(|i| x[i * nf + off] = m),
+                        Source::Number(slot) => {
+                            let col = rows.numbers(slot);
+                            for i in 0..n {
+                                let v = col.get(i);
+                                x[i * nf + off] = if v.is_finite() { v } else { m };
+                            }
+                        }
+                        Source::Category(slot) => {
+                            let col = rows.categories(slot);
+                            vals.clear();
+                            vals.extend(col.entries().map(|e| parse_num(e).unwrap_or(m)));
+                            for (i, code) in col.codes().enumerate() {
+                                x[i * nf + off] = vals.get(code as usize).copied().unwrap_or(m);
+                            }
+                        }
+                    }
+                    off += 1;
+                }
+                ColumnPrep::Categorical {
+                    levels,
+                    codes,
+                    missing,
+                    ..
+                } => {
+                    // Byte order is the order of UTF-8 strings.
+                    let lookup = |k: &[u8]| {
+                        levels
+                            .binary_search_by(|l| l.as_bytes().cmp(k))
+                            .map_or(*missing, |i| codes[i])
+                    };
+                    let w = self.width(col);
+                    let one_hot = self.one_hot;
+                    let put = |x: &mut [f64], i: usize, code: f64| {
+                        let cells = &mut x[i * nf + off..i * nf + off + w];
+                        if one_hot {
+                            cells.iter_mut().for_each(|c| *c = 0.0);
+                            if code >= 0.0 {
+                                cells[code as usize] = 1.0;
+                            }
+                        } else {
+                            cells[0] = code;
+                        }
+                    };
+                    match *src {
+                        Source::Absent => (0..n).for_each(|i| put(x, i, *missing)),
+                        Source::Category(slot) => {
+                            let col = rows.categories(slot);
+                            vals.clear();
+                            vals.extend(col.entry_bytes().map(lookup));
+                            for (i, code) in col.codes().enumerate() {
+                                put(x, i, vals.get(code as usize).copied().unwrap_or(*missing));
+                            }
+                        }
+                        Source::Number(slot) => {
+                            for (i, v) in rows.numbers(slot).iter().enumerate() {
+                                let code = if v.is_nan() {
+                                    *missing
+                                } else {
+                                    with_num_text(v, |t| lookup(t.as_bytes()))
+                                };
+                                put(x, i, code);
+                            }
+                        }
+                    }
+                    off += w;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn col_name(c: &ColumnPrep) -> &str {
     match c {
         ColumnPrep::Numeric { name, .. } | ColumnPrep::Categorical { name, .. } => name,
@@ -401,11 +527,5 @@ mod tests {
         assert_eq!(x.row(0).to_vec(), vec![1.0, 1.0, 0.0, 0.0]);
         assert_eq!(x.row(1).to_vec(), vec![3.0, 0.0, 1.0, 0.0]);
         assert_eq!(x.row(3).to_vec(), vec![3.0, 0.0, 0.0, 1.0]);
-    }
-
-    #[test]
-    fn numbers_reach_categoricals_as_text() {
-        assert_eq!(num_text(20.0), "20");
-        assert_eq!(num_text(1.5), "1.5");
     }
 }

@@ -1,14 +1,20 @@
 //! Bytes ⇄ [`Message`]: tokio-util's length-delimited framing (4-byte big-endian length, bounded
 //! by `max_frame_length`) around a MessagePack body. Each codec counts the bytes of the frames it
 //! reads and writes ([`Traffic`]), which is what a connection's traffic metrics report.
+//!
+//! Bulk data is copied as little as possible: a frame is encoded straight into the write buffer,
+//! rows sent to several nodes are encoded once ([`EncodedBody::predict`]), and rows decoded from
+//! a frame keep pointing into it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use super::Message;
+use crate::ml::typed::decode_in;
+use crate::ml::TypedRows;
 
 /// What can be wrong with the bytes a peer sent (or with a frame we were asked to send).
 #[derive(Debug, thiserror::Error)]
@@ -109,28 +115,56 @@ impl Decoder for FrameCodec {
                 self.traffic
                     .received
                     .fetch_add(HEADER + body.len() as u64, Ordering::Relaxed);
-                decode_body(&body)
+                decode_body(body.freeze())
             }
         }
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<Option<Message>, ProtocolError> {
-    rmp_serde::from_slice(body)
+fn decode_body(body: Bytes) -> Result<Option<Message>, ProtocolError> {
+    decode_in(&body, || rmp_serde::from_slice(&body))
         .map(Some)
         .map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
-/// A request body encoded once, to be sent to many peers without encoding it again.
+/// A request body encoded once, to be sent to many peers without encoding it again: a head and
+/// a tail written one after the other (the tail: rows encoded once for every node they go to).
 #[derive(Debug, Clone)]
-pub struct EncodedBody(Bytes);
+pub struct EncodedBody {
+    head: Bytes,
+    tail: Bytes,
+}
+
+/// How `PredictRef::Predict { rows }` begins, before the rows: `{"Predict": {"rows": `.
+const PREDICT_HEAD: &[u8] = b"\x81\xa7Predict\x81\xa4rows";
 
 impl EncodedBody {
     /// Encodes `body` as it would be inside a `Request` message.
     pub fn new(body: &impl serde::Serialize) -> Result<EncodedBody, ProtocolError> {
         rmp_serde::to_vec_named(body)
-            .map(|b| EncodedBody(Bytes::from(b)))
+            .map(|b| EncodedBody {
+                head: Bytes::from(b),
+                tail: Bytes::new(),
+            })
             .map_err(|e| ProtocolError::Encode(e.to_string()))
+    }
+
+    /// `Request::Predict { rows }`, the rows encoded once for all the copies of the batch.
+    pub fn predict(rows: &TypedRows) -> Result<EncodedBody, ProtocolError> {
+        let tail = rows.encoded_with(|rows| {
+            let mut b = Vec::with_capacity(rows.data_bytes() + rows.schema().encoded().len() + 128);
+            rmp_serde::encode::write_named(&mut b, rows)
+                .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+            Ok::<_, ProtocolError>(Bytes::from(b))
+        })?;
+        Ok(EncodedBody {
+            head: Bytes::from_static(PREDICT_HEAD),
+            tail,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
     }
 }
 
@@ -150,27 +184,30 @@ impl Encoder<Outbound> for FrameCodec {
             Outbound::Request { id, body } => {
                 // Exactly what serializing `Message::Request { id, body }` writes:
                 // {"Request": {"id": id, "body": <body>}}.
-                let mut frame = Vec::with_capacity(body.0.len() + 24);
-                let head = (|| -> Result<(), rmp::encode::ValueWriteError> {
-                    rmp::encode::write_map_len(&mut frame, 1)?;
-                    rmp::encode::write_str(&mut frame, "Request")?;
-                    rmp::encode::write_map_len(&mut frame, 2)?;
-                    rmp::encode::write_str(&mut frame, "id")?;
-                    rmp::encode::write_uint(&mut frame, id)?;
-                    rmp::encode::write_str(&mut frame, "body")?;
+                let mut head = Vec::with_capacity(32);
+                let written = (|| -> Result<(), rmp::encode::ValueWriteError> {
+                    rmp::encode::write_map_len(&mut head, 1)?;
+                    rmp::encode::write_str(&mut head, "Request")?;
+                    rmp::encode::write_map_len(&mut head, 2)?;
+                    rmp::encode::write_str(&mut head, "id")?;
+                    rmp::encode::write_uint(&mut head, id)?;
+                    rmp::encode::write_str(&mut head, "body")?;
                     Ok(())
                 })();
-                head.map_err(|e| ProtocolError::Encode(e.to_string()))?;
-                frame.extend_from_slice(&body.0);
-                if frame.len() > self.max {
-                    return Err(ProtocolError::Oversized {
-                        len: frame.len(),
-                        max: self.max,
-                    });
+                written.map_err(|e| ProtocolError::Encode(e.to_string()))?;
+                let len = head.len() + body.len();
+                if len > self.max {
+                    return Err(ProtocolError::Oversized { len, max: self.max });
                 }
-                let len = frame.len() as u64;
-                self.framing.encode(Bytes::from(frame), dst)?;
-                self.traffic.sent.fetch_add(HEADER + len, Ordering::Relaxed);
+                // The framing's own layout: a 4-byte big-endian length, then the body.
+                dst.reserve(4 + len);
+                dst.put_u32(len as u32);
+                dst.extend_from_slice(&head);
+                dst.extend_from_slice(&body.head);
+                dst.extend_from_slice(&body.tail);
+                self.traffic
+                    .sent
+                    .fetch_add(HEADER + len as u64, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -181,19 +218,44 @@ impl Encoder<Message> for FrameCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        // Written in place after a length placeholder (the framing's layout: a 4-byte
+        // big-endian length, then the body), without an intermediate buffer.
+        let start = dst.len();
+        dst.reserve(4 + size_hint(&msg));
+        dst.put_u32(0);
         // Structs as maps with field names: untagged enums (scores) need them to decode right.
-        let body =
-            rmp_serde::to_vec_named(&msg).map_err(|e| ProtocolError::Encode(e.to_string()))?;
-        if body.len() > self.max {
-            return Err(ProtocolError::Oversized {
-                len: body.len(),
-                max: self.max,
-            });
+        let written = rmp_serde::encode::write_named(&mut (&mut *dst).writer(), &msg);
+        let len = dst.len() - start - 4;
+        if let Err(e) = written {
+            dst.truncate(start);
+            return Err(ProtocolError::Encode(e.to_string()));
         }
-        let len = body.len() as u64;
-        self.framing.encode(Bytes::from(body), dst)?;
-        self.traffic.sent.fetch_add(HEADER + len, Ordering::Relaxed);
+        if len > self.max {
+            dst.truncate(start);
+            return Err(ProtocolError::Oversized { len, max: self.max });
+        }
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        self.traffic
+            .sent
+            .fetch_add(HEADER + len as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Roughly the encoded size of `msg`, so that its bytes are written in one reservation.
+fn size_hint(msg: &Message) -> usize {
+    use super::{Request, Response};
+    let rows = |r: &TypedRows| r.data_bytes() + r.schema().encoded().len() + 128;
+    match msg {
+        Message::Request {
+            body: Request::Predict { rows: r } | Request::PredictEnsemble { rows: r },
+            ..
+        } => rows(r),
+        Message::Response {
+            body: Response::Predictions { preds, .. } | Response::Ensemble { preds, .. },
+            ..
+        } => 8 * preds.len() + 128,
+        _ => 256,
     }
 }
 
@@ -352,6 +414,44 @@ mod tests {
                 Some(Message::Request { id, body })
             );
         }
+    }
+
+    #[test]
+    fn rows_encoded_once_make_the_same_frame() {
+        use crate::ml::{ColumnKind, Schema, SchemaColumn, TypedRowsBuilder};
+        let schema = Schema::new([SchemaColumn {
+            name: "x".into(),
+            kind: ColumnKind::Number,
+        }])
+        .shared();
+        let mut b = TypedRowsBuilder::new(schema);
+        b.push_number(0, 1.5);
+        b.end_row();
+        let rows = b.finish();
+        let mut codec = FrameCodec::new(1 << 20);
+        let (mut a, mut spliced) = (BytesMut::new(), BytesMut::new());
+        let request = Request::Predict { rows: rows.clone() };
+        codec
+            .encode(
+                Message::Request {
+                    id: 7,
+                    body: request.clone(),
+                },
+                &mut a,
+            )
+            .expect("encode message");
+        let body = EncodedBody::predict(&rows).expect("encode rows");
+        codec
+            .encode(Outbound::Request { id: 7, body }, &mut spliced)
+            .expect("encode spliced");
+        assert_eq!(a, spliced);
+        assert_eq!(
+            codec.decode(&mut spliced).expect("decode"),
+            Some(Message::Request {
+                id: 7,
+                body: request
+            })
+        );
     }
 
     #[test]

@@ -4,10 +4,12 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::ml::{Predictions, Rows, Scores, SplitEval};
+use crate::ml::{Predictions, Schema, Scores, SplitEval, TypedRows};
 
 /// Bumped on any incompatible change of [`Message`]; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: predictions carry rows by schema ([`TypedRows`]) and come back packed; `Schema` request
+/// and response (4: SWIM membership; 3: models fetched from their owners in chunks).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Who a member is: its id, the `host:port` it advertises (where its peers dial it: a DNS name
 /// or an IP), and when this run of it started, so a restarted node (a newer incarnation) is told
@@ -110,17 +112,14 @@ pub enum Request {
     /// Send the part of your model `version` that starts at `offset`; answered by `ModelChunk`.
     FetchModel { version: u64, offset: u64 },
     /// Predict these rows with your model; answered by `Predictions` or `NoModel`.
-    Predict { rows: Rows },
+    Predict { rows: TypedRows },
     /// Predict these rows with the whole cluster (you coordinate); answered by `Ensemble`.
     /// What clients such as `bench` send.
-    PredictEnsemble { rows: Rows },
-}
-
-/// `Request::Predict` borrowing its rows: encodes exactly like the owned request, without a copy
-/// of the rows.
-#[derive(Serialize)]
-pub enum PredictRef<'a> {
-    Predict { rows: &'a Rows },
+    PredictEnsemble { rows: TypedRows },
+    /// The columns rows for you should carry, and their kinds; answered by `Schema` (or
+    /// `NoModel`). A member answers with its own model's columns, a node asked by a client
+    /// with the cluster's.
+    Schema,
 }
 
 /// A model as its owner announced it: fetched from the owner, in chunks, by whoever scores it.
@@ -190,14 +189,21 @@ pub enum Response {
         version: u64,
         /// This node's weight in a weighted aggregation (from its validation score).
         weight: f64,
+        #[serde(with = "super::packed")]
         preds: Predictions,
     },
     /// This node has no model yet.
     NoModel,
     /// The cluster's aggregated predictions, and how many nodes contributed.
     Ensemble {
+        #[serde(with = "super::packed")]
         preds: Predictions,
         answered: u32,
         asked: u32,
+    },
+    /// Answers `Schema`: the model version it describes (0 for the cluster's).
+    Schema {
+        version: u64,
+        schema: Schema,
     },
 }

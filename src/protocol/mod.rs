@@ -7,9 +7,9 @@
 
 mod codec;
 mod message;
+mod packed;
 
 pub use codec::{EncodedBody, FrameCodec, Outbound, ProtocolError, Traffic, HANDSHAKE_MAX_FRAME};
 pub use message::{
-    Message, ModelBlob, ModelRef, ModelSummary, NodeInfo, PredictRef, Request, Response, Role,
-    PROTOCOL_VERSION,
+    Message, ModelBlob, ModelRef, ModelSummary, NodeInfo, Request, Response, Role, PROTOCOL_VERSION,
 };

@@ -26,7 +26,8 @@ use bytes::{Bytes, BytesMut};
 use ensemble_cluster::cluster::{evaluate, serve_chunk, Asked, Batch, Member};
 use ensemble_cluster::ml::{
     aggregate, combine_splits, detect, evaluate_split, parse_csv, DataSpec, DriftSettings, Kind,
-    ModelConfig, ModelMeta, Pipeline, Predictions, Reference, Rows, SplitEval, Table, Task, Value,
+    ModelConfig, ModelMeta, Pipeline, Predictions, Reference, Rows, Schema, Served, SplitEval,
+    Table, Task, TypedRows, Value,
 };
 use ensemble_cluster::protocol::{
     FrameCodec, Message, ModelBlob, ModelRef, ModelSummary, NodeInfo, Request, Response, Role,
@@ -190,6 +191,8 @@ fn every_message(
     };
     let regression = models[0].predict(&rows).expect("predicts");
     let labels = models[4].predict(&rows).expect("predicts");
+    // Rows as they travel: typed by every column they name (numbers and categories alike).
+    let typed = TypedRows::from_rows(&Schema::new([]).shared(), &rows, true).expect("types");
     let model_ref = |i: usize| ModelRef {
         node: "n1".into(),
         version: i as u64,
@@ -250,8 +253,19 @@ fn every_message(
                 offset: 0,
             },
         ),
-        request(6, Request::Predict { rows: rows.clone() }),
-        request(7, Request::PredictEnsemble { rows }),
+        request(
+            6,
+            Request::Predict {
+                rows: typed.clone(),
+            },
+        ),
+        request(
+            7,
+            Request::PredictEnsemble {
+                rows: typed.clone(),
+            },
+        ),
+        request(9, Request::Schema),
         response(1, Response::Pong),
         response(
             2,
@@ -341,6 +355,13 @@ fn every_message(
                 asked: 3,
             },
         ),
+        response(
+            13,
+            Response::Schema {
+                version: 3,
+                schema: (**typed.schema()).clone(),
+            },
+        ),
     ]
 }
 
@@ -398,8 +419,9 @@ fn serve(msg: Message) {
     match msg {
         Message::Request { body, .. } => match body {
             Request::Predict { rows } | Request::PredictEnsemble { rows } => {
+                let _ = rows.to_rows();
                 for m in &s.models {
-                    let _ = m.predict(&rows);
+                    let _ = Served::new(m).predict(&rows);
                 }
             }
             // The models named are fetched from an owner holding every seed model (version =
@@ -421,7 +443,7 @@ fn serve(msg: Message) {
             Request::Command { line } => {
                 let _ = ensemble_cluster::command::parse(&line);
             }
-            Request::Ping | Request::Train | Request::GetModel => {}
+            Request::Ping | Request::Train | Request::GetModel | Request::Schema => {}
         },
         Message::Response { body, .. } => match body {
             Response::Trained { summary, .. } | Response::Model { summary, .. } => {
@@ -446,6 +468,13 @@ fn serve(msg: Message) {
                     bytes,
                 };
                 exchange(move |_, _| chunk.clone(), vec![model]);
+            }
+            // A schema a client resolves its rows by.
+            Response::Schema { schema, .. } => {
+                let schema = schema.shared();
+                for m in &s.models {
+                    let _ = TypedRows::from_rows(&schema, &probe_rows(m), false);
+                }
             }
             Response::Unfetched { nodes, reason } => {
                 let _ = (nodes.len(), reason.len());
@@ -783,11 +812,11 @@ fn the_seeds_are_valid() {
         codec.encode(msg, &mut again).expect("re-encodes");
     }
     assert_eq!(names.len(), 9, "message variants: {names:?}");
-    // Every variant of Request (8) and Response (11): `serve` matches them all, and a seed of
+    // Every variant of Request (9) and Response (12): `serve` matches them all, and a seed of
     // each lets the mutations reach each.
     assert_eq!(
         bodies.len(),
-        8 + 11,
+        9 + 12,
         "request and response variants: {bodies:?}"
     );
     for (m, file) in s.files.iter().enumerate() {

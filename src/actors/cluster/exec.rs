@@ -16,7 +16,7 @@ use super::evaluator::Evaluator;
 use super::{ClusterActor, Shutdown};
 use crate::answer::{
     Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, MembershipTraffic, ModelInfo,
-    PeerEntry, Peers, RowsPrediction, Status,
+    PeerEntry, Peers, RowsPrediction, SchemaInfo, Status,
 };
 use crate::cluster::{self, Plan};
 use crate::command::{self, Command, Fault};
@@ -65,7 +65,16 @@ impl ClusterActor {
             Command::Peers => ready(Answer::Peers(self.peers())),
             Command::Train | Command::Evaluate => {
                 let retrain = command == Command::Train;
-                let work = cluster::cross_validate(self.plan(), retrain).into_actor(self);
+                let (plan, schemas) = (self.plan(), self.dispatch.schemas.clone());
+                let work = async move {
+                    let answer = cluster::cross_validate(plan.clone(), retrain).await;
+                    // New models may read new columns: learn them before the next prediction
+                    // this node resolves.
+                    schemas.expire();
+                    schemas.refreshed(&plan.members).await;
+                    answer
+                };
+                let work = work.into_actor(self);
                 Box::pin(work.map(|answer, act, _ctx| {
                     if let Answer::Train(report) = &answer {
                         act.last_report = Some(report.clone());
@@ -80,12 +89,32 @@ impl ClusterActor {
             Command::Model => ready(self.model_info()),
             Command::PredictRows { rows, local: true } => {
                 let local = self.local.clone();
-                let work = async move { rows_answer(local.predict(rows).await, 1) };
+                let work = async move { rows_answer(local.predict_named(&rows).await, 1) };
                 Box::pin(work.into_actor(self))
             }
             Command::PredictRows { rows, local: false } => {
-                let work = cluster::ensemble(self.plan(), rows);
+                let work = cluster::ensemble_rows(self.plan(), self.dispatch.clone(), rows);
                 Box::pin(async move { rows_answer(work.await, 0) }.into_actor(self))
+            }
+            Command::PredictTyped { rows, local: true } => {
+                let local = self.local.clone();
+                let work = async move { rows_answer(local.predict(rows).await, 1) };
+                Box::pin(work.into_actor(self))
+            }
+            Command::PredictTyped { rows, local: false } => {
+                let work = cluster::ensemble(self.plan(), self.dispatch.clone(), rows);
+                Box::pin(async move { rows_answer(work.await, 0) }.into_actor(self))
+            }
+            Command::Schema => {
+                let (plan, schemas) = (self.plan(), self.dispatch.schemas.clone());
+                let work = async move {
+                    let (schema, complete) = schemas.refreshed(&plan.members).await;
+                    Answer::Schema(SchemaInfo {
+                        columns: (*schema).clone(),
+                        complete,
+                    })
+                };
+                Box::pin(work.into_actor(self))
             }
             Command::TrainLocal => {
                 let train = self.local.actor.send(Train {
@@ -113,7 +142,8 @@ impl ClusterActor {
             }
             Command::Predict { row, explain } => {
                 let rows = Rows::from_json_object(&row);
-                Box::pin(cluster::predict(self.plan(), rows, explain).into_actor(self))
+                let work = cluster::predict(self.plan(), self.dispatch.clone(), rows, explain);
+                Box::pin(work.into_actor(self))
             }
             Command::PredictFile { input, output } => {
                 let label = self
@@ -122,7 +152,8 @@ impl ClusterActor {
                     .as_ref()
                     .map(|d| d.label.clone())
                     .unwrap_or_else(|| "prediction".into());
-                let work = cluster::predict_file(self.plan(), input, output, label);
+                let work =
+                    cluster::predict_file(self.plan(), self.dispatch.clone(), input, output, label);
                 Box::pin(work.into_actor(self))
             }
             Command::Fault(target) => ready(self.fault(target)),
@@ -316,8 +347,12 @@ impl ClusterActor {
                 ctx.spawn(answer);
             }
             Request::PredictEnsemble { rows } => {
-                let work = cluster::ensemble(self.plan(), rows);
+                let work = cluster::ensemble(self.plan(), self.dispatch.clone(), rows);
                 actix_rt::spawn(async move { link.respond(id, work.await) });
+            }
+            Request::Schema => {
+                let (plan, dispatch) = (self.plan(), self.dispatch.clone());
+                actix_rt::spawn(async move { link.respond(id, dispatch.schema(&plan).await) });
             }
             Request::Evaluate { models } => {
                 let evaluator = self.evaluator();

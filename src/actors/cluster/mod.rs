@@ -12,6 +12,7 @@
 mod evaluator;
 mod exec;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use super::supervision::{guard, Guarded, Kind, Supervision};
 use super::watcher::DataWatcher;
 use crate::answer::Answer;
 use crate::cluster::swim::{self, Event, Incarnation, Swim};
-use crate::cluster::{Admission, Membership, PeerState};
+use crate::cluster::{Admission, BatchSettings, Dispatch, Membership, PeerState};
 use crate::command::Command;
 use crate::config::{ClusterSettings, Settings};
 use crate::error::Error;
@@ -54,6 +55,8 @@ pub struct ClusterActor {
     greeting: Greeting,
     timing: Timing,
     local: LocalModel,
+    /// How predictions this node coordinates reach the members (schemas, batching).
+    dispatch: Rc<Dispatch>,
     watcher: Option<Addr<DataWatcher>>,
     supervision: Supervision,
     members: Membership<Addr<PeerActor>>,
@@ -102,7 +105,15 @@ impl ClusterActor {
             .cloned()
             .collect();
         let max_members = settings.cluster.max_members;
+        let dispatch = Dispatch::new(
+            me.id.clone(),
+            BatchSettings {
+                max_rows: c.batch_max_rows,
+                delay: c.batch_delay(),
+            },
+        );
         ClusterActor {
+            dispatch,
             bound,
             settings,
             greeting,

@@ -19,13 +19,14 @@ use super::slot::{Cause, ModelSlot};
 use crate::actors::supervision::panic_message;
 use crate::cluster::{serve_chunk, Batch, Member};
 use crate::error::Result;
-use crate::ml::Rows;
+use crate::ml::{Rows, TypedRows};
 use crate::net::{Access, Link};
 use crate::protocol::{ModelBlob, Request, Response};
 
-/// Requests with at most this many rows are predicted inline; bigger batches go to the blocking
-/// pool so they cannot stall the node's network thread.
-const INLINE_ROWS: usize = 64;
+/// Requests with at most this many rows are predicted inline (a few hundred microseconds with a
+/// large boosted model); bigger batches go to the blocking pool so they cannot stall the node's
+/// network thread.
+const INLINE_ROWS: usize = 256;
 
 /// This node's model services. Cloning shares them.
 #[derive(Clone)]
@@ -45,6 +46,12 @@ impl LocalModel {
             Request::Evaluate { .. } if link.access() == Access::Member => Some(request),
             Request::Ping => {
                 link.respond(id, Response::Pong);
+                None
+            }
+            // A client resolves its rows by the cluster's schema, which the node knows.
+            Request::Schema if link.access() != Access::Member => Some(request),
+            Request::Schema => {
+                link.respond(id, self.schema());
                 None
             }
             // Training, scoring and this node's model itself are for members of the cluster.
@@ -107,9 +114,34 @@ impl LocalModel {
                 failed("scoring fetches models from the cluster: the node serves it".into())
             }
             Request::Predict { rows } => self.predict(rows).await,
+            Request::Schema => self.schema(),
             Request::Command { .. } | Request::PredictEnsemble { .. } => {
                 failed("cluster requests are served by the node, not its model".into())
             }
+        }
+    }
+
+    /// The columns this node's model reads, and the model's version.
+    pub fn schema(&self) -> Response {
+        match self.slot.serving() {
+            Some(s) => Response::Schema {
+                version: s.current.summary.version,
+                schema: (**s.served.schema()).clone(),
+            },
+            None => Response::NoModel,
+        }
+    }
+
+    /// Predicts rows named by column with this node's model alone (resolved by its schema).
+    pub async fn predict_named(&self, rows: &Rows) -> Response {
+        let Some(serving) = self.slot.serving() else {
+            return Response::NoModel;
+        };
+        match TypedRows::from_rows(serving.served.schema(), rows, false) {
+            Ok(typed) => self.predict(typed).await,
+            Err(e) => Response::Error {
+                reason: e.to_string(),
+            },
         }
     }
 
@@ -141,7 +173,7 @@ impl LocalModel {
 
     /// Predicts with the current model; never waits for a training. Big batches run on the
     /// blocking pool.
-    pub async fn predict(&self, rows: Rows) -> Response {
+    pub async fn predict(&self, rows: TypedRows) -> Response {
         if rows.len() <= INLINE_ROWS {
             return self.predict_now(&rows);
         }
@@ -153,10 +185,11 @@ impl LocalModel {
 
     /// Predicts on the calling thread. A panic in the model code answers with an error and
     /// restarts the model actor.
-    pub fn predict_now(&self, rows: &Rows) -> Response {
-        let Some(current) = self.slot.current() else {
+    pub fn predict_now(&self, rows: &TypedRows) -> Response {
+        let Some(serving) = self.slot.serving() else {
             return Response::NoModel;
         };
+        let current = &serving.current;
         let inject = self
             .slot
             .0
@@ -166,7 +199,7 @@ impl LocalModel {
             if inject {
                 panic!("injected fault: predict");
             }
-            current.pipeline.predict(rows)
+            serving.served.predict(rows)
         }));
         match predicted {
             Ok(Ok(preds)) => Response::Predictions {
@@ -202,7 +235,13 @@ impl Member for LocalModel {
         _deadline: Duration,
     ) -> LocalBoxFuture<'a, Result<Response>> {
         if batch.len() <= INLINE_ROWS {
-            return futures::future::ready(Ok(self.predict_now(&batch.rows))).boxed_local();
+            // After the frames this node's flows have just queued for other nodes are written:
+            // they work on their share while this node works on its own.
+            return async move {
+                tokio::task::yield_now().await;
+                Ok(self.predict_now(&batch.rows))
+            }
+            .boxed_local();
         }
         LocalModel::predict(self, batch.rows.clone())
             .map(Ok)

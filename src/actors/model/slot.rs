@@ -1,6 +1,6 @@
 //! The shared cell holding the model that answers. Request handlers read it without going
 //! through the model actor's mailbox, so predictions never wait for a training; the actor swaps a
-//! new model in with one write.
+//! new model in with one write. The model is compiled for serving ([`Served`]) as it goes in.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::ml::{Pipeline, Reference, Watermark};
+use crate::ml::{Pipeline, Reference, Served, Watermark};
 use crate::protocol::ModelSummary;
 
 /// The model that answers, with what the node says about it.
@@ -23,6 +23,13 @@ pub struct Current {
     pub watermark: Watermark,
     /// Its training data, summarized: what new rows are compared with to detect drift.
     pub reference: Option<Arc<Reference>>,
+}
+
+/// The model that answers and its compiled form, swapped together.
+#[derive(Clone)]
+pub struct Serving {
+    pub current: Arc<Current>,
+    pub served: Arc<Served>,
 }
 
 /// Why a model was trained: the `cause` of the retrain counts in `status` and `/metrics`.
@@ -64,7 +71,7 @@ impl Cause {
 
 #[derive(Default)]
 pub(super) struct SlotInner {
-    current: RwLock<Option<Arc<Current>>>,
+    current: RwLock<Option<Serving>>,
     pub(super) training: AtomicBool,
     /// Other nodes' models held right now (only while scoring them).
     pub(super) foreign: AtomicUsize,
@@ -79,6 +86,11 @@ pub struct ModelSlot(pub(super) Arc<SlotInner>);
 
 impl ModelSlot {
     pub fn current(&self) -> Option<Arc<Current>> {
+        self.serving().map(|s| s.current)
+    }
+
+    /// The current model with its compiled form.
+    pub fn serving(&self) -> Option<Serving> {
         self.0
             .current
             .read()
@@ -95,8 +107,11 @@ impl ModelSlot {
         usize::from(self.current().is_some()) + self.0.foreign.load(Ordering::Relaxed)
     }
 
+    /// Puts `current` in service (compiling it first, outside the lock).
     pub(super) fn publish(&self, current: Arc<Current>) {
-        *self.0.current.write().unwrap_or_else(|e| e.into_inner()) = Some(current);
+        let served = Arc::new(Served::new(&current.pipeline));
+        *self.0.current.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Serving { current, served });
     }
 
     /// Trainings done so far, per cause.
