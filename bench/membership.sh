@@ -57,14 +57,15 @@ t0=$(date +%s%N)
 ctl1 train >state/train.json || true
 t1=$(date +%s%N)
 read -r l1 m1 < <(traffic)
-python3 - "$N" "$l0" "$m0" "$l1" "$m1" "$t0" "$t1" "$(stat -c %s state/synthetic/s1/model.msgpack)" <<'PY'
+model=$(ctl1 model | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
+python3 - "$N" "$l0" "$m0" "$l1" "$m1" "$t0" "$t1" "$model" <<'PY'
 import json, sys
 n, l0, m0, l1, m1, t0, t1, model = map(int, sys.argv[1:])
 r = json.load(open("state/train.json"))
 sent = (l1 - l0) - (m1 - m0)
 print(f"train from node 1: {(t1 - t0) / 1e9:.1f} s, {r.get('completed')}/{r.get('asked')} nodes completed, "
       f"failed {len(r.get('failed', []))}; node 1 sent {sent:,} bytes besides membership "
-      f"({sent / (n - 1):,.0f} per peer; its model file is {model:,} bytes, "
+      f"({sent / (n - 1):,.0f} per peer; its model is {model:,} bytes, "
       f"so {(sent - (n - 1) * model) / (n - 1):,.0f} bytes per peer besides its own model)")
 PY
 
