@@ -6,6 +6,7 @@
 #   - the CPU all N node processes use while idle (/proc/PID/stat over 30 s);
 #   - a `train` asked of node 1: its wall time, how many nodes completed, and the bytes node 1
 #     sent over all its links meanwhile (membership's own bytes taken out), beside its model's size;
+#   - one-row global predictions from node 1, one at a time: p50, p99, how many nodes answered;
 #   - SIGSTOP of the last node: when every other node logged it suspect, down, and up again after
 #     SIGCONT; kill -9 of the node before it: when every other node logged it down.
 # Then stops exactly the nodes it started. usage: bench/membership.sh N
@@ -68,6 +69,16 @@ print(f"train from node 1: {(t1 - t0) / 1e9:.1f} s, {r.get('completed')}/{r.get(
       f"({sent / (n - 1):,.0f} per peer; its model is {model:,} bytes, "
       f"so {(sent - (n - 1) * model) / (n - 1):,.0f} bytes per peer besides its own model)")
 PY
+
+# One-row global predictions asked of node 1, one at a time, every node up with its model.
+"$BIN" bench 127.0.0.1:7301 --config state/conf/synth1.toml --ca state/tls/ca.pem \
+    --cert state/tls/operator.pem --key state/tls/operator.key \
+    --rows-from state/shards/synth1.csv --requests 1000 | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+print(f'one-row global predict at node 1, 1,000 in turn: p50 {r[\"p50_us\"]} us, p99 {r[\"p99_us\"]} us, '
+      f'answered by {r[\"answered\"]} (nodes: requests), errors {r[\"errors\"]}')
+"
 
 # When each other node logged node K suspect / down after T0, and up after T1.
 detection() {

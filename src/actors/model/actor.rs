@@ -249,10 +249,12 @@ where
 {
     let failed = |reason: String| E::from(TaskFailed { what, reason });
     let (tx, rx) = futures::channel::oneshot::channel();
-    let spawned = std::thread::Builder::new().name(what.into()).spawn(move || {
-        lower_priority();
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
-    });
+    let spawned = std::thread::Builder::new()
+        .name(what.into())
+        .spawn(move || {
+            lower_priority();
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+        });
     if let Err(e) = spawned {
         return Err(failed(format!("cannot start a thread: {e}")));
     }
