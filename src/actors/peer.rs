@@ -1,10 +1,11 @@
 //! One [`PeerActor`] per remote member: it dials the member with backoff, keeps the single link
 //! to it (see [`crate::cluster::new_link_wins`]), passes the member's membership packets to the
 //! node and applies the membership protocol's [`Verdict`]s on it (suspect, down: the link is
-//! dropped and redialed), serves the member's model requests with this node's [`LocalModel`],
-//! and reports every change of state or link as a [`PeerEvent`] to whoever started it (the
-//! cluster actor), through a `Recipient`, without knowing that actor's type. A closed connection
-//! means down at once; a hung member is found out by the membership protocol.
+//! dropped and redialed, unless the peer is still talking on it), serves the member's model
+//! requests with this node's [`LocalModel`], and reports every change of state or link as a
+//! [`PeerEvent`] to whoever started it (the cluster actor), through a `Recipient`, without
+//! knowing that actor's type. A closed connection means down at once; a hung member is found out
+//! by the membership protocol.
 //!
 //! It runs under an actix `Supervisor`: a failure in any handler restarts it, which drops the
 //! link and dials again.
@@ -67,6 +68,9 @@ pub struct PeerActor {
     /// Set when the peer left on purpose: no more dialing.
     retired: bool,
     ticks: Option<SpawnHandle>,
+    /// Checks, while the membership protocol holds the peer failed but its link still brings
+    /// frames, that it goes on doing so (see [`PeerActor::verdict`]).
+    disputed: Option<SpawnHandle>,
     supervision: Supervision,
 }
 
@@ -107,6 +111,7 @@ impl PeerActor {
             local,
             retired: false,
             ticks: None,
+            disputed: None,
             supervision,
         }
     }
@@ -135,7 +140,7 @@ impl PeerActor {
     /// stop would make the supervisor restart it).
     fn retire(&mut self, ctx: &mut Context<Self>) {
         self.retired = true;
-        for handle in [self.ticks.take(), self.redial.take()]
+        for handle in [self.ticks.take(), self.redial.take(), self.disputed.take()]
             .into_iter()
             .flatten()
         {
@@ -150,20 +155,44 @@ impl PeerActor {
     }
 
     /// What the membership protocol decided about the peer.
+    ///
+    /// A member is declared failed only after a probe period and a suspicion timeout without a
+    /// word from it, so a peer whose link brought a frame within the last heartbeat cannot be
+    /// the one that fell silent: the news is stale. It comes from a member that was cut off
+    /// itself (a partition, a link down) and, back, passes on the deaths it declared meanwhile;
+    /// the peer refutes it within a few probe periods. Dropping the link for that would cost the
+    /// answers of a reachable peer cluster-wide, so the link is kept while frames keep coming,
+    /// and dropped as usual once they stop before the refutation arrives.
     fn verdict(&mut self, verdict: PeerState, ctx: &mut Context<Self>) {
         if self.retired {
             return;
         }
+        if verdict != PeerState::Down {
+            self.end_dispute(ctx);
+        }
         match (verdict, self.live_link().cloned()) {
+            // Already disputed: the check that runs meanwhile decides.
+            (PeerState::Down, Some(_)) if self.disputed.is_some() => {}
+            (PeerState::Down, Some(link)) if link.silence() < self.timing.heartbeat => {
+                tracing::info!(
+                    peer = %self.peer.id,
+                    "declared failed by the membership protocol, but heard from {} ms ago: \
+                     link kept while it refutes",
+                    link.silence().as_millis()
+                );
+                let every = self.timing.heartbeat;
+                self.disputed = Some(ctx.run_interval(every, |act, ctx| {
+                    guard(act, ctx, "peer actor (dispute)", |act, ctx| {
+                        act.check_dispute(ctx)
+                    });
+                }));
+            }
             (PeerState::Down, Some(link)) => {
                 let why = format!(
                     "declared failed by the membership protocol (silent for {} ms)",
                     link.silence().as_millis()
                 );
-                link.close(&why);
-                self.link = None;
-                self.set_state(PeerState::Down, &why);
-                self.schedule_dial(ctx);
+                self.drop_link(&link, &why, ctx);
             }
             (PeerState::Suspect, Some(_)) if self.state == PeerState::Up => {
                 self.set_state(PeerState::Suspect, "missed its probes")
@@ -174,6 +203,37 @@ impl PeerActor {
             // Without a link the peer is already down, and is being redialed.
             _ => {}
         }
+    }
+
+    /// Declared failed, not yet refuted: the link stays while the peer keeps talking on it.
+    fn check_dispute(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = self.live_link().cloned() else {
+            // The link ended on its own, which already made the peer down and redialed.
+            self.end_dispute(ctx);
+            return;
+        };
+        if link.silence() >= self.timing.heartbeat * 2 {
+            self.end_dispute(ctx);
+            let why = format!(
+                "declared failed by the membership protocol, and silent for {} ms since",
+                link.silence().as_millis()
+            );
+            self.drop_link(&link, &why, ctx);
+        }
+    }
+
+    fn end_dispute(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.disputed.take() {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    /// Closes the link for `why`: the peer is down, and redialed.
+    fn drop_link(&mut self, link: &Link, why: &str, ctx: &mut Context<Self>) {
+        link.close(why);
+        self.link = None;
+        self.set_state(PeerState::Down, why);
+        self.schedule_dial(ctx);
     }
 
     /// Dials after a backoff, unless a link is up or a dial is already under way.
@@ -309,6 +369,7 @@ impl Supervised for PeerActor {
         }
         self.dialing = false;
         self.redial = None;
+        self.disputed = None;
         self.attempts = 0;
         if !self.retired {
             self.state = PeerState::Connecting;
