@@ -9,6 +9,9 @@
 #[allow(dead_code)]
 #[path = "../fuzz_decode/msgpack.rs"]
 mod msgpack;
+// Network namespaces on a bridge of the test's own, for the chaos test's link cuts.
+#[path = "../hosts/mod.rs"]
+mod hosts;
 mod shards;
 mod util;
 

@@ -1,26 +1,44 @@
 //! Chaos: six nodes under a steady prediction load (a `bench` client on n1) while a seeded
 //! schedule of faults runs, one at a time: kill -9 and restart, SIGSTOP and SIGCONT, a node
-//! joining and then leaving, a drift retrain. It asserts that no prediction failed, that every
-//! answer came from at least the nodes alive minus one, and that at the end every node is up with
-//! its model and no model version named two different models. Each fault's detection time is
-//! printed.
+//! joining and then leaving, a drift retrain, and a link cut and restored. It asserts that no
+//! prediction failed, that every answer came from at least the nodes reachable minus one (a node
+//! killed, frozen or cut off counts as unreachable until it is back), and that at the end every
+//! node is up with its model and no model version named two different models. Each fault's
+//! detection time at n1 is printed, and for kills, pauses and cuts the time until n1 sees the
+//! node up again; a summary per kind closes the run.
+//!
+//! Link cuts need network namespaces (root and `ip`, as `tests/hosts`): where they can be made,
+//! every node runs in a namespace of its own on a bridge the test makes (`n1`'s also holds the
+//! load client), speaking mutual TLS as nodes off loopback must, and a cut sets the victim's link
+//! down for [`CUT_HOLD`]; the schedule's first fault is then a cut, so even the short CI run has
+//! one. Elsewhere the nodes run on loopback and the test says that cuts are skipped. Nodes, the
+//! load client, namespaces, bridge and veths are all removed when the test ends, passed or
+//! failed.
 //!
 //! `CHAOS_SECONDS` (default 20) sets the length and `CHAOS_SEED` replays a schedule (the seed is
-//! printed first); `tests/chaos.sh --seconds 600` runs the long one. Link cuts need network
-//! namespaces and are covered by `tests/hosts_cluster.rs`.
+//! printed first); `tests/chaos.sh --seconds 600` runs the long one.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::hosts::Hosts;
 use crate::test_drift::{data_toml, gen};
-use crate::util::{run, wait_until, Cluster, CLUSTER, SECRET};
+use crate::util::{bin_command, quote, run, tail, wait_until, Cluster, NodeSpec, CLUSTER, SECRET};
 
 /// Nodes that faults hit (n1 serves the load and stays up).
 const VICTIMS: [&str; 5] = ["n2", "n3", "n4", "n5", "n6"];
+/// Every node the test may start: the six members and n7, which joins and leaves.
+const NODES: [&str; 7] = ["n1", "n2", "n3", "n4", "n5", "n6", "n7"];
+/// How long a cut link stays down (counted from the cut; longer if n1 has not yet seen it).
+const CUT_HOLD: Duration = Duration::from_secs(4);
 
 /// A small seeded generator (SplitMix64): the schedule is reproducible from its seed.
 struct Rng(u64);
@@ -39,49 +57,197 @@ impl Rng {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
     Kill,
     Pause,
     JoinLeave,
     Drift,
+    Cut,
 }
 
 fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.parse().ok())
 }
 
-/// `bench` against n1 for `ms` milliseconds, on its own thread.
-fn load(addr: std::net::SocketAddr, rows: PathBuf, ms: u64) -> thread::JoinHandle<Value> {
-    thread::spawn(move || {
-        let (addr, ms, rows) = (addr.to_string(), ms.to_string(), rows.display().to_string());
-        let ran = run(
-            &[
-                "bench",
-                &addr,
-                "--cluster",
-                CLUSTER,
-                "--secret",
-                SECRET,
-                "--rows-from",
-                &rows,
-                "--requests",
-                "100000000",
-                "--in-flight",
-                "4",
-                "--duration-ms",
-                &ms,
-                "--timeout-ms",
-                "4000",
-            ],
-            &[],
-            "",
-            Path::new(env!("CARGO_TARGET_TMPDIR")),
-            Duration::from_millis(ms.parse::<u64>().unwrap_or(0) + 60_000),
+/// The host (namespace) of node `nK`: host K-1.
+fn host_of(id: &str) -> usize {
+    id.strip_prefix('n')
+        .and_then(|k| k.parse::<usize>().ok())
+        .and_then(|k| k.checked_sub(1))
+        .unwrap_or_else(|| panic!("not a node id: {id}"))
+}
+
+/// Across hosts the nodes and the load client speak mutual TLS (a node listens off loopback
+/// only with it): certificates for every node and the client `load`, under `dir`.
+struct Tls(PathBuf);
+
+impl Tls {
+    fn create(dir: &Path) -> Tls {
+        let tls = dir.join("tls");
+        let mut args = vec![
+            "certs".to_string(),
+            "--dir".into(),
+            tls.display().to_string(),
+        ];
+        for id in NODES {
+            args.extend(["--node".into(), id.into()]);
+        }
+        args.extend(["--operator".into(), "load".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ran = run(&args, &[], "", dir, Duration::from_secs(60));
+        assert_eq!(ran.code, Some(0), "certs failed: {ran}");
+        Tls(tls)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+
+    /// The `[tls]` table of `name`'s config.
+    fn toml(&self, name: &str) -> String {
+        format!(
+            "[tls]\nca = {}\ncert = {}\nkey = {}\n",
+            quote(&self.file("ca.pem")),
+            quote(&self.file(&format!("{name}.pem"))),
+            quote(&self.file(&format!("{name}.key")))
+        )
+    }
+
+    /// The client flags of `name`.
+    fn flags(&self, name: &str) -> Vec<String> {
+        vec![
+            "--ca".into(),
+            self.file("ca.pem"),
+            "--cert".into(),
+            self.file(&format!("{name}.pem")),
+            "--key".into(),
+            self.file(&format!("{name}.key")),
+        ]
+    }
+}
+
+/// `spec` placed on its own host when there are hosts: inside that namespace, on its address,
+/// with its certificate.
+fn placed(spec: NodeSpec, net: Option<&(Hosts, Tls)>) -> NodeSpec {
+    match net {
+        Some((hosts, tls)) => {
+            let host = hosts.host(host_of(&spec.id));
+            let listen = format!("{}:0", host.addr);
+            let toml = tls.toml(&spec.id);
+            spec.listen(&listen).netns(&host.ns).toml(&toml)
+        }
+        None => spec,
+    }
+}
+
+/// The load: a `bench` client against n1 (in n1's namespace, if any); killed if dropped early.
+struct Load {
+    child: Option<Child>,
+    stdout: Option<thread::JoinHandle<String>>,
+    log: PathBuf,
+    within: Duration,
+}
+
+impl Load {
+    fn start(
+        net: Option<&(Hosts, Tls)>,
+        addr: SocketAddr,
+        rows: &Path,
+        ms: u64,
+        dir: &Path,
+    ) -> Load {
+        let log = dir.join("bench.log");
+        let stderr = File::create(&log).expect("bench log file");
+        let mut cmd = bin_command(net.map(|(hosts, _)| hosts.host(0).ns.as_str()));
+        cmd.args([
+            "bench",
+            &addr.to_string(),
+            "--cluster",
+            CLUSTER,
+            "--secret",
+            SECRET,
+        ])
+        .arg("--rows-from")
+        .arg(rows)
+        .args(["--requests", "100000000", "--in-flight", "4"])
+        .args(["--duration-ms", &ms.to_string(), "--timeout-ms", "4000"])
+        .args(net.map_or_else(Vec::new, |(_, tls)| tls.flags("load")))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+        let mut child = cmd.spawn().expect("bench starts");
+        let mut out = child.stdout.take().expect("piped stdout");
+        let stdout = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        Load {
+            child: Some(child),
+            stdout: Some(stdout),
+            log,
+            within: Duration::from_millis(ms) + Duration::from_secs(60),
+        }
+    }
+
+    /// Ends the run now; what it printed.
+    fn stop(mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let out = self
+            .stdout
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!("{out}\n{}", tail(&log, 40))
+    }
+
+    /// Waits for the run to end and returns its JSON report.
+    fn finish(mut self) -> Value {
+        let mut child = self.child.take().expect("a started load");
+        let mut status = None;
+        wait_until(self.within, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let out = self
+            .stdout
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            status.is_some(),
+            "bench did not finish within {:?}:\n{}",
+            self.within,
+            tail(&log, 40)
         );
-        assert!(ran.code.is_some(), "bench did not finish: {ran}");
-        ran.json()
-    })
+        let line = out.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "bench printed no JSON report ({e}): {out}\n{}",
+                tail(&log, 40)
+            )
+        })
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// What a node's `model` command says identifies one trained model.
@@ -117,6 +283,32 @@ impl Versions {
     }
 }
 
+/// Waits until n1 sees `victim` in `state`; how long that took, or `None` past `within`.
+fn n1_sees(cluster: &mut Cluster, victim: &str, state: &str, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    wait_until(within, || {
+        cluster.node("n1").peer_state(victim).as_deref() == Some(state)
+    })
+    .then(|| t0.elapsed())
+}
+
+/// One fault as it ran: detection at n1, and (kill, pause, cut) the time from the repair until
+/// n1 saw the node up again.
+struct Ran {
+    fault: Fault,
+    detected: Duration,
+    back: Option<Duration>,
+}
+
+/// `p50 / max` of some durations, in ms.
+fn spread(mut ds: Vec<Duration>) -> String {
+    ds.sort();
+    match (ds.get(ds.len().saturating_sub(1) / 2), ds.last()) {
+        (Some(mid), Some(max)) => format!("p50 {} ms, max {} ms", mid.as_millis(), max.as_millis()),
+        _ => "-".into(),
+    }
+}
+
 #[test]
 fn six_nodes_under_load_survive_a_schedule_of_faults() {
     let seconds = env_u64("CHAOS_SECONDS").unwrap_or(20);
@@ -127,13 +319,23 @@ fn six_nodes_under_load_survive_a_schedule_of_faults() {
     });
     eprintln!("chaos: {seconds} s, seed {seed} (replay with CHAOS_SEED={seed})");
     let mut rng = Rng(seed);
+    let hosts = match Hosts::create(NODES.len()) {
+        Ok(hosts) => {
+            eprintln!("chaos: each node in its own network namespace; link cuts on");
+            Some(hosts)
+        }
+        Err(why) => {
+            eprintln!("chaos: nodes on loopback; link cuts skipped: {why}");
+            None
+        }
+    };
 
     let dir = crate::util::TestDir::new("chaos");
+    // Declared before the cluster and the load, so dropped after them: the processes in the
+    // namespaces are killed before the namespaces go.
+    let net = hosts.map(|hosts| (hosts, Tls::create(dir.path())));
     let shard = |id: &str| dir.path().join(format!("{id}.csv"));
-    for (i, id) in ["n1", "n2", "n3", "n4", "n5", "n6", "n7"]
-        .iter()
-        .enumerate()
-    {
+    for (i, id) in NODES.iter().enumerate() {
         gen(&shard(id), 1500, i as u64 + 1, 0.0, false);
     }
     let rows = dir.path().join("rows.csv");
@@ -142,67 +344,112 @@ fn six_nodes_under_load_survive_a_schedule_of_faults() {
     let spec_toml = |id: &str| data_toml(&shard(id), drift);
     let mut cluster = Cluster::start_with("chaos-cluster", 6, |spec| {
         let toml = spec_toml(&spec.id);
-        spec.toml(&toml)
+        placed(spec.toml(&toml), net.as_ref())
     });
     let trained = cluster.at(0).command("train");
     assert_eq!(trained["ok"], true, "{trained}");
     let mut versions = Versions::default();
-    for id in ["n1", "n2", "n3", "n4", "n5", "n6"] {
+    for id in &NODES[..6] {
         versions.record(&mut cluster, id);
     }
 
     let started = Instant::now();
-    let bench = load(cluster.node("n1").addr(), rows, seconds * 1000);
-    assert!(cluster
+    let load = Load::start(
+        net.as_ref(),
+        cluster.node("n1").addr(),
+        &rows,
+        seconds * 1000,
+        dir.path(),
+    );
+    if !cluster
         .node("n1")
-        .wait_for_log("client connected", Duration::from_secs(10)));
+        .wait_for_log("client connected", Duration::from_secs(10))
+    {
+        panic!("the load never connected to n1: {}", load.stop());
+    }
     // Leave time for the last fault to heal before the load ends.
     let schedule_until = Duration::from_secs(seconds.saturating_sub(6).max(1));
-    let mut faults = vec![Fault::Kill, Fault::Pause, Fault::JoinLeave, Fault::Drift];
-    let mut done = Vec::new();
+    let mut kinds = vec![Fault::Kill, Fault::Pause, Fault::JoinLeave, Fault::Drift];
+    // With cuts possible the first fault is one, so that every run has one; the rest of that
+    // round, and every later round, is in seeded random order.
+    let mut forced = None;
+    if net.is_some() {
+        forced = Some(Fault::Cut);
+    }
+    let mut faults = kinds.clone();
+    if net.is_some() {
+        kinds.push(Fault::Cut);
+    }
+    let mut done: Vec<Ran> = Vec::new();
     let mut drift_seed = 1000;
     while started.elapsed() < schedule_until {
         if faults.is_empty() {
-            faults = vec![Fault::Kill, Fault::Pause, Fault::JoinLeave, Fault::Drift];
+            faults = kinds.clone();
         }
-        let fault = faults.swap_remove(rng.below(faults.len()));
+        let fault = forced
+            .take()
+            .unwrap_or_else(|| faults.swap_remove(rng.below(faults.len())));
         let victim = match fault {
             Fault::JoinLeave => "n7",
             _ => VICTIMS[rng.below(VICTIMS.len())],
         };
         let t0 = Instant::now();
-        let detected = match fault {
+        let (detected, back) = match fault {
             Fault::Kill => {
                 cluster.node(victim).kill();
-                let seen = wait_until(Duration::from_secs(5), || {
-                    cluster.node("n1").peer_state(victim).as_deref() == Some("down")
+                let detected = n1_sees(&mut cluster, victim, "down", Duration::from_secs(5));
+                let detected = detected.unwrap_or_else(|| {
+                    panic!("n1 did not see the killed {victim} down within 5 s")
                 });
-                assert!(seen, "n1 did not see the killed {victim} down within 5 s");
-                let detected = t0.elapsed();
                 cluster.node(victim).restart();
+                let back = n1_sees(&mut cluster, victim, "up", Duration::from_secs(15));
                 cluster.wait_formed(Duration::from_secs(15));
-                detected
+                (detected, back)
             }
             Fault::Pause => {
                 cluster.node(victim).pause();
-                let seen = wait_until(Duration::from_secs(8), || {
-                    cluster.node("n1").peer_state(victim).as_deref() == Some("down")
-                });
-                let detected = t0.elapsed();
+                let detected = n1_sees(&mut cluster, victim, "down", Duration::from_secs(8));
                 cluster.node(victim).resume();
-                assert!(seen, "n1 did not see the frozen {victim} down within 8 s");
+                let detected = detected.unwrap_or_else(|| {
+                    panic!("n1 did not see the frozen {victim} down within 8 s")
+                });
+                let back = n1_sees(&mut cluster, victim, "up", Duration::from_secs(15));
                 cluster.wait_formed(Duration::from_secs(15));
-                detected
+                (detected, back)
+            }
+            Fault::Cut => {
+                let (hosts, _) = net.as_ref().expect("cuts are scheduled only with hosts");
+                let host = host_of(victim);
+                hosts.set_link(host, false).expect("link down");
+                let detected = n1_sees(&mut cluster, victim, "down", Duration::from_secs(10));
+                // The schedule holds the cut: the cluster runs without the node meanwhile.
+                if let Some(left) = CUT_HOLD.checked_sub(t0.elapsed()) {
+                    thread::sleep(left);
+                }
+                hosts.set_link(host, true).expect("link up");
+                let detected = detected.unwrap_or_else(|| {
+                    panic!("n1 did not see the cut-off {victim} down within 10 s")
+                });
+                let back = n1_sees(&mut cluster, victim, "up", Duration::from_secs(20));
+                assert!(
+                    back.is_some(),
+                    "n1 did not see {victim} up within 20 s of its link's return"
+                );
+                cluster.wait_formed(Duration::from_secs(20));
+                (detected, back)
             }
             Fault::JoinLeave => {
-                let spec = cluster.member_spec("n7").toml(&spec_toml("n7"));
+                let spec = placed(
+                    cluster.member_spec("n7").toml(&spec_toml("n7")),
+                    net.as_ref(),
+                );
                 cluster.add(spec);
                 let joined = cluster.wait_formed(Duration::from_secs(15));
                 let status = cluster.node("n7").quit();
                 assert!(status.success(), "n7 did not leave cleanly: {status:?}");
                 cluster.nodes.retain(|n| n.id != "n7");
                 cluster.wait_formed(Duration::from_secs(10));
-                joined
+                (joined, None)
             }
             Fault::Drift => {
                 let before = model_of(&mut cluster, victim).map(|(v, _)| v);
@@ -216,30 +463,43 @@ fn six_nodes_under_load_survive_a_schedule_of_faults() {
                     "{victim} did not retrain on drift: {}",
                     cluster.node(victim).command("drift")
                 );
-                t0.elapsed()
+                (t0.elapsed(), None)
             }
         };
+        let back_text = back.map_or(String::new(), |b| {
+            format!(", up again at n1 {} ms after the repair", b.as_millis())
+        });
         eprintln!(
-            "chaos: {:>6.1} s  {fault:?} {victim}: detected in {} ms, healed in {} ms",
+            "chaos: {:>6.1} s  {fault:?} {victim}: detected in {} ms{back_text}, healed in {} ms",
             started.elapsed().as_secs_f64(),
             detected.as_millis(),
             t0.elapsed().as_millis()
         );
-        for id in ["n1", "n2", "n3", "n4", "n5", "n6"] {
+        for id in &NODES[..6] {
             versions.record(&mut cluster, id);
         }
-        done.push(fault);
+        done.push(Ran {
+            fault,
+            detected,
+            back,
+        });
     }
-    let report = bench.join().expect("bench thread");
+    let report = load.finish();
     eprintln!("chaos: load {report}");
 
     assert!(!done.is_empty(), "no fault ran");
+    if net.is_some() {
+        assert!(
+            done.iter().any(|r| r.fault == Fault::Cut),
+            "no link cut ran"
+        );
+    }
     assert_eq!(report["errors"], 0, "predictions failed: {report}");
     assert!(
         report["requests"].as_u64().is_some_and(|n| n > 50),
         "{report}"
     );
-    // One fault at a time among six: at least five alive, so at least four answered each time.
+    // One fault at a time among six: at least five reachable, so at least four answered each time.
     let answered = report["answered"].as_object().expect("answered histogram");
     let fewest = answered
         .keys()
@@ -249,12 +509,29 @@ fn six_nodes_under_load_survive_a_schedule_of_faults() {
     assert!(fewest >= 4, "an answer came from {fewest} nodes: {report}");
     // The end: every node up with its model, versions never reused.
     cluster.wait_formed(Duration::from_secs(10));
-    for id in ["n1", "n2", "n3", "n4", "n5", "n6"] {
+    for id in &NODES[..6] {
         assert!(
             model_of(&mut cluster, id).is_some(),
             "{id} has no model at the end"
         );
         versions.record(&mut cluster, id);
     }
-    eprintln!("chaos: {} faults: {done:?}", done.len());
+    let mut kinds_run: Vec<Fault> = done.iter().map(|r| r.fault).collect();
+    kinds_run.sort();
+    kinds_run.dedup();
+    eprintln!(
+        "chaos: {} faults in {:.1} s",
+        done.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for kind in kinds_run {
+        let of_kind: Vec<&Ran> = done.iter().filter(|r| r.fault == kind).collect();
+        let backs: Vec<Duration> = of_kind.iter().filter_map(|r| r.back).collect();
+        eprintln!(
+            "chaos: {kind:?} ×{}: detected {}; up again {}",
+            of_kind.len(),
+            spread(of_kind.iter().map(|r| r.detected).collect()),
+            spread(backs)
+        );
+    }
 }

@@ -122,6 +122,8 @@ pub struct NodeSpec {
     pub extra_toml: String,
     /// Extra environment of the process (`ENSEMBLE__*` overrides, `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// The network namespace the process runs in (`ip netns exec`), if not the test's own.
+    pub netns: Option<String>,
 }
 
 impl NodeSpec {
@@ -135,6 +137,7 @@ impl NodeSpec {
             cluster_toml: String::new(),
             extra_toml: String::new(),
             env: Vec::new(),
+            netns: None,
         }
     }
 
@@ -187,6 +190,13 @@ impl NodeSpec {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the node inside the network namespace `ns` (a host of `tests/hosts`); its `listen`
+    /// should then be that host's address.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.into());
         self
     }
 
@@ -268,7 +278,7 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log.display()));
-        let mut cmd = Command::new(BIN);
+        let mut cmd = bin_command(self.spec.netns.as_deref());
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--json")
@@ -276,7 +286,6 @@ impl Node {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
-        hermetic_env(&mut cmd);
         for (k, v) in &self.spec.env {
             cmd.env(k, v);
         }
@@ -522,6 +531,22 @@ pub fn signal(pid: u32, name: &str) {
         .status()
         .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
     assert!(status.success(), "kill -{name} {pid} failed: {status}");
+}
+
+/// A command that runs the binary with a hermetic environment (see [`hermetic_env`]), inside
+/// the network namespace `netns` if one is given: `ip netns exec` execs the binary, so the
+/// child's pid is the node's and signals reach it.
+pub fn bin_command(netns: Option<&str>) -> Command {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, BIN]);
+            cmd
+        }
+        None => Command::new(BIN),
+    };
+    hermetic_env(&mut cmd);
+    cmd
 }
 
 /// Removes inherited `ENSEMBLE__*` overrides and pins the log level, so that the environment
