@@ -6,6 +6,7 @@
 //! state dirs) under `target/tmp/cluster/`.
 
 // The MessagePack tree the fuzz tests mutate models with; here it edits one model file.
+mod load;
 #[allow(dead_code)]
 #[path = "../fuzz_decode/msgpack.rs"]
 mod msgpack;
@@ -33,6 +34,7 @@ mod test_pause;
 mod test_refusal;
 mod test_schema;
 mod test_slow_clients;
+mod test_stale_death;
 mod test_supervision;
 mod test_tls;
 mod test_training;
