@@ -23,7 +23,7 @@ use super::error::{MlError, Result};
 use super::par::{self, mix};
 
 /// The learners `auto` chooses among, in the order they are tried.
-pub const CANDIDATES: [Kind; 3] = [Kind::Linear, Kind::Boosted, Kind::Forest];
+pub const CANDIDATES: [Kind; 4] = [Kind::Linear, Kind::Boosted, Kind::Hybrid, Kind::Forest];
 
 /// Rows cross-validated at most (a seeded sample above that).
 pub const CV_ROWS: usize = 6_000;
@@ -146,9 +146,18 @@ pub fn choose(
     }
     let (mut kind, mut cv_score) =
         best.ok_or_else(|| MlError::Data("no candidate learner".into()))?;
-    if let Some(&(_, Some(b))) = scores.iter().find(|(k, _)| *k == Kind::Boosted) {
+    // The better of the two boosting kinds (ties: `boosted`, tried first).
+    let boosting = scores
+        .iter()
+        .filter(|(k, _)| matches!(k, Kind::Boosted | Kind::Hybrid))
+        .filter_map(|&(k, s)| s.map(|s| (k, s)))
+        .fold(None, |acc: Option<(Kind, f64)>, (k, s)| match acc {
+            Some((_, b)) if b <= s => acc,
+            _ => Some((k, s)),
+        });
+    if let Some((k, b)) = boosting {
         if prefer_boosted(b, cv_score) {
-            kind = Kind::Boosted;
+            kind = k;
             cv_score = b;
         }
     }
