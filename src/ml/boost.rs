@@ -5,10 +5,10 @@
 //! one pass in row order (so it comes out sorted, no per-round sort), a per-round feature sample,
 //! one tree, then the raw scores of every row moved by that tree, routed on the rows' bins (no
 //! float comparisons, no row-major copy of the data). With early stopping on, held-out training rows
-//! never enter a histogram; their loss after each round decides when to stop. From 20,000 rows
-//! that is one 10 % slice, and the model keeps the rounds up to the best one; below, five folds
-//! boosted in lockstep (the loss summed over all of them), then a refit on every row for the
-//! round count found.
+//! never enter a histogram; their loss after each round decides when to stop. Below 2,000 rows
+//! five folds are boosted in lockstep (the loss summed over all of them), from there one 10 %
+//! slice; below 20,000 rows the model is then refitted on every row for the round count found,
+//! from there it keeps the rounds up to the best one.
 
 use ndarray::ArrayView2;
 use rand::rngs::StdRng;
@@ -104,21 +104,25 @@ impl Loss<'_> {
 /// Fraction of the training rows held out for early stopping on a large shard.
 const HOLDOUT_FRACTION: f64 = 0.1;
 
-/// Below this many rows, early stopping runs [`ES_FOLDS`]-fold: one boosting run per fold in
-/// lockstep, stopped on the loss summed over every held-out row; the model is then refitted on
-/// every row for the round count found. One held-out slice of a few dozen rows is too noisy:
-/// on House Prices (~255 training rows per shard) it stopped after 5 to 70 rounds where 100 to
-/// 400 all did better.
+/// Below this many rows, the model found by early stopping is refitted on every row for the
+/// round count found (scaled to the larger sample): the held-out rows are too precious to lose.
 const REFIT_BELOW: usize = 20_000;
 
-/// Folds of the early-stopping round search below [`REFIT_BELOW`] rows.
+/// Below this many rows, early stopping runs [`ES_FOLDS`]-fold: one boosting run per fold in
+/// lockstep, stopped on the loss summed over every held-out row. One held-out slice of a few
+/// dozen rows is too noisy: on House Prices (~255 training rows per shard) it stopped after 5
+/// to 70 rounds where 100 to 400 all did better. From here one 10 % slice is steady enough, at
+/// a fifth of the cost (`auto`'s CV on a large shard fits 4,000-row folds).
+const FOLDS_BELOW: usize = 2_000;
+
+/// Folds of the early-stopping round search below [`FOLDS_BELOW`] rows.
 const ES_FOLDS: usize = 5;
 
 /// The (fit rows, early-stopping rows) of each early-stopping run, all sorted: one 90 / 10
-/// split from [`REFIT_BELOW`] rows, else [`ES_FOLDS`] folds; one run on every row when early
+/// split from [`FOLDS_BELOW`] rows, else [`ES_FOLDS`] folds; one run on every row when early
 /// stopping is off or the rows are too few to spare any.
 fn es_splits(n: usize, cfg: &ModelConfig) -> Vec<(Vec<u32>, Vec<u32>)> {
-    let folds = if n < REFIT_BELOW { ES_FOLDS } else { 1 };
+    let folds = if n < FOLDS_BELOW { ES_FOLDS } else { 1 };
     if cfg.n_iter_no_change == 0 || n < 2 * ES_FOLDS {
         return vec![((0..n as u32).collect(), Vec::new())];
     }

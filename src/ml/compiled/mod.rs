@@ -386,13 +386,26 @@ mod tests {
 
     #[test]
     fn shallow_trees_are_complete_and_deep_ones_ranked_with_the_same_bits() {
-        let (x, y, c) = data(700);
+        // 251 distinct rows (at most 250 thresholds a feature, within a byte's ranks): enough
+        // for depth-12 trees to really grow past depth 8.
+        let x = Array2::from_shape_fn((700, 4), |(i, j)| ((i * (j + 5) * 7919) % 251) as f64 / 7.0);
+        let y: Vec<f64> = x
+            .rows()
+            .into_iter()
+            .map(|r| r[0] * 2.0 - r[1] + if r[2] > 17.0 { 5.0 } else { 0.0 } + (r[3] * 3.0).sin())
+            .collect();
+        let c: Vec<usize> = x
+            .rows()
+            .into_iter()
+            .map(|r| ((r[0] + r[3]) / 5.0) as usize % 3)
+            .collect();
         for (depth, complete) in [(3, true), (8, true), (12, false)] {
             let cfg = ModelConfig {
                 kind: Kind::Boosted,
                 max_depth: Some(depth),
                 min_samples_leaf: Some(1),
-                n_rounds: 12,
+                n_rounds: 20,
+                n_iter_no_change: 0,
                 ..ModelConfig::default()
             };
             let r = LearnerParams(cfg.clone())
