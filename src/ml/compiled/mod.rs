@@ -308,7 +308,8 @@ mod tests {
     use ndarray::Array1;
 
     fn data(n: usize) -> (Array2<f64>, Vec<f64>, Vec<usize>) {
-        let x = Array2::from_shape_fn((n, 4), |(i, j)| ((i * (j + 5) * 7919) % 103) as f64 / 7.0);
+        // 1,009 distinct values a column: trees can grow as deep as they are allowed to.
+        let x = Array2::from_shape_fn((n, 4), |(i, j)| ((i * (j + 5) * 7919) % 1009) as f64 / 70.0);
         let y = x
             .rows()
             .into_iter()
@@ -317,7 +318,8 @@ mod tests {
         let c = x
             .rows()
             .into_iter()
-            .map(|r| (r[0] / 5.0) as usize % 3)
+            // Far from a few axis-aligned cuts, so that trees grow as deep as they are allowed to.
+            .map(|r| (r[0] * 7.0 + r[1] * 3.0 + r[3]) as usize % 3)
             .collect();
         (x, y, c)
     }
@@ -405,6 +407,7 @@ mod tests {
                 max_depth: Some(depth),
                 min_samples_leaf: Some(1),
                 n_rounds: 20,
+                // Every round kept: early stopping could keep few, and no tree is deep then.
                 n_iter_no_change: 0,
                 ..ModelConfig::default()
             };
