@@ -389,4 +389,23 @@ mod tests {
         m.raw_row(&[5.0], &mut hi);
         assert!(lo[0] < 0.0 && hi[0] > 0.0);
     }
+
+    #[test]
+    fn inputs_are_clamped_to_the_training_range_and_skewed_ones_logged() {
+        // y = 2x on x in 0..=9 (not skewed): beyond 9 the line stays at its value at 9.
+        let x = ndarray::Array2::from_shape_fn((10, 1), |(i, _)| i as f64);
+        let y: Vec<f64> = (0..10).map(|i| 2.0 * i as f64).collect();
+        let m = Linear::fit_ridge(x.view(), &y, Some(1e-8));
+        let (mut at9, mut at90) = ([0.0], [0.0]);
+        m.raw_row(&[9.0], &mut at9);
+        m.raw_row(&[90.0], &mut at90);
+        assert!((at9[0] - 18.0).abs() < 1e-6, "{at9:?}");
+        assert_eq!(at9, at90);
+        assert!(!m.log[0]);
+        // 1, 1, 1, 1, 100: skewness 1.5 > 0.75 and non-negative, so fitted on ln(1 + x).
+        let x = array![[1.0], [1.0], [1.0], [1.0], [100.0]];
+        let m = Linear::fit_ridge(x.view(), &[0.0, 0.0, 0.0, 0.0, 1.0], None);
+        assert!(m.log[0]);
+        assert_eq!((m.lo[0], m.hi[0]), (1.0, 100.0));
+    }
 }
