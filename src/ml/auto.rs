@@ -11,7 +11,7 @@
 //! learner's ranking is settled long before that, the final fit uses every row). `hybrid` is
 //! tried below [`LARGE_SHARD`] training rows only: on 4 generated shards of 280,000 training rows
 //! it won the 6,000-row CV sample but lost on the whole shard (ensemble RMSE 1.027 against
-//! `boosted`'s 1.016, 44 % more CPU), where trees have the rows to follow a trend by steps.
+//! `boosted`'s 1.016), where trees have the rows to follow a trend by steps.
 //! Folds run on the configured threads. A candidate not started within `auto_budget_ms` is
 //! skipped, so only a run that hits the budget depends on timing.
 
