@@ -13,14 +13,12 @@
 //! express — more than 65,534 thresholds on one feature, a NaN threshold — keeps 16-byte nodes
 //! holding the threshold itself.)
 //!
-//! Linear models become one matrix product over the clamped (and, per column, logged) inputs:
-//! the standardization is folded into the weights, which changes the last bits of a prediction,
-//! not its value. A hybrid model is its linear part plus its trees, each compiled as above.
+//! Linear models become one matrix product: the standardization is folded into the weights,
+//! which changes the last bits of a prediction, not its value.
 
 use ndarray::{Array2, ArrayView2};
 
 use super::learner::Model;
-use super::linear::Linear;
 use super::tree::{Node, Tree};
 
 mod complete;
@@ -66,11 +64,7 @@ enum Compiled {
         weights: Array2<f64>,
         /// The bias with the feature means folded in.
         bias: Vec<f64>,
-        /// The input transform (ranges and log columns; the weights unused).
-        input: Linear,
     },
-    /// A hybrid model: the linear part's outputs plus the trees'.
-    Sum(Box<CompiledModel>, Box<CompiledModel>),
 }
 
 impl CompiledModel {
@@ -99,13 +93,6 @@ impl CompiledModel {
                     },
                 }
             }
-            Model::Hybrid { linear, trees } => Compiled::Sum(
-                Box::new(CompiledModel::new(&Model::Linear(linear.clone()))),
-                Box::new(CompiledModel::new(&Model::Trees {
-                    base: vec![0.0; linear.n_outputs()],
-                    trees: trees.clone(),
-                })),
-            ),
             Model::Linear(l) => {
                 let p = l.mean.len();
                 let k = l.bias.len();
@@ -118,16 +105,7 @@ impl CompiledModel {
                         bias[j] -= wf * l.mean[f];
                     }
                 }
-                let input = Linear {
-                    weights: Vec::new(),
-                    bias: Vec::new(),
-                    ..l.clone()
-                };
-                Compiled::Linear {
-                    weights,
-                    bias,
-                    input,
-                }
+                Compiled::Linear { weights, bias }
             }
         })
     }
@@ -138,7 +116,6 @@ impl CompiledModel {
             Compiled::Ranked(r) => r.n_outputs(),
             Compiled::Trees { n_outputs, .. } => *n_outputs,
             Compiled::Linear { bias, .. } => bias.len(),
-            Compiled::Sum(a, _) => a.n_outputs(),
         }
     }
 
@@ -183,37 +160,18 @@ impl CompiledModel {
                     }
                 }
             }
-            Compiled::Linear {
-                weights,
-                bias,
-                input,
-            } => {
+            Compiled::Linear { weights, bias } => {
                 let k = bias.len();
                 for o in out.chunks_exact_mut(k) {
                     o.copy_from_slice(bias);
                 }
-                let p = input.lo.len().min(n_features);
-                let mut t = x[..n * n_features].to_vec();
-                for row in t.chunks_exact_mut(n_features) {
-                    for (f, v) in row.iter_mut().take(p).enumerate() {
-                        *v = input.input(f, *v);
-                    }
-                }
                 let (Ok(xs), Ok(mut ys)) = (
-                    ArrayView2::from_shape((n, n_features), &t[..]),
+                    ArrayView2::from_shape((n, n_features), x),
                     ndarray::ArrayViewMut2::from_shape((n, k), out),
                 ) else {
                     return;
                 };
                 ndarray::linalg::general_mat_mul(1.0, &xs, weights, 1.0, &mut ys);
-            }
-            Compiled::Sum(linear, trees) => {
-                linear.predict(x, n_features, out);
-                let mut more = vec![0.0; out.len()];
-                trees.predict(x, n_features, &mut more);
-                for (o, m) in out.iter_mut().zip(&more) {
-                    *o += m;
-                }
             }
         }
     }
@@ -388,26 +346,14 @@ mod tests {
 
     #[test]
     fn shallow_trees_are_complete_and_deep_ones_ranked_with_the_same_bits() {
-        // 251 distinct rows (at most 250 thresholds a feature, within a byte's ranks): enough
-        // for depth-12 trees to really grow past depth 8.
-        let x = Array2::from_shape_fn((700, 4), |(i, j)| ((i * (j + 5) * 7919) % 251) as f64 / 7.0);
-        let y: Vec<f64> = x
-            .rows()
-            .into_iter()
-            .map(|r| r[0] * 2.0 - r[1] + if r[2] > 17.0 { 5.0 } else { 0.0 } + (r[3] * 3.0).sin())
-            .collect();
-        let c: Vec<usize> = x
-            .rows()
-            .into_iter()
-            .map(|r| ((r[0] + r[3]) / 5.0) as usize % 3)
-            .collect();
+        let (x, y, c) = data(700);
         for (depth, complete) in [(3, true), (8, true), (12, false)] {
             let cfg = ModelConfig {
                 kind: Kind::Boosted,
                 max_depth: Some(depth),
                 min_samples_leaf: Some(1),
-                n_rounds: 20,
-                // Every round kept: early stopping could keep few, and no tree is deep then.
+                n_rounds: 12,
+                // Every round kept: early stopping could keep none, and no tree is deep then.
                 n_iter_no_change: 0,
                 ..ModelConfig::default()
             };
@@ -529,38 +475,6 @@ mod tests {
             .expect("fits");
         for model in [&r.model, &m.model] {
             let (a, b) = (compiled(model, &x), raw(model, &x));
-            assert_eq!(a.len(), b.len());
-            for (p, q) in a.iter().zip(&b) {
-                assert!((p - q).abs() <= 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_hybrid_model_is_its_line_plus_its_trees() {
-        let (x, y, c) = data(300);
-        let cfg = ModelConfig {
-            kind: Kind::Hybrid,
-            n_rounds: 30,
-            ..ModelConfig::default()
-        };
-        let r = LearnerParams(cfg.clone())
-            .fit(&Dataset::new(x.clone(), Array1::from(y)))
-            .expect("fits");
-        let m = LearnerParams(cfg)
-            .fit(&Dataset::new(x.clone(), Array1::from(c)))
-            .expect("fits");
-        for model in [&r.model, &m.model] {
-            assert!(
-                matches!(model, Model::Hybrid { trees, .. } if !trees.is_empty()),
-                "not a hybrid with trees"
-            );
-            assert!(matches!(CompiledModel::new(model).0, Compiled::Sum(..)));
-            // Inputs beyond the training range too: the compiled line clamps them as well.
-            let mut wide = x.clone();
-            wide.row_mut(0).fill(1e6);
-            wide.row_mut(1).fill(-1e6);
-            let (a, b) = (compiled(model, &wide), raw(model, &wide));
             assert_eq!(a.len(), b.len());
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() <= 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
