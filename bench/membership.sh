@@ -4,6 +4,9 @@
 #   - membership bytes each node sends per second (its `status`, two calls SECS apart, each
 #     rated by the node's own uptime between them);
 #   - the CPU all N node processes use while idle (/proc/PID/stat over 30 s);
+#   - a `train` asked of node 1: its wall time, how many nodes completed, and the bytes node 1
+#     sent over all its links meanwhile (membership's own bytes taken out), beside its model's size;
+#   - one-row global predictions from node 1, one at a time: p50, p99, how many nodes answered;
 #   - SIGSTOP of the last node: when every other node logged it suspect, down, and up again after
 #     SIGCONT; kill -9 of the node before it: when every other node logged it down.
 # Then stops exactly the nodes it started. usage: bench/membership.sh N
@@ -37,6 +40,44 @@ secs = ($t1 - $t0) / 1e9
 cpu = ($c1 - $c0) / 100 / secs
 print(f'membership bytes sent per node per second: mean {statistics.mean(rates):.1f} (min {min(rates):.1f}, max {max(rates):.1f})')
 print(f'idle CPU of the $N node processes: {cpu * 100:.1f} % of one core, {cpu * 50:.1f} % of the 2-core machine')
+"
+
+# A `train` from node 1: the bytes it sends, all links together, membership excluded.
+ctl1() {
+    "$BIN" ctl 127.0.0.1:7301 --config state/conf/synth1.toml --ca state/tls/ca.pem \
+        --cert state/tls/operator.pem --key state/tls/operator.key "$@"
+}
+traffic() {
+    local links member
+    links=$(ctl1 peers | python3 -c 'import json,sys; print(sum(p["sent_bytes"] or 0 for p in json.load(sys.stdin)["peers"]))')
+    member=$(ctl1 status | python3 -c 'import json,sys; print(json.load(sys.stdin)["membership"]["sent_bytes"])')
+    echo "$links $member"
+}
+read -r l0 m0 < <(traffic)
+t0=$(date +%s%N)
+ctl1 train >state/train.json || true
+t1=$(date +%s%N)
+read -r l1 m1 < <(traffic)
+model=$(ctl1 model | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
+python3 - "$N" "$l0" "$m0" "$l1" "$m1" "$t0" "$t1" "$model" <<'PY'
+import json, sys
+n, l0, m0, l1, m1, t0, t1, model = map(int, sys.argv[1:])
+r = json.load(open("state/train.json"))
+sent = (l1 - l0) - (m1 - m0)
+print(f"train from node 1: {(t1 - t0) / 1e9:.1f} s, {r.get('completed')}/{r.get('asked')} nodes completed, "
+      f"failed {len(r.get('failed', []))}; node 1 sent {sent:,} bytes besides membership "
+      f"({sent / (n - 1):,.0f} per peer; its model is {model:,} bytes, "
+      f"so {(sent - (n - 1) * model) / (n - 1):,.0f} bytes per peer besides its own model)")
+PY
+
+# One-row global predictions asked of node 1, one at a time, every node up with its model.
+"$BIN" bench 127.0.0.1:7301 --config state/conf/synth1.toml --ca state/tls/ca.pem \
+    --cert state/tls/operator.pem --key state/tls/operator.key \
+    --rows-from state/shards/synth1.csv --requests 1000 | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+print(f'one-row global predict at node 1, 1,000 in turn: p50 {r[\"p50_us\"]} us, p99 {r[\"p99_us\"]} us, '
+      f'answered by {r[\"answered\"]} (nodes: requests), errors {r[\"errors\"]}')
 "
 
 # When each other node logged node K suspect / down after T0, and up after T1.

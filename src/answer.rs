@@ -325,6 +325,8 @@ pub struct ModelInfo {
     pub classes: Vec<String>,
     pub rows_train: usize,
     pub train_ms: u64,
+    /// Size of the serialized model: what each member scoring it fetches from this node.
+    pub bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]

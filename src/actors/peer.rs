@@ -48,6 +48,9 @@ pub struct Timing {
     pub reconnect_max: Duration,
 }
 
+/// Probe periods between two checks that a peer without a live link is being redialed.
+const SAFETY_NET_PERIODS: u32 = 10;
+
 pub struct PeerActor {
     me: NodeInfo,
     peer: NodeInfo,
@@ -282,7 +285,10 @@ impl Actor for PeerActor {
         if self.retired {
             return;
         }
-        self.ticks = Some(ctx.run_interval(self.timing.heartbeat, |act, ctx| {
+        // A safety net only: every way a link ends already schedules a redial. Its period is
+        // what a node pays per member while idle, so it is kept long.
+        let every = self.timing.heartbeat * SAFETY_NET_PERIODS;
+        self.ticks = Some(ctx.run_interval(every, |act, ctx| {
             guard(act, ctx, "peer actor (tick)", |act, ctx| act.tick(ctx));
         }));
         if self.live_link().is_none() {

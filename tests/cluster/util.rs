@@ -35,8 +35,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ensemble-node");
 
 /// How long a node may take to start and answer its first command (a busy CI machine is slow).
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long one console command or one `ctl` run may take.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one console command or one `ctl` run may take (a `train` of the default learner
+/// chooses its kind by cross-validation on every node at once: seconds on a busy machine).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between two checks of a condition.
 const POLL: Duration = Duration::from_millis(50);
 /// Lines of a node's log printed when a test fails.
@@ -616,7 +617,8 @@ pub fn run(args: &[&str], env: &[(&str, &str)], input: &str, cwd: &Path, within:
 /// `ensemble-node ctl <addr> <options...> <command...>` with a 10 s deadline.
 pub fn ctl(addr: SocketAddr, options: &[&str], command: &[&str]) -> Ran {
     let addr = addr.to_string();
-    let mut args = vec!["ctl", addr.as_str(), "--timeout-ms", "10000"];
+    let timeout = COMMAND_TIMEOUT.as_millis().to_string();
+    let mut args = vec!["ctl", addr.as_str(), "--timeout-ms", timeout.as_str()];
     args.extend_from_slice(options);
     args.extend_from_slice(command);
     run(

@@ -243,6 +243,7 @@ impl ClusterActor {
             classes: p.classes().to_vec(),
             rows_train: current.summary.rows_train,
             train_ms: current.summary.train_ms,
+            bytes: current.bytes.len(),
         }))
     }
 

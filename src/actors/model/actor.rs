@@ -232,6 +232,51 @@ where
     }
 }
 
+/// How much less CPU a training thread is given than the threads that serve (its `nice`
+/// increment): on a busy machine, predictions, membership probes and handshakes keep their
+/// latency while a training (or every node's first training at once) takes what is left.
+const TRAINING_NICE: libc::c_int = 10;
+
+/// Runs `work` on a thread of its own at a lower CPU priority ([`TRAINING_NICE`]; the threads
+/// a fit starts inherit it); a panic in it becomes an error, not a dead actor.
+pub async fn in_background<T, E>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<TaskFailed> + Send + 'static,
+{
+    let failed = |reason: String| E::from(TaskFailed { what, reason });
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(what.into())
+        .spawn(move || {
+            lower_priority();
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+        });
+    if let Err(e) = spawned {
+        return Err(failed(format!("cannot start a thread: {e}")));
+    }
+    match rx.await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(failed(panic_message(panic.as_ref()))),
+        Err(_) => Err(failed("the thread ended without an answer".into())),
+    }
+}
+
+/// Lowers the calling thread's priority by [`TRAINING_NICE`]. Best effort: where it can't, the
+/// work runs at the normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
+    unsafe {
+        let tid = libc::gettid();
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, now + TRAINING_NICE);
+    }
+}
+
 pub struct ModelActor {
     source: Option<Arc<TrainingSource>>,
     store: Arc<Store>,
@@ -298,7 +343,7 @@ impl ModelActor {
         // The cached validation split is rebuilt by the training; don't hold both at once.
         self.valid = None;
         tracing::info!(version = ticket.version, %reason, "training");
-        let work = blocking("training", move || {
+        let work = in_background("training", move || {
             train_blocking(&source, ticket, window, &store, gate)
         });
         Box::pin(work.into_actor(self).map(move |result, act, _ctx| {

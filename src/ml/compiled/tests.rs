@@ -8,7 +8,8 @@ use linfa::Dataset;
 use ndarray::Array1;
 
 fn data(n: usize) -> (Array2<f64>, Vec<f64>, Vec<usize>) {
-    let x = Array2::from_shape_fn((n, 4), |(i, j)| ((i * (j + 5) * 7919) % 103) as f64 / 7.0);
+    // 1,009 distinct values a column: trees can grow as deep as they are allowed to.
+    let x = Array2::from_shape_fn((n, 4), |(i, j)| ((i * (j + 5) * 7919) % 1009) as f64 / 70.0);
     let y = x
         .rows()
         .into_iter()
@@ -17,7 +18,8 @@ fn data(n: usize) -> (Array2<f64>, Vec<f64>, Vec<usize>) {
     let c = x
         .rows()
         .into_iter()
-        .map(|r| (r[0] / 5.0) as usize % 3)
+        // Far from a few axis-aligned cuts, so that trees grow as deep as they are allowed to.
+        .map(|r| (r[0] * 7.0 + r[1] * 3.0 + r[3]) as usize % 3)
         .collect();
     (x, y, c)
 }
@@ -107,24 +109,33 @@ fn compiled_trees_give_the_same_bits() {
 #[test]
 fn missing_values_go_right_as_in_training_code() {
     let (x, y, _) = data(300);
-    let cfg = ModelConfig {
-        kind: Kind::Tree,
-        ..ModelConfig::default()
-    };
-    let r = LearnerParams(cfg)
-        .fit(&Dataset::new(x, Array1::from(y)))
-        .expect("fits");
     let mut nan = Array2::from_elem((3, 4), f64::NAN);
     nan[[1, 0]] = 1e300;
     nan[[2, 1]] = f64::NEG_INFINITY;
-    let names = same_bits_in_every_layout(&r.model, &nan, "NaN");
-    assert_eq!(names, ["masks", "complete", "ranked", "thresholds"]);
+    // A depth-8 tree of over 64 leaves is walked; depth-3 boosted trees are masks: every layout
+    // gets the NaN rows.
+    for (kind, depth, first) in [(Kind::Tree, 8, "complete"), (Kind::Boosted, 3, "masks")] {
+        let cfg = ModelConfig {
+            kind,
+            max_depth: Some(depth),
+            min_samples_leaf: Some(1),
+            n_rounds: 5,
+            n_iter_no_change: 0,
+            ..ModelConfig::default()
+        };
+        let r = LearnerParams(cfg)
+            .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
+            .expect("fits");
+        let names = same_bits_in_every_layout(&r.model, &nan, "NaN");
+        assert_eq!(names[0], first, "{kind:?}: {names:?}");
+        assert!(names.ends_with(&["ranked", "thresholds"]), "{names:?}");
+    }
 }
 
 #[test]
 fn boosted_trees_are_masks_deep_ones_ranked_with_the_same_bits() {
     let (x, y, c) = data(700);
-    // 1,000 distinct rows (`data` repeats every 103): a tree of depth 12 has many leaves.
+    // A deeper function of the columns: a tree of depth 12 has many leaves.
     let deep = Array2::from_shape_fn((1000, 4), |(i, j)| ((i * (j + 5) * 7919) % 1009) as f64);
     let deep_y: Vec<f64> = deep
         .rows()
@@ -146,6 +157,8 @@ fn boosted_trees_are_masks_deep_ones_ranked_with_the_same_bits() {
             max_depth: Some(depth),
             min_samples_leaf: Some(1),
             n_rounds: 12,
+            // Every round kept: early stopping could keep none, and no tree is deep then.
+            n_iter_no_change: 0,
             ..ModelConfig::default()
         };
         let r = LearnerParams(cfg.clone())
