@@ -211,6 +211,10 @@ pub struct NodeModel {
     pub rows_train: usize,
     pub rows_valid: usize,
     pub train_ms: u64,
+    /// The learner the node fitted (with `kind = "auto"`, the one it chose).
+    pub kind: String,
+    /// `kind = "auto"`: the chosen learner's mean cross-validation loss on the training split.
+    pub cv_score: Option<f64>,
 }
 
 /// `train local`: the new model of this node.
@@ -314,7 +318,7 @@ impl RowsPrediction {
 pub struct ModelInfo {
     pub node: String,
     pub version: u64,
-    /// The learner, e.g. `tree`.
+    /// The learner fitted, e.g. `tree` (with `kind = "auto"`, the one it chose).
     pub kind: String,
     /// `regression` or `classification`.
     pub task: String,
@@ -325,6 +329,8 @@ pub struct ModelInfo {
     pub classes: Vec<String>,
     pub rows_train: usize,
     pub train_ms: u64,
+    /// `kind = "auto"`: the chosen learner's mean cross-validation loss on the training split.
+    pub cv_score: Option<f64>,
     /// Size of the serialized model: what each member scoring it fetches from this node.
     pub bytes: usize,
 }

@@ -281,7 +281,14 @@ pub struct ClusterSettings {
     /// How long a member's queue of predictions waits for more before it is sent, in
     /// microseconds (0: send what is already queued, never wait).
     pub batch_delay_us: u64,
+    /// Rows one prediction request may carry; a request with more is refused with an error. A
+    /// frame can announce rows that take no bytes on the wire (no columns), and predicting
+    /// allocates per row: this, not `max_frame_bytes`, bounds what a request costs.
+    pub max_rows_per_request: usize,
 }
+
+/// The smallest `cluster.max_rows_per_request`: a `predict-file` batch must pass.
+pub const MIN_ROWS_PER_REQUEST: usize = 8192;
 
 impl Default for ClusterSettings {
     fn default() -> Self {
@@ -303,6 +310,7 @@ impl Default for ClusterSettings {
             min_quorum: None,
             batch_max_rows: 4096,
             batch_delay_us: 0,
+            max_rows_per_request: MIN_ROWS_PER_REQUEST * 8,
         }
     }
 }
@@ -477,6 +485,12 @@ impl Settings {
             return Err(Invalid(
                 "cluster.batch_max_rows must be at least 1 (1: no batching)".into(),
             ));
+        }
+        if c.max_rows_per_request < MIN_ROWS_PER_REQUEST {
+            return Err(Invalid(format!(
+                "cluster.max_rows_per_request must be at least {MIN_ROWS_PER_REQUEST} (the rows \
+                 of one predict-file batch)"
+            )));
         }
         if c.batch_delay_us >= c.request_timeout_ms.saturating_mul(1000) {
             return Err(Invalid(

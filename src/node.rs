@@ -147,6 +147,7 @@ fn start_model(
         node: settings.node.id.clone(),
         actor,
         slot,
+        max_rows: settings.cluster.max_rows_per_request,
     };
     (local, watcher)
 }

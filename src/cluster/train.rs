@@ -252,6 +252,8 @@ fn report(
             rows_train: h.summary.rows_train,
             rows_valid: h.summary.rows_valid,
             train_ms: h.summary.train_ms,
+            kind: h.summary.kind.clone(),
+            cv_score: h.summary.cv_score,
         })
         .collect();
     let ensemble_by_split: BTreeMap<String, Scores> = splits
@@ -303,6 +305,8 @@ mod tests {
             rows_valid: 2,
             train_ms: 1,
             valid: None,
+            kind: "tree".into(),
+            cv_score: None,
         }
     }
 

@@ -148,6 +148,12 @@ pub struct ModelSummary {
     pub train_ms: u64,
     /// The model's scores on the node's own validation split.
     pub valid: Option<Scores>,
+    /// The learner fitted: the configured kind, or the one `auto` chose.
+    #[serde(default)]
+    pub kind: String,
+    /// `kind = "auto"`: the chosen learner's mean cross-validation loss on the training split.
+    #[serde(default)]
+    pub cv_score: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

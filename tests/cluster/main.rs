@@ -32,6 +32,7 @@ mod test_load;
 mod test_many_clients;
 mod test_pause;
 mod test_refusal;
+mod test_row_cap;
 mod test_schema;
 mod test_slow_clients;
 mod test_stale_death;

@@ -19,14 +19,14 @@ const HANDSHAKE_TIMEOUT_MS: u64 = 1_000;
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// A frame: 4-byte big-endian length, then the body.
-fn frame(body: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(body);
     out
 }
 
 /// Just enough MessagePack to write a handshake and a request.
-mod mp {
+pub(crate) mod mp {
     pub fn str(s: &str) -> Vec<u8> {
         assert!(s.len() < 32, "fixstr only");
         let mut out = vec![0xa0 | s.len() as u8];
@@ -58,7 +58,7 @@ mod mp {
     }
 }
 
-fn connect(addr: SocketAddr) -> (TcpStream, String) {
+pub(crate) fn connect(addr: SocketAddr) -> (TcpStream, String) {
     let stream = TcpStream::connect(addr).expect("connect to the node");
     let local = stream.local_addr().expect("local address").to_string();
     (stream, local)
@@ -86,7 +86,7 @@ fn expect_closed(stream: &mut TcpStream, within: Duration, case: &str) -> Vec<u8
 }
 
 /// Reads one whole frame's body.
-fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+pub(crate) fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
@@ -121,6 +121,35 @@ fn check_node_is_fine(cluster: &mut Cluster, client: &str, case: &str) -> String
     let (formed, views) = cluster.formed();
     assert!(formed, "{case}: the cluster changed:\n{views}");
     line
+}
+
+/// The handshake of a client, byte by byte, with a node that has no secret.
+pub(crate) fn client_handshake(stream: &mut TcpStream) {
+    // Hello { version, cluster, role: Client, nonce } → Challenge { node, nonce, proof }.
+    let hello = mp::variant(
+        "Hello",
+        &[
+            mp::uint(ensemble_cluster::protocol::PROTOCOL_VERSION as u8),
+            mp::str(crate::util::CLUSTER),
+            mp::str("Client"),
+            mp::bin(&[7; 16]),
+        ],
+    );
+    stream.write_all(&frame(&hello)).expect("send hello");
+    let challenge = read_frame(stream);
+    assert!(
+        challenge.starts_with(&mp::variant("Challenge", &[])[..11]),
+        "expected a challenge, got {challenge:02x?}"
+    );
+    // Auth { proof: empty } (the node has no secret) → Welcome { members }.
+    stream
+        .write_all(&frame(&mp::variant("Auth", &[mp::bin(&[])])))
+        .expect("send auth");
+    let welcome = read_frame(stream);
+    assert!(
+        welcome.starts_with(&mp::variant("Welcome", &[])[..9]),
+        "expected a welcome, got {welcome:02x?}"
+    );
 }
 
 fn start() -> Cluster {
@@ -225,31 +254,7 @@ fn garbage_after_a_handshake_closes_that_connection() {
     let addr = cluster.node("n1").addr();
     let (mut stream, local) = connect(addr);
 
-    // Hello { version, cluster, role: Client, nonce } → Challenge { node, nonce, proof }.
-    let hello = mp::variant(
-        "Hello",
-        &[
-            mp::uint(ensemble_cluster::protocol::PROTOCOL_VERSION as u8),
-            mp::str(crate::util::CLUSTER),
-            mp::str("Client"),
-            mp::bin(&[7; 16]),
-        ],
-    );
-    stream.write_all(&frame(&hello)).expect("send hello");
-    let challenge = read_frame(&mut stream);
-    assert!(
-        challenge.starts_with(&mp::variant("Challenge", &[])[..11]),
-        "expected a challenge, got {challenge:02x?}"
-    );
-    // Auth { proof: empty } (the node has no secret) → Welcome { members }.
-    stream
-        .write_all(&frame(&mp::variant("Auth", &[mp::bin(&[])])))
-        .expect("send auth");
-    let welcome = read_frame(&mut stream);
-    assert!(
-        welcome.starts_with(&mp::variant("Welcome", &[])[..9]),
-        "expected a welcome, got {welcome:02x?}"
-    );
+    client_handshake(&mut stream);
     // Request { id: 5, body: Command { line: "status" } } → Response { id: 5, Output { json } }.
     let request = mp::variant(
         "Request",

@@ -211,6 +211,8 @@ async fn forged_member(addr: String, model: Bytes, flags: Flags, events: mpsc::S
         rows_valid: 30,
         train_ms: 1,
         valid: None,
+        kind: "tree".into(),
+        cv_score: None,
     };
     let size = model.len() as u64;
     let deadline = tokio::time::Instant::now() + FORGED_FOR;

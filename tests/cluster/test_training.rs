@@ -50,6 +50,17 @@ fn four_nodes_train_predict_and_survive_a_kill() {
     // Shard A has 487 rows: 70 / 30.
     let a = &nodes[0];
     assert_eq!(f(&a["rows_train"]) + f(&a["rows_valid"]), 487.0, "{t}");
+    // The default learner is `auto`: each node says which kind it chose and its CV loss, and
+    // `model` says the same of the node's own model.
+    const KINDS: [&str; 5] = ["linear", "tree", "forest", "boosted", "hybrid"];
+    for n in nodes {
+        let kind = n["kind"].as_str().unwrap_or_default();
+        assert!(KINDS.contains(&kind), "{n}");
+        assert!(f(&n["cv_score"]) > 0.0, "{n}");
+    }
+    let model = cluster.at(0).command("model");
+    assert_eq!(model["kind"], nodes[0]["kind"], "{model}");
+    assert_eq!(model["cv_score"], nodes[0]["cv_score"], "{model}");
 
     // Each node holds one model, in memory and on disk.
     for node in &mut cluster.nodes {

@@ -188,6 +188,8 @@ fn every_message(
         rows_valid: 30,
         train_ms: 12,
         valid: Some(evals[0].ensemble.clone()),
+        kind: "auto".into(),
+        cv_score: Some(0.25),
     };
     let regression = models[0].predict(&rows).expect("predicts");
     let labels = models[4].predict(&rows).expect("predicts");

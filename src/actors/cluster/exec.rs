@@ -219,10 +219,15 @@ impl ClusterActor {
             return Answer::error("this node has no model yet: run `train` first");
         };
         let p = &current.pipeline;
-        let kind = serde_json::to_value(p.config().kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        // The learner fitted: with `kind = "auto"`, the one it chose (models saved before the
+        // metadata had it say their configured kind).
+        let kind = match p.meta().kind.as_str() {
+            "" => serde_json::to_value(p.config().kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            chosen => chosen.to_string(),
+        };
         Answer::Model(Box::new(ModelInfo {
             node: self.me().id.clone(),
             version: current.summary.version,
@@ -243,6 +248,7 @@ impl ClusterActor {
             classes: p.classes().to_vec(),
             rows_train: current.summary.rows_train,
             train_ms: current.summary.train_ms,
+            cv_score: p.meta().cv_score,
             bytes: current.bytes.len(),
         }))
     }

@@ -168,6 +168,8 @@ fn train_blocking(
         rows_valid: valid.len(),
         train_ms,
         valid: valid_scores,
+        kind: pipeline.meta().kind.clone(),
+        cv_score: pipeline.meta().cv_score,
     };
     let stored = Stored {
         summary: summary.clone(),

@@ -34,12 +34,26 @@ pub struct LocalModel {
     pub node: String,
     pub actor: Addr<ModelActor>,
     pub slot: ModelSlot,
+    /// `cluster.max_rows_per_request`: prediction requests with more rows are refused.
+    pub max_rows: usize,
 }
 
 impl LocalModel {
     /// Serves a request that arrived on `link`: model requests are answered here (at once when
     /// they need no wait, else from a task), anything else is handed back for the node to serve.
     pub fn serve_link(&self, link: &Link, id: u64, request: Request) -> Option<Request> {
+        if let Request::Predict { rows } | Request::PredictEnsemble { rows } = &request {
+            if rows.len() > self.max_rows {
+                let reason = format!(
+                    "{} rows in one request; at most {} (cluster.max_rows_per_request): send \
+                     them in smaller batches",
+                    rows.len(),
+                    self.max_rows
+                );
+                link.respond(id, Response::Error { reason });
+                return None;
+            }
+        }
         match request {
             // Scoring fetches models from the other members: the node holds the links.
             Request::Command { .. } | Request::PredictEnsemble { .. } => Some(request),

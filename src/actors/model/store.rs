@@ -172,6 +172,8 @@ mod tests {
                 rows_valid: 0,
                 train_ms: 0,
                 valid: None,
+                kind: "tree".into(),
+                cv_score: None,
             },
             model: Bytes::from_static(b"model"),
             watermark: Watermark::default(),

@@ -3,9 +3,13 @@
 //!
 //! Each feature's split thresholds are collected and sorted once, a row's values are replaced
 //! once by their ranks among them, and every split then compares two small integers: `x ≤ t_k`
-//! exactly when fewer than `k + 1` thresholds lie below `x`. Trees of depth at most 8 are laid
-//! out as complete binary trees of 2-byte nodes ([`complete`]: a thousand depth-4 trees take
-//! 30 KB); deeper ones as breadth-first arrays of 8-byte nodes ([`ranked`]). Either way eight
+//! exactly when fewer than `k + 1` thresholds lie below `x`. Trees of at most 64 leaves on few
+//! features (boosting's) are not walked at all: each feature's rank picks, from a table, the
+//! leaves its tests leave standing in every tree, and a tree's leaf is the lowest bit of the AND
+//! of those ([`masks`]: twice as fast as the walk for a few hundred depth-4 trees on 15
+//! features). Other trees of depth at most 8 are laid out as complete binary trees of 2-byte
+//! nodes ([`complete`]: a thousand depth-4 trees take 30 KB); deeper ones as breadth-first
+//! arrays of 8-byte nodes ([`ranked`]). Walked trees are walked eight
 //! rows are walked side by side through a tree — or, for a row left over, eight trees — so that
 //! their steps do not wait on each other, rows are taken in blocks and each tree is walked for
 //! every row of the block before the next tree, and each row's outputs are summed in tree
@@ -22,6 +26,7 @@ use super::learner::Model;
 use super::tree::{Node, Tree};
 
 mod complete;
+mod masks;
 mod ranked;
 
 /// Rows walked through one tree before the next tree.
@@ -48,7 +53,9 @@ pub struct CompiledModel(Compiled);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Compiled {
-    /// Depth at most 8, few thresholds per feature: the fastest layout.
+    /// At most 64 leaves a tree, few thresholds per feature: the fastest layout.
+    Masks(masks::Masks),
+    /// Depth at most 8, few thresholds per feature.
     Complete(complete::Complete),
     Ranked(ranked::Ranked),
     Trees {
@@ -70,29 +77,10 @@ enum Compiled {
 impl CompiledModel {
     pub fn new(model: &Model) -> CompiledModel {
         CompiledModel(match model {
-            Model::Trees { base, trees } => {
-                let mut nodes = Vec::new();
-                let mut values = Vec::new();
-                let mut roots = Vec::with_capacity(trees.len());
-                let mut depths = Vec::with_capacity(trees.len());
-                for t in trees {
-                    roots.push(nodes.len() as u32);
-                    depths.push(flatten(t, &mut nodes, &mut values));
-                }
-                if let Some(c) = complete::Complete::new(base, trees) {
-                    return CompiledModel(Compiled::Complete(c));
-                }
-                match ranked::Ranked::new(base, &nodes, &roots, &depths, &values) {
-                    Some(r) => Compiled::Ranked(r),
-                    None => Compiled::Trees {
-                        base: base.clone(),
-                        n_outputs: base.len(),
-                        nodes,
-                        roots,
-                        values,
-                    },
-                }
-            }
+            Model::Trees { base, trees } => match layouts(base, trees).next() {
+                Some(c) => c,
+                None => flat_layouts(base, trees).1,
+            },
             Model::Linear(l) => {
                 let p = l.mean.len();
                 let k = l.bias.len();
@@ -112,6 +100,7 @@ impl CompiledModel {
 
     pub fn n_outputs(&self) -> usize {
         match &self.0 {
+            Compiled::Masks(m) => m.n_outputs(),
             Compiled::Complete(c) => c.n_outputs(),
             Compiled::Ranked(r) => r.n_outputs(),
             Compiled::Trees { n_outputs, .. } => *n_outputs,
@@ -127,6 +116,7 @@ impl CompiledModel {
             .checked_div(n_features)
             .unwrap_or(out.len() / self.n_outputs().max(1));
         match &self.0 {
+            Compiled::Masks(m) => m.predict(x, n_features, n, out),
             Compiled::Complete(c) => c.predict(x, n_features, n, out),
             Compiled::Ranked(r) => r.predict(x, n_features, n, out),
             Compiled::Trees {
@@ -175,6 +165,43 @@ impl CompiledModel {
             }
         }
     }
+}
+
+/// Every layout that takes `trees`, fastest first; the last (thresholds kept) takes any.
+fn layouts<'a>(base: &'a [f64], trees: &'a [Tree]) -> impl Iterator<Item = Compiled> + 'a {
+    let masks = std::iter::once_with(move || masks::Masks::new(base, trees).map(Compiled::Masks));
+    let complete =
+        std::iter::once_with(move || complete::Complete::new(base, trees).map(Compiled::Complete));
+    let flat = std::iter::once_with(move || {
+        let (ranked, kept) = flat_layouts(base, trees);
+        [ranked, Some(kept)]
+    });
+    masks
+        .chain(complete)
+        .flatten()
+        .chain(flat.flat_map(|both| both.into_iter().flatten()))
+}
+
+/// The breadth-first layouts: by ranks when ranks can express the trees, and with their
+/// thresholds kept.
+fn flat_layouts(base: &[f64], trees: &[Tree]) -> (Option<Compiled>, Compiled) {
+    let mut nodes = Vec::new();
+    let mut values = Vec::new();
+    let mut roots = Vec::with_capacity(trees.len());
+    let mut depths = Vec::with_capacity(trees.len());
+    for t in trees {
+        roots.push(nodes.len() as u32);
+        depths.push(flatten(t, &mut nodes, &mut values));
+    }
+    let ranked = ranked::Ranked::new(base, &nodes, &roots, &depths, &values).map(Compiled::Ranked);
+    let kept = Compiled::Trees {
+        base: base.to_vec(),
+        n_outputs: base.len(),
+        nodes,
+        roots,
+        values,
+    };
+    (ranked, kept)
 }
 
 #[inline]
@@ -257,228 +284,4 @@ fn flatten(t: &Tree, nodes: &mut Vec<FlatNode>, values: &mut Vec<f64>) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ml::config::{Kind, ModelConfig};
-    use crate::ml::learner::LearnerParams;
-    use linfa::traits::Fit;
-    use linfa::Dataset;
-    use ndarray::Array1;
-
-    fn data(n: usize) -> (Array2<f64>, Vec<f64>, Vec<usize>) {
-        // 1,009 distinct values a column: trees can grow as deep as they are allowed to.
-        let x = Array2::from_shape_fn((n, 4), |(i, j)| ((i * (j + 5) * 7919) % 1009) as f64 / 70.0);
-        let y = x
-            .rows()
-            .into_iter()
-            .map(|r| r[0] * 2.0 - r[1] + if r[2] > 7.0 { 5.0 } else { 0.0 })
-            .collect();
-        let c = x
-            .rows()
-            .into_iter()
-            // Far from a few axis-aligned cuts, so that trees grow as deep as they are allowed to.
-            .map(|r| (r[0] * 7.0 + r[1] * 3.0 + r[3]) as usize % 3)
-            .collect();
-        (x, y, c)
-    }
-
-    fn raw(model: &Model, x: &Array2<f64>) -> Vec<f64> {
-        let k = model.n_outputs();
-        let mut out = vec![0.0; x.nrows() * k];
-        for (i, row) in x.rows().into_iter().enumerate() {
-            let row: Vec<f64> = row.to_vec();
-            model.raw_row(&row, &mut out[i * k..(i + 1) * k]);
-        }
-        out
-    }
-
-    fn compiled(model: &Model, x: &Array2<f64>) -> Vec<f64> {
-        let c = CompiledModel::new(model);
-        let mut out = vec![0.0; x.nrows() * c.n_outputs()];
-        let flat: Vec<f64> = x.iter().copied().collect();
-        c.predict(&flat, x.ncols(), &mut out);
-        out
-    }
-
-    #[test]
-    fn compiled_trees_give_the_same_bits() {
-        // More rows than a block, so that blocks and the last partial block are both walked.
-        let (x, y, c) = data(700);
-        for kind in [Kind::Tree, Kind::Forest, Kind::Boosted] {
-            let cfg = ModelConfig {
-                kind,
-                n_trees: 7,
-                n_rounds: 30,
-                ..ModelConfig::default()
-            };
-            let r = LearnerParams(cfg.clone())
-                .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
-                .expect("fits");
-            assert!(
-                matches!(
-                    CompiledModel::new(&r.model).0,
-                    Compiled::Complete(_) | Compiled::Ranked(_)
-                ),
-                "{kind:?}: by ranks"
-            );
-            assert_eq!(compiled(&r.model, &x), raw(&r.model, &x), "{kind:?}");
-            let m = LearnerParams(cfg)
-                .fit(&Dataset::new(x.clone(), Array1::from(c.clone())))
-                .expect("fits");
-            assert!(m.model.n_outputs() > 1, "{kind:?}: three classes");
-            assert_eq!(compiled(&m.model, &x), raw(&m.model, &x), "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn missing_values_go_right_as_in_training_code() {
-        let (x, y, _) = data(300);
-        let cfg = ModelConfig {
-            kind: Kind::Tree,
-            ..ModelConfig::default()
-        };
-        let r = LearnerParams(cfg)
-            .fit(&Dataset::new(x, Array1::from(y)))
-            .expect("fits");
-        let nan = Array2::from_elem((3, 4), f64::NAN);
-        assert_eq!(compiled(&r.model, &nan), raw(&r.model, &nan));
-    }
-
-    #[test]
-    fn shallow_trees_are_complete_and_deep_ones_ranked_with_the_same_bits() {
-        let (x, y, c) = data(700);
-        for (depth, complete) in [(3, true), (8, true), (12, false)] {
-            let cfg = ModelConfig {
-                kind: Kind::Boosted,
-                max_depth: Some(depth),
-                min_samples_leaf: Some(1),
-                n_rounds: 12,
-                // Every round kept: early stopping could keep none, and no tree is deep then.
-                n_iter_no_change: 0,
-                ..ModelConfig::default()
-            };
-            let r = LearnerParams(cfg.clone())
-                .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
-                .expect("fits");
-            let m = LearnerParams(cfg)
-                .fit(&Dataset::new(x.clone(), Array1::from(c.clone())))
-                .expect("fits");
-            for model in [&r.model, &m.model] {
-                let layout = CompiledModel::new(model).0;
-                assert_eq!(
-                    matches!(layout, Compiled::Complete(_)),
-                    complete,
-                    "depth {depth}"
-                );
-                if !complete {
-                    assert!(matches!(layout, Compiled::Ranked(_)), "depth {depth}");
-                }
-                assert_eq!(compiled(model, &x), raw(model, &x), "depth {depth}");
-                // One row at a time: the trees side by side.
-                let one = x.slice(ndarray::s![..1, ..]).to_owned();
-                assert_eq!(compiled(model, &one), raw(model, &one), "depth {depth}");
-            }
-        }
-    }
-
-    /// Stumps on feature 0 at the thresholds given, leaf values -1 (left) and `t` (right).
-    fn stumps(thresholds: impl Iterator<Item = f64>) -> Model {
-        let leaf = |at: u32| Node {
-            feature: u32::MAX,
-            threshold: 0.0,
-            left: at,
-            right: 0,
-        };
-        let trees = thresholds
-            .map(|t| Tree {
-                n_outputs: 1,
-                nodes: vec![
-                    Node {
-                        feature: 0,
-                        threshold: t,
-                        left: 1,
-                        right: 2,
-                    },
-                    leaf(0),
-                    leaf(1),
-                ],
-                values: vec![-1.0, t],
-            })
-            .collect();
-        Model::Trees {
-            base: vec![0.0],
-            trees,
-        }
-    }
-
-    #[test]
-    fn byte_ranks_hold_255_thresholds_and_values_above_them_all() {
-        let x = Array2::from_shape_vec((5, 1), vec![-1.0, 0.0, 100.5, 254.0, 1e9]).expect("x");
-        let at_most = stumps((0..255).map(f64::from));
-        assert!(matches!(
-            CompiledModel::new(&at_most).0,
-            Compiled::Complete(_)
-        ));
-        assert_eq!(compiled(&at_most, &x), raw(&at_most, &x));
-        let beyond = stumps((0..256).map(f64::from));
-        assert!(matches!(CompiledModel::new(&beyond).0, Compiled::Ranked(_)));
-        assert_eq!(compiled(&beyond, &x), raw(&beyond, &x));
-    }
-
-    #[test]
-    fn a_tree_no_rank_can_express_keeps_its_thresholds() {
-        use crate::ml::tree::Node;
-        let leaf = |at: u32| Node {
-            feature: u32::MAX,
-            threshold: 0.0,
-            left: at,
-            right: 0,
-        };
-        let tree = Tree {
-            n_outputs: 1,
-            nodes: vec![
-                Node {
-                    feature: 1,
-                    threshold: f64::NAN,
-                    left: 1,
-                    right: 2,
-                },
-                leaf(0),
-                leaf(1),
-            ],
-            values: vec![-1.0, 1.0],
-        };
-        let model = Model::Trees {
-            base: vec![0.5],
-            trees: vec![tree],
-        };
-        assert!(matches!(
-            CompiledModel::new(&model).0,
-            Compiled::Trees { .. }
-        ));
-        let (x, _, _) = data(20);
-        assert_eq!(compiled(&model, &x), raw(&model, &x));
-    }
-
-    #[test]
-    fn a_linear_model_is_a_matrix_product() {
-        let (x, y, c) = data(200);
-        let cfg = ModelConfig {
-            kind: Kind::Linear,
-            ..ModelConfig::default()
-        };
-        let r = LearnerParams(cfg.clone())
-            .fit(&Dataset::new(x.clone(), Array1::from(y)))
-            .expect("fits");
-        let m = LearnerParams(cfg)
-            .fit(&Dataset::new(x.clone(), Array1::from(c)))
-            .expect("fits");
-        for model in [&r.model, &m.model] {
-            let (a, b) = (compiled(model, &x), raw(model, &x));
-            assert_eq!(a.len(), b.len());
-            for (p, q) in a.iter().zip(&b) {
-                assert!((p - q).abs() <= 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
-            }
-        }
-    }
-}
+mod tests;
