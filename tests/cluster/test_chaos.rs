@@ -342,8 +342,9 @@ fn six_nodes_under_load_survive_a_schedule_of_faults() {
             Fault::Drift => {
                 let before = model_of(&mut cluster, victim).map(|(v, _)| v);
                 drift_seed += 1;
-                gen(&shard(victim), 500, drift_seed, 1.5, true);
+                // From the start of the write: the node may see the first rows before the last.
                 let appended = Instant::now();
+                gen(&shard(victim), 500, drift_seed, 1.5, true);
                 // The node answers the drift with a retrain; its model goes into service only if
                 // it beats the current one on recent rows, which after several drifts to the same
                 // shifted data it may not: a retrain begun since the rows came is the answer.
