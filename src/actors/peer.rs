@@ -71,6 +71,9 @@ pub struct PeerActor {
     /// Checks, while the membership protocol holds the peer failed but its link still brings
     /// frames, that it goes on doing so (see [`PeerActor::verdict`]).
     disputed: Option<SpawnHandle>,
+    /// The membership protocol holds the peer failed and has not heard it refute: a new link
+    /// to it is watched like a disputed one, since no verdict will come if it fails again.
+    declared_down: bool,
     supervision: Supervision,
 }
 
@@ -112,6 +115,7 @@ impl PeerActor {
             retired: false,
             ticks: None,
             disputed: None,
+            declared_down: false,
             supervision,
         }
     }
@@ -162,12 +166,17 @@ impl PeerActor {
     /// itself (a partition, a link down) and, back, passes on the deaths it declared meanwhile;
     /// the peer refutes it within a few probe periods. Dropping the link for that would cost the
     /// answers of a reachable peer cluster-wide, so the link is kept while frames keep coming,
-    /// and dropped as usual once they stop before the refutation arrives.
+    /// and dropped as usual once they stop before the refutation arrives. A link made while the
+    /// protocol still holds the peer failed is watched the same way: were the peer to fail again
+    /// before refuting, no verdict would come.
     fn verdict(&mut self, verdict: PeerState, ctx: &mut Context<Self>) {
         if self.retired {
             return;
         }
-        if verdict != PeerState::Down {
+        if verdict == PeerState::Down {
+            self.declared_down = true;
+        } else {
+            self.declared_down = false;
             self.end_dispute(ctx);
         }
         match (verdict, self.live_link().cloned()) {
@@ -180,12 +189,7 @@ impl PeerActor {
                      link kept while it refutes",
                     link.silence().as_millis()
                 );
-                let every = self.timing.heartbeat;
-                self.disputed = Some(ctx.run_interval(every, |act, ctx| {
-                    guard(act, ctx, "peer actor (dispute)", |act, ctx| {
-                        act.check_dispute(ctx)
-                    });
-                }));
+                self.watch_dispute(ctx);
             }
             (PeerState::Down, Some(link)) => {
                 let why = format!(
@@ -220,6 +224,18 @@ impl PeerActor {
             );
             self.drop_link(&link, &why, ctx);
         }
+    }
+
+    fn watch_dispute(&mut self, ctx: &mut Context<Self>) {
+        if self.disputed.is_some() {
+            return;
+        }
+        let every = self.timing.heartbeat;
+        self.disputed = Some(ctx.run_interval(every, |act, ctx| {
+            guard(act, ctx, "peer actor (dispute)", |act, ctx| {
+                act.check_dispute(ctx)
+            });
+        }));
     }
 
     fn end_dispute(&mut self, ctx: &mut Context<Self>) {
@@ -331,6 +347,9 @@ impl PeerActor {
         if let Some(handle) = self.redial.take() {
             ctx.cancel_future(handle);
         }
+        if self.declared_down {
+            self.watch_dispute(ctx);
+        }
         let previous = self.state;
         self.state = PeerState::Up;
         tracing::info!(peer = %self.peer.id, addr = %self.peer.addr, "{previous:?} → Up: linked");
@@ -370,6 +389,7 @@ impl Supervised for PeerActor {
         self.dialing = false;
         self.redial = None;
         self.disputed = None;
+        self.declared_down = false;
         self.attempts = 0;
         if !self.retired {
             self.state = PeerState::Connecting;
