@@ -99,6 +99,12 @@ pub struct DataWatcher {
     swap_version: Option<u64>,
     /// After a refused swap: no drift retrain before `rows_since` reaches this.
     retry_at_rows: usize,
+    /// The latest check found drift and no retrain has begun since: it is begun as soon as
+    /// nothing holds it back (a training under way, the cooldown, rows after a refused swap),
+    /// whether or not more rows come.
+    unanswered: bool,
+    /// Drift retrains begun since the node started.
+    retrains: u64,
     report: Option<DriftReport>,
     /// The model version `report` compared against.
     report_version: Option<u64>,
@@ -137,6 +143,8 @@ impl DataWatcher {
             swap: None,
             swap_version: None,
             retry_at_rows: 0,
+            unanswered: false,
+            retrains: 0,
             report: None,
             report_version: None,
             last_error: None,
@@ -159,6 +167,7 @@ impl DataWatcher {
         self.pending_rows = 0;
         self.rows_since = 0;
         self.retry_at_rows = 0;
+        self.unanswered = false;
     }
 
     fn check(&mut self, ctx: &mut Context<Self>) {
@@ -211,18 +220,19 @@ impl DataWatcher {
             match p.outcome {
                 Ok(Some(report)) => {
                     act.last_error = None;
-                    let drift = report.dataset_drift;
+                    act.unanswered = report.dataset_drift;
                     act.report = Some(report);
                     act.report_version = act.mark_version;
-                    if drift {
-                        act.retrain(ctx);
-                    }
                 }
                 Ok(None) => act.last_error = None,
                 Err(e) => {
                     tracing::warn!("drift check failed: {e}");
                     act.last_error = Some(e);
                 }
+            }
+            // Also when no row came: drift found while a retrain ran is answered once it ends.
+            if act.unanswered {
+                act.retrain(ctx);
             }
         }));
     }
@@ -245,6 +255,8 @@ impl DataWatcher {
             report.reasons.join("; ")
         };
         self.last_retrain = Some(Instant::now());
+        self.unanswered = false;
+        self.retrains += 1;
         let before = self.mark_version.unwrap_or(0);
         let notices = self.notices;
         // The most recent rows are held out of the new model's training to judge it by.
@@ -302,6 +314,7 @@ impl DataWatcher {
             checked_ms_ago: self.checked.map(|t| t.elapsed().as_millis() as u64),
             checks: self.checks,
             last_retrain_ms_ago: self.last_retrain.map(|t| t.elapsed().as_millis() as u64),
+            retrains: self.retrains,
             error: self.last_error.clone(),
             report: self.report.clone(),
             report_model_version: self.report_version,
@@ -421,6 +434,9 @@ pub struct DriftStatus {
     /// Polls done so far.
     pub checks: u64,
     pub last_retrain_ms_ago: Option<u64>,
+    /// Drift retrains begun since the node started (kept or not).
+    #[serde(default)]
+    pub retrains: u64,
     /// Why the last check failed, if it did.
     pub error: Option<String>,
     /// The latest comparison, once `min_rows` rows have arrived.

@@ -352,28 +352,7 @@ fn a_worse_retrained_model_is_refused() {
     let mut node = Node::start(&dir, spec);
     let v1 = wait_for_model(&mut node, Duration::from_secs(20));
 
-    // 700 rows in one write: the first 490 with the label turned around, the last 210 as drawn.
-    let extra = dir.path().join("extra.csv");
-    gen(&extra, 700, 12, 0.0, false);
-    let text = std::fs::read_to_string(&extra).expect("extra rows");
-    let mut rows = String::new();
-    for (i, line) in text.lines().skip(1).enumerate() {
-        if i < 490 {
-            let (x, y) = line.rsplit_once(',').expect("a label");
-            let y: f64 = y.parse().expect("a number");
-            rows.push_str(&format!("{x},{}\n", 40.0 - y));
-        } else {
-            rows.push_str(line);
-            rows.push('\n');
-        }
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&shard)
-        .expect("open");
-    use std::io::Write;
-    f.write_all(rows.as_bytes()).expect("append");
-    f.flush().expect("flush");
+    append_contradicting(&dir, &shard, 12);
 
     let mut d = Value::Null;
     let decided = wait_until(Duration::from_secs(60), || {
@@ -398,4 +377,75 @@ fn a_worse_retrained_model_is_refused() {
     assert_eq!(p["nodes"][0]["version"], v1, "{p}");
     node.restart();
     assert_eq!(version(&mut node), Some(v1), "a refused model was saved");
+}
+
+/// Appends 700 rows in one write: the first 490 with the label turned around (y → 40 − y), the
+/// last 210 as drawn.
+fn append_contradicting(dir: &TestDir, shard: &Path, seed: u64) {
+    let extra = dir.path().join(format!("extra-{seed}.csv"));
+    gen(&extra, 700, seed, 0.0, false);
+    let text = std::fs::read_to_string(&extra).expect("extra rows");
+    let mut rows = String::new();
+    for (i, line) in text.lines().skip(1).enumerate() {
+        if i < 490 {
+            let (x, y) = line.rsplit_once(',').expect("a label");
+            let y: f64 = y.parse().expect("a number");
+            rows.push_str(&format!("{x},{}\n", 40.0 - y));
+        } else {
+            rows.push_str(line);
+            rows.push('\n');
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(shard)
+        .expect("open");
+    use std::io::Write;
+    f.write_all(rows.as_bytes()).expect("append");
+    f.flush().expect("flush");
+}
+
+/// Drift found while a drift retrain runs is answered once that retrain ends, though no row comes
+/// after it: a first batch of contradicting rows starts a retrain whose model is refused; a second
+/// batch, read while that retrain runs, starts another as soon as the first is refused.
+#[test]
+fn drift_seen_during_a_retrain_is_answered_after_it() {
+    let dir = TestDir::new("drift-during-retrain");
+    let shard = dir.path().join("s.csv");
+    gen(&shard, 2000, 11, 0.0, false);
+    let drift = "check_interval_ms = 100\nmin_rows = 700\ncooldown_ms = 0";
+    // A forest on one thread: a retrain takes long enough for the second batch to come during it.
+    let model = "[model]\nkind = \"forest\"\nn_trees = 400\nthreads = 1\n";
+    let toml = format!("{}\n{model}", data_toml(&shard, drift));
+    let mut node = Node::start(&dir, NodeSpec::new("n1").toml(&toml));
+    let v1 = wait_for_model(&mut node, Duration::from_secs(60));
+
+    append_contradicting(&dir, &shard, 12);
+    let mut d = Value::Null;
+    let began = wait_until(Duration::from_secs(30), || {
+        d = node.command("drift");
+        d["retrains"].as_u64() == Some(1)
+    });
+    assert!(began, "no drift retrain: {d}");
+    append_contradicting(&dir, &shard, 13);
+    let read = wait_until(Duration::from_secs(30), || {
+        d = node.command("drift");
+        d["rows_since_training"].as_u64() >= Some(1400)
+    });
+    assert!(read, "the second batch was not read: {d}");
+    assert_eq!(
+        d["swap"],
+        Value::Null,
+        "the first retrain ended before the second batch was read; nothing to test: {d}"
+    );
+    assert!(node.wait_for_log(&format!("model v{v1} kept"), Duration::from_secs(120)));
+    let answered = wait_until(Duration::from_secs(30), || {
+        d = node.command("drift");
+        d["retrains"].as_u64() >= Some(2)
+    });
+    assert!(
+        answered,
+        "the drift seen during the refused retrain was not answered: {d}"
+    );
+    assert_eq!(d["rows_since_training"], 1400, "more rows came: {d}");
 }
