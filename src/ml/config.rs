@@ -18,6 +18,10 @@ pub enum Kind {
     Forest,
     /// Gradient-boosted trees (squared loss; logistic / softmax for classification).
     Boosted,
+    /// A `linear` model on the tree features, then gradient-boosted trees fitted from its
+    /// outputs (on its residuals, for squared loss): straight-line trends that trees can only
+    /// approximate by steps, and the interactions a line cannot express.
+    Hybrid,
     /// Ridge regression / L2-regularized logistic regression on one-hot, standardized features.
     Linear,
     /// One classification tree grown by the linfa-trees crate (exact splits, Gini);
@@ -34,6 +38,7 @@ impl Kind {
             Kind::Tree => "tree",
             Kind::Forest => "forest",
             Kind::Boosted => "boosted",
+            Kind::Hybrid => "hybrid",
             Kind::Linear => "linear",
             Kind::LinfaTree => "linfa-tree",
         }
@@ -88,8 +93,9 @@ pub struct ModelConfig {
     pub colsample: Option<f64>,
     /// L2 penalty on leaf values (boosted).
     pub lambda: f64,
-    /// L2 penalty of the linear models (on standardized features).
-    pub alpha: f64,
+    /// L2 penalty of the linear models (on standardized features). Default: ridge regression
+    /// picks it by leave-one-out error among 0.1 · √10^k (k = 0..9); logistic regression 1.
+    pub alpha: Option<f64>,
     /// Histogram bins per feature, 2..=256.
     pub max_bins: usize,
     /// Regression label transform.
@@ -118,7 +124,7 @@ impl Default for ModelConfig {
             subsample: 0.8,
             colsample: None,
             lambda: 1.0,
-            alpha: 1.0,
+            alpha: None,
             max_bins: 256,
             target: Target::Auto,
             seed: 42,
@@ -160,7 +166,7 @@ impl ModelConfig {
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
             return bad("lambda", "a finite number ≥ 0");
         }
-        if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
+        if matches!(self.alpha, Some(a) if !(a >= 0.0 && a.is_finite())) {
             return bad("alpha", "a finite number ≥ 0");
         }
         if !(2..=256).contains(&self.max_bins) {
@@ -179,13 +185,13 @@ impl ModelConfig {
         self.max_depth.unwrap_or(match self.kind {
             Kind::Tree | Kind::LinfaTree => 6,
             Kind::Forest => usize::MAX,
-            Kind::Boosted | Kind::Linear | Kind::Auto => 4,
+            Kind::Boosted | Kind::Hybrid | Kind::Linear | Kind::Auto => 4,
         })
     }
 
     pub(crate) fn min_leaf(&self) -> usize {
         self.min_samples_leaf.unwrap_or(match self.kind {
-            Kind::Boosted => 10,
+            Kind::Boosted | Kind::Hybrid => 10,
             _ => 1,
         })
     }

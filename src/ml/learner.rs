@@ -5,12 +5,12 @@
 
 use linfa::dataset::DatasetBase;
 use linfa::traits::{Fit, PredictInplace};
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::boost::{fit_boosted, Loss};
+use super::boost::{fit_boosted, fit_boosted_from, Loss};
 use super::config::{Kind, ModelConfig};
 use super::error::{MlError, Result};
 use super::linear::Linear;
@@ -28,13 +28,18 @@ pub enum Model {
         trees: Vec<Tree>,
     },
     Linear(Linear),
+    /// A linear model plus boosted trees fitted from its outputs (`kind = "hybrid"`).
+    Hybrid {
+        linear: Linear,
+        trees: Vec<Tree>,
+    },
 }
 
 impl Model {
     pub fn n_outputs(&self) -> usize {
         match self {
             Model::Trees { base, .. } => base.len(),
-            Model::Linear(l) => l.n_outputs(),
+            Model::Linear(l) | Model::Hybrid { linear: l, .. } => l.n_outputs(),
         }
     }
 
@@ -49,6 +54,12 @@ impl Model {
                 }
             }
             Model::Linear(l) => l.raw_row(x, out),
+            Model::Hybrid { linear, trees } => {
+                linear.raw_row(x, out);
+                for t in trees {
+                    t.add_to(x, out);
+                }
+            }
         }
     }
 }
@@ -96,6 +107,11 @@ impl Fit<Array2<f64>, Array1<f64>, MlError> for LearnerParams {
         check_shapes(&x, y.len())?;
         let model = match cfg.kind {
             Kind::Linear => Model::Linear(Linear::fit_ridge(x, &y, cfg.alpha)),
+            Kind::Hybrid => hybrid(cfg, x, Loss::Squared(&y), &|rows| {
+                let sub = x.select(Axis(0), &as_usize(rows));
+                let ys: Vec<f64> = rows.iter().map(|&r| y[r as usize]).collect();
+                Linear::fit_ridge(sub.view(), &ys, cfg.alpha)
+            }),
             Kind::Tree | Kind::Forest => {
                 let gh: Vec<f64> = y.iter().flat_map(|v| [-v, 1.0]).collect();
                 fit_averaged_trees(cfg, x, &gh, 1, false)
@@ -122,7 +138,18 @@ impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
         check_shapes(&x, y.len())?;
         let n_classes = y.iter().max().map_or(0, |m| m + 1).max(2);
         let model = match cfg.kind {
-            Kind::Linear => Model::Linear(Linear::fit_logistic(x, &y, n_classes, cfg.alpha)),
+            Kind::Linear => Model::Linear(Linear::fit_logistic(
+                x,
+                &y,
+                n_classes,
+                cfg.alpha.unwrap_or(LOGISTIC_ALPHA),
+            )),
+            Kind::Hybrid => hybrid(cfg, x, Loss::Classes(&y, n_classes), &|rows| {
+                let sub = x.select(Axis(0), &as_usize(rows));
+                let ys: Vec<usize> = rows.iter().map(|&r| y[r as usize]).collect();
+                let alpha = cfg.alpha.unwrap_or(LOGISTIC_ALPHA);
+                Linear::fit_logistic(sub.view(), &ys, n_classes, alpha)
+            }),
             Kind::Tree | Kind::Forest => {
                 let gh = one_hot_gradients(&y, n_classes);
                 fit_averaged_trees(cfg, x, &gh, n_classes, true)
@@ -144,6 +171,40 @@ impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
 
 fn boosted((base, trees): (Vec<f64>, Vec<Tree>)) -> Model {
     Model::Trees { base, trees }
+}
+
+/// Logistic regression's L2 penalty when `alpha` is not configured.
+const LOGISTIC_ALPHA: f64 = 1.0;
+
+fn as_usize(rows: &[u32]) -> Vec<usize> {
+    rows.iter().map(|&r| r as usize).collect()
+}
+
+/// `kind = "hybrid"`: boosting that starts from the raw outputs of a linear model, which
+/// `fit_linear` fits on the given rows.
+fn hybrid(
+    cfg: &ModelConfig,
+    x: ArrayView2<f64>,
+    loss: Loss,
+    fit_linear: &(dyn Fn(&[u32]) -> Linear + Sync),
+) -> Model {
+    let xs = x.as_standard_layout();
+    let start = |rows: &[u32]| {
+        let linear = fit_linear(rows);
+        let k = linear.n_outputs();
+        let mut init = vec![0.0; x.nrows() * k];
+        for (row, out) in xs.rows().into_iter().zip(init.chunks_exact_mut(k)) {
+            if let Some(r) = row.as_slice() {
+                linear.raw_row(r, out);
+            }
+        }
+        (linear, init)
+    };
+    match fit_boosted_from(cfg, x, loss, Some(&start)) {
+        (_, trees, Some(linear)) => Model::Hybrid { linear, trees },
+        // Only when the start's outputs did not fit the loss: boosting from a constant.
+        (base, trees, None) => Model::Trees { base, trees },
+    }
 }
 
 /// `kind = "auto"` is resolved by the pipeline before any learner is fitted.

@@ -1,13 +1,33 @@
 //! Ridge regression and L2-regularized logistic regression (one-vs-rest for more than two
-//! classes), on features standardized with the training mean and standard deviation. Regularized
-//! always: plain least squares explodes on small shards with more one-hot columns than rows.
+//! classes). Each input is first clamped to its training range and, when it is non-negative and
+//! right-skewed, taken as `ln(1 + x)`; then standardized with the training mean and standard
+//! deviation. Regularized always: plain least squares explodes on small shards with more one-hot
+//! columns than rows. The ridge penalty, unless configured, is chosen by leave-one-out error
+//! (closed form through the hat matrix) on a grid.
 
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
-/// Fitted linear model: `out[j] = bias[j] + Σ_f w[j][f] · (x[f] − mean[f]) / scale[f]`.
+/// Skewness above which a non-negative input is taken as `ln(1 + x)` (the label rule's threshold).
+const SKEWED: f64 = 0.75;
+
+/// Ridge penalties tried by leave-one-out: 0.1 · √10^k, k = 0..9 (0.1 to about 3,162).
+const ALPHAS: usize = 10;
+
+/// Rows whose leave-one-out residuals score a penalty (evenly strided above this): the hat
+/// matrix costs p² per row, and the choice is settled long before a large shard's last row.
+const LOO_ROWS: usize = 4_000;
+
+/// Fitted linear model: `out[j] = bias[j] + Σ_f w[j][f] · (t_f(x[f]) − mean[f]) / scale[f]`, with
+/// `t_f(v) = clamp(v, lo[f], hi[f])`, then `ln(1 + ·)` where `log[f]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Linear {
+    /// Training range of each input: a value beyond anything training saw (a living area twice
+    /// the shard's largest) would otherwise extend a straight line into an absurd prediction.
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+    /// Inputs fitted on `ln(1 + x)`: non-negative with skewness above 0.75 in training.
+    pub log: Vec<bool>,
     pub mean: Vec<f64>,
     pub scale: Vec<f64>,
     pub weights: Vec<Vec<f64>>,
@@ -19,90 +39,176 @@ impl Linear {
         self.bias.len()
     }
 
+    /// Input `f` as the model sees it before standardization (clamped, maybe logged).
+    /// `max` / `min` rather than `clamp`: a decoded model with `lo > hi` must not panic.
+    #[inline]
+    pub fn input(&self, f: usize, v: f64) -> f64 {
+        let v = v.max(self.lo[f]).min(self.hi[f]);
+        if self.log[f] {
+            v.ln_1p()
+        } else {
+            v
+        }
+    }
+
     #[inline]
     pub fn raw_row(&self, x: &[f64], out: &mut [f64]) {
         for (j, o) in out.iter_mut().enumerate() {
             let w = &self.weights[j];
             let mut s = self.bias[j];
             for f in 0..w.len() {
-                s += w[f] * (x[f] - self.mean[f]) / self.scale[f];
+                s += w[f] * (self.input(f, x[f]) - self.mean[f]) / self.scale[f];
             }
             *o = s;
         }
     }
 
-    fn standardize(x: ArrayView2<f64>) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
+    /// The input transform fitted on `x` (no weights yet) and the standardized rows.
+    fn prepare(x: ArrayView2<f64>) -> (Linear, Vec<Vec<f64>>) {
         let (n, p) = x.dim();
-        let mut mean = vec![0.0; p];
-        let mut scale = vec![1.0; p];
+        let mut m = Linear {
+            lo: vec![0.0; p],
+            hi: vec![0.0; p],
+            log: vec![false; p],
+            mean: vec![0.0; p],
+            scale: vec![1.0; p],
+            weights: Vec::new(),
+            bias: Vec::new(),
+        };
         for f in 0..p {
             let c = x.column(f);
-            let m = c.sum() / n as f64;
-            let v = c.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / n as f64;
-            mean[f] = m;
-            scale[f] = if v > 1e-12 { v.sqrt() } else { 1.0 };
+            let lo = c.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (m.lo[f], m.hi[f]) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+            m.log[f] = m.lo[f] >= 0.0 && skewness(c.iter().copied(), n) > SKEWED;
+            let t: Vec<f64> = c.iter().map(|&v| m.input(f, v)).collect();
+            let mean = t.iter().sum::<f64>() / n as f64;
+            let v = t.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / n as f64;
+            m.mean[f] = mean;
+            m.scale[f] = if v > 1e-12 { v.sqrt() } else { 1.0 };
         }
         let z = (0..n)
-            .map(|i| (0..p).map(|f| (x[[i, f]] - mean[f]) / scale[f]).collect())
+            .map(|i| {
+                (0..p)
+                    .map(|f| (m.input(f, x[[i, f]]) - m.mean[f]) / m.scale[f])
+                    .collect()
+            })
             .collect();
-        (mean, scale, z)
+        (m, z)
     }
 
     /// Ridge: minimize `Σ (y − b − w·z)² + alpha · |w|²`. Solved in the primal (p × p) or, with
-    /// more columns than rows, the dual (n × n) system.
-    pub fn fit_ridge(x: ArrayView2<f64>, y: &[f64], alpha: f64) -> Linear {
-        let (mean, scale, z) = Self::standardize(x);
+    /// more columns than rows, the dual (n × n) system. `alpha = None`: the grid penalty with the
+    /// lowest leave-one-out squared error (ties: the smaller penalty).
+    pub fn fit_ridge(x: ArrayView2<f64>, y: &[f64], alpha: Option<f64>) -> Linear {
+        let (mut m, z) = Self::prepare(x);
         let (n, p) = x.dim();
         let ybar = y.iter().sum::<f64>() / n as f64;
         let yc: Vec<f64> = y.iter().map(|v| v - ybar).collect();
-        let alpha = alpha.max(1e-8);
-        let w = if p <= n {
-            let mut a = vec![0.0; p * p];
+        let alphas: Vec<f64> = match alpha {
+            Some(a) => vec![a.max(1e-8)],
+            None => (0..ALPHAS)
+                .map(|k| 0.1 * 10f64.powf(k as f64 / 2.0))
+                .collect(),
+        };
+        let scored = alphas.len() > 1;
+        // Leave-one-out rows: all, or an even stride through them.
+        let loo: Vec<usize> = (0..n).step_by(n.div_ceil(LOO_ROWS).max(1)).collect();
+        let mut best: Option<(f64, Vec<f64>)> = None;
+        if p <= n {
+            let mut gram = vec![0.0; p * p];
             let mut b = vec![0.0; p];
             for (zi, yi) in z.iter().zip(&yc) {
                 for r in 0..p {
                     b[r] += zi[r] * yi;
                     for c in 0..=r {
-                        a[r * p + c] += zi[r] * zi[c];
+                        gram[r * p + c] += zi[r] * zi[c];
                     }
                 }
             }
             for r in 0..p {
                 for c in 0..r {
-                    a[c * p + r] = a[r * p + c];
+                    gram[c * p + r] = gram[r * p + c];
                 }
-                a[r * p + r] += alpha;
             }
-            solve_spd(&mut a, &mut b, p);
-            b
+            for &alpha in &alphas {
+                let mut a = gram.clone();
+                for r in 0..p {
+                    a[r * p + r] += alpha;
+                }
+                cholesky(&mut a, p);
+                let mut w = b.clone();
+                solve_factored(&a, &mut w, p);
+                let err = if scored {
+                    // h_ii = |L⁻¹ z_i|² + 1/n (the intercept), LOO residual r_i / (1 − h_ii).
+                    let mut u = vec![0.0; p];
+                    loo.iter()
+                        .map(|&i| {
+                            u.copy_from_slice(&z[i]);
+                            forward(&a, &mut u, p);
+                            let h = u.iter().map(|v| v * v).sum::<f64>() + 1.0 / n as f64;
+                            let r = yc[i] - z[i].iter().zip(&w).map(|(a, b)| a * b).sum::<f64>();
+                            (r / (1.0 - h).max(1e-9)).powi(2)
+                        })
+                        .sum::<f64>()
+                } else {
+                    0.0
+                };
+                if best.as_ref().is_none_or(|(e, _)| err < *e) {
+                    best = Some((err, w));
+                }
+            }
         } else {
-            let mut k = vec![0.0; n * n];
+            let mut gram = vec![0.0; n * n];
             for i in 0..n {
                 for j in 0..=i {
                     let d: f64 = z[i].iter().zip(&z[j]).map(|(a, b)| a * b).sum();
-                    k[i * n + j] = d;
-                    k[j * n + i] = d;
+                    gram[i * n + j] = d;
+                    gram[j * n + i] = d;
                 }
-                k[i * n + i] += alpha;
             }
-            let mut c = yc.clone();
-            solve_spd(&mut k, &mut c, n);
-            (0..p)
-                .map(|f| (0..n).map(|i| z[i][f] * c[i]).sum())
-                .collect()
-        };
-        Linear {
-            mean,
-            scale,
-            weights: vec![w],
-            bias: vec![ybar],
+            for &alpha in &alphas {
+                let mut k = gram.clone();
+                for i in 0..n {
+                    k[i * n + i] += alpha;
+                }
+                cholesky(&mut k, n);
+                let mut c = yc.clone();
+                solve_factored(&k, &mut c, n);
+                let err = if scored {
+                    // Fitted = K₀ c = y − α c, so the residual is α c_i; h_ii = 1 − α (K⁻¹)_ii
+                    // + 1/n, with (K⁻¹)_ii = |L⁻¹ e_i|².
+                    let mut u = vec![0.0; n];
+                    loo.iter()
+                        .map(|&i| {
+                            u.iter_mut().for_each(|v| *v = 0.0);
+                            u[i] = 1.0;
+                            forward(&k, &mut u, n);
+                            let kii = u.iter().map(|v| v * v).sum::<f64>();
+                            let h = 1.0 - alpha * kii + 1.0 / n as f64;
+                            (alpha * c[i] / (1.0 - h).max(1e-9)).powi(2)
+                        })
+                        .sum::<f64>()
+                } else {
+                    0.0
+                };
+                if best.as_ref().is_none_or(|(e, _)| err < *e) {
+                    let w = (0..p)
+                        .map(|f| (0..n).map(|i| z[i][f] * c[i]).sum())
+                        .collect();
+                    best = Some((err, w));
+                }
+            }
         }
+        m.weights = vec![best.map_or_else(|| vec![0.0; p], |(_, w)| w)];
+        m.bias = vec![ybar];
+        m
     }
 
     /// Logistic regression by Newton's method: minimize `Σ logloss + alpha/2 · |w|²` (bias not
     /// penalized). Two classes: one logit for class 1; more: one-vs-rest logits.
     pub fn fit_logistic(x: ArrayView2<f64>, y: &[usize], n_classes: usize, alpha: f64) -> Linear {
-        let (mean, scale, z) = Self::standardize(x);
+        let (mut m, z) = Self::prepare(x);
         let targets: Vec<usize> = if n_classes == 2 {
             vec![1]
         } else {
@@ -116,12 +222,9 @@ impl Linear {
             weights.push(w);
             bias.push(b);
         }
-        Linear {
-            mean,
-            scale,
-            weights,
-            bias,
-        }
+        m.weights = weights;
+        m.bias = bias;
+        m
     }
 }
 
@@ -168,9 +271,26 @@ fn newton_logistic(z: &[Vec<f64>], t: &[f64], alpha: f64) -> (Vec<f64>, f64) {
     (w, b)
 }
 
+/// Skewness (third standardized moment) of `n` values; 0 for a constant.
+fn skewness(v: impl Iterator<Item = f64> + Clone, n: usize) -> f64 {
+    let n = n.max(1) as f64;
+    let m = v.clone().sum::<f64>() / n;
+    let var = v.clone().map(|a| (a - m).powi(2)).sum::<f64>() / n;
+    if var <= 1e-24 {
+        return 0.0;
+    }
+    v.map(|a| (a - m).powi(3)).sum::<f64>() / n / var.powf(1.5)
+}
+
 /// Solve `A x = b` for symmetric positive definite `A` (n × n, row-major) by Cholesky, in place:
 /// `b` becomes `x`. A pivot that is not positive is floored, so the solve never fails.
 pub fn solve_spd(a: &mut [f64], b: &mut [f64], n: usize) {
+    cholesky(a, n);
+    solve_factored(a, b, n);
+}
+
+/// `L` of `A = L Lᵀ` in the lower triangle of `a` (the upper triangle is left as it was).
+fn cholesky(a: &mut [f64], n: usize) {
     for j in 0..n {
         let mut d = a[j * n + j];
         for k in 0..j {
@@ -186,6 +306,10 @@ pub fn solve_spd(a: &mut [f64], b: &mut [f64], n: usize) {
             a[i * n + j] = s / d;
         }
     }
+}
+
+/// `b ← L⁻¹ b` for the factor `L` that [`cholesky`] left in `a`.
+fn forward(a: &[f64], b: &mut [f64], n: usize) {
     for i in 0..n {
         let mut s = b[i];
         for k in 0..i {
@@ -193,6 +317,11 @@ pub fn solve_spd(a: &mut [f64], b: &mut [f64], n: usize) {
         }
         b[i] = s / a[i * n + i];
     }
+}
+
+/// `b ← A⁻¹ b` for the factor `L` that [`cholesky`] left in `a`.
+fn solve_factored(a: &[f64], b: &mut [f64], n: usize) {
+    forward(a, b, n);
     for i in (0..n).rev() {
         let mut s = b[i];
         for k in i + 1..n {
@@ -225,7 +354,7 @@ mod tests {
         // Σz·(y − 1) = 2/√(2/3). With alpha 1: w = (2/√(2/3)) / 4, so the slope in x is
         // w/√(2/3) = 2 / (4 · 2/3) = 0.75 and the prediction at x = 1 is 1 + 0.75.
         let x = array![[-1.0], [0.0], [1.0]];
-        let m = Linear::fit_ridge(x.view(), &[0.0, 1.0, 2.0], 1.0);
+        let m = Linear::fit_ridge(x.view(), &[0.0, 1.0, 2.0], Some(1.0));
         let mut out = [0.0];
         m.raw_row(&[1.0], &mut out);
         assert!((out[0] - 1.75).abs() < 1e-12, "{out:?}");
@@ -236,7 +365,7 @@ mod tests {
         // 2 rows, 3 columns: the dual path. Its weights must solve (ZᵀZ + αI) w = Zᵀ(y − ȳ);
         // every standardized column here is ±1, so z = ±1 and the check is easy to read.
         let x = array![[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]];
-        let m = Linear::fit_ridge(x.view(), &[1.0, 3.0], 0.5);
+        let m = Linear::fit_ridge(x.view(), &[1.0, 3.0], Some(0.5));
         let z = [[-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]];
         let yc = [-1.0, 1.0];
         let w = &m.weights[0];
@@ -259,5 +388,24 @@ mod tests {
         m.raw_row(&[0.0], &mut lo);
         m.raw_row(&[5.0], &mut hi);
         assert!(lo[0] < 0.0 && hi[0] > 0.0);
+    }
+
+    #[test]
+    fn inputs_are_clamped_to_the_training_range_and_skewed_ones_logged() {
+        // y = 2x on x in 0..=9 (not skewed): beyond 9 the line stays at its value at 9.
+        let x = ndarray::Array2::from_shape_fn((10, 1), |(i, _)| i as f64);
+        let y: Vec<f64> = (0..10).map(|i| 2.0 * i as f64).collect();
+        let m = Linear::fit_ridge(x.view(), &y, Some(1e-8));
+        let (mut at9, mut at90) = ([0.0], [0.0]);
+        m.raw_row(&[9.0], &mut at9);
+        m.raw_row(&[90.0], &mut at90);
+        assert!((at9[0] - 18.0).abs() < 1e-6, "{at9:?}");
+        assert_eq!(at9, at90);
+        assert!(!m.log[0]);
+        // 1, 1, 1, 1, 100: skewness 1.5 > 0.75 and non-negative, so fitted on ln(1 + x).
+        let x = array![[1.0], [1.0], [1.0], [1.0], [100.0]];
+        let m = Linear::fit_ridge(x.view(), &[0.0, 0.0, 0.0, 0.0, 1.0], None);
+        assert!(m.log[0]);
+        assert_eq!((m.lo[0], m.hi[0]), (1.0, 100.0));
     }
 }

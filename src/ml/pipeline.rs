@@ -18,8 +18,9 @@ use super::schema::Schema;
 /// Magic string at the top of every model file.
 pub const MODEL_MAGIC: &str = "ensemble-cluster-model";
 /// Version of the model file layout; bumped on any incompatible change (2: `auto` and
-/// `linfa-tree` kinds, early stopping and thread settings, `kind` / `cv_score` in the metadata).
-pub const FORMAT_VERSION: u32 = 2;
+/// `linfa-tree` kinds, early stopping and thread settings, `kind` / `cv_score` in the metadata;
+/// 3: the `hybrid` kind, linear models' input ranges and log columns, `alpha` optional).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Model files larger than this are refused before decoding.
 pub const MAX_MODEL_BYTES: usize = 1 << 30;
@@ -97,6 +98,48 @@ fn skewness(y: &[f64]) -> f64 {
         return 0.0;
     }
     y.iter().map(|a| (a - m).powi(3)).sum::<f64>() / n / v.powf(1.5)
+}
+
+/// Trees of a decoded model: outputs, leaf offsets and children (forward only) in bounds.
+fn check_trees(trees: &[super::tree::Tree], n_outputs: usize, n_features: usize) -> Result<()> {
+    let bad = |m: &str| Err(MlError::ModelFile(format!("inconsistent model: {m}")));
+    for t in trees {
+        if t.n_outputs != n_outputs || t.nodes.is_empty() {
+            return bad("tree outputs");
+        }
+        for (i, n) in t.nodes.iter().enumerate() {
+            if n.feature == u32::MAX {
+                if n.left as usize + t.n_outputs > t.values.len() {
+                    return bad("leaf value index");
+                }
+            } else if n.feature as usize >= n_features
+                || n.left as usize <= i
+                || n.right as usize <= i
+                || n.left as usize >= t.nodes.len()
+                || n.right as usize >= t.nodes.len()
+            {
+                return bad("tree node");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A decoded linear model: one entry per feature in every per-feature vector.
+fn check_linear(l: &super::linear::Linear, n_features: usize) -> Result<()> {
+    if l.mean.len() != n_features
+        || l.scale.len() != n_features
+        || l.lo.len() != n_features
+        || l.hi.len() != n_features
+        || l.log.len() != n_features
+        || l.weights.len() != l.bias.len()
+        || l.weights.iter().any(|w| w.len() != n_features)
+    {
+        return Err(MlError::ModelFile(
+            "inconsistent model: linear weights".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Pipeline {
@@ -337,35 +380,11 @@ impl Pipeline {
             return bad("output count");
         }
         match model {
-            Model::Trees { trees, base } => {
-                for t in trees {
-                    if t.n_outputs != base.len() || t.nodes.is_empty() {
-                        return bad("tree outputs");
-                    }
-                    for (i, n) in t.nodes.iter().enumerate() {
-                        if n.feature == u32::MAX {
-                            if n.left as usize + t.n_outputs > t.values.len() {
-                                return bad("leaf value index");
-                            }
-                        } else if n.feature as usize >= n_features
-                            || n.left as usize <= i
-                            || n.right as usize <= i
-                            || n.left as usize >= t.nodes.len()
-                            || n.right as usize >= t.nodes.len()
-                        {
-                            return bad("tree node");
-                        }
-                    }
-                }
-            }
-            Model::Linear(l) => {
-                if l.mean.len() != n_features
-                    || l.scale.len() != n_features
-                    || l.weights.len() != l.bias.len()
-                    || l.weights.iter().any(|w| w.len() != n_features)
-                {
-                    return bad("linear weights");
-                }
+            Model::Trees { trees, base } => check_trees(trees, base.len(), n_features)?,
+            Model::Linear(l) => check_linear(l, n_features)?,
+            Model::Hybrid { linear, trees } => {
+                check_linear(linear, n_features)?;
+                check_trees(trees, linear.n_outputs(), n_features)?;
             }
         }
         for c in &self.prep.columns {

@@ -17,12 +17,14 @@
 //! express — more than 65,534 thresholds on one feature, a NaN threshold — keeps 16-byte nodes
 //! holding the threshold itself.)
 //!
-//! Linear models become one matrix product: the standardization is folded into the weights,
-//! which changes the last bits of a prediction, not its value.
+//! Linear models become one matrix product over the clamped (and, per column, logged) inputs:
+//! the standardization is folded into the weights, which changes the last bits of a prediction,
+//! not its value. A hybrid model is its linear part plus its trees, each compiled as above.
 
 use ndarray::{Array2, ArrayView2};
 
 use super::learner::Model;
+use super::linear::Linear;
 use super::tree::{Node, Tree};
 
 mod complete;
@@ -71,7 +73,11 @@ enum Compiled {
         weights: Array2<f64>,
         /// The bias with the feature means folded in.
         bias: Vec<f64>,
+        /// The input transform (ranges and log columns; the weights unused).
+        input: Linear,
     },
+    /// A hybrid model: the linear part's outputs plus the trees'.
+    Sum(Box<CompiledModel>, Box<CompiledModel>),
 }
 
 impl CompiledModel {
@@ -81,6 +87,13 @@ impl CompiledModel {
                 Some(c) => c,
                 None => flat_layouts(base, trees).1,
             },
+            Model::Hybrid { linear, trees } => Compiled::Sum(
+                Box::new(CompiledModel::new(&Model::Linear(linear.clone()))),
+                Box::new(CompiledModel::new(&Model::Trees {
+                    base: vec![0.0; linear.n_outputs()],
+                    trees: trees.clone(),
+                })),
+            ),
             Model::Linear(l) => {
                 let p = l.mean.len();
                 let k = l.bias.len();
@@ -93,7 +106,16 @@ impl CompiledModel {
                         bias[j] -= wf * l.mean[f];
                     }
                 }
-                Compiled::Linear { weights, bias }
+                let input = Linear {
+                    weights: Vec::new(),
+                    bias: Vec::new(),
+                    ..l.clone()
+                };
+                Compiled::Linear {
+                    weights,
+                    bias,
+                    input,
+                }
             }
         })
     }
@@ -105,6 +127,7 @@ impl CompiledModel {
             Compiled::Ranked(r) => r.n_outputs(),
             Compiled::Trees { n_outputs, .. } => *n_outputs,
             Compiled::Linear { bias, .. } => bias.len(),
+            Compiled::Sum(a, _) => a.n_outputs(),
         }
     }
 
@@ -150,18 +173,37 @@ impl CompiledModel {
                     }
                 }
             }
-            Compiled::Linear { weights, bias } => {
+            Compiled::Linear {
+                weights,
+                bias,
+                input,
+            } => {
                 let k = bias.len();
                 for o in out.chunks_exact_mut(k) {
                     o.copy_from_slice(bias);
                 }
+                let p = input.lo.len().min(n_features);
+                let mut t = x[..n * n_features].to_vec();
+                for row in t.chunks_exact_mut(n_features) {
+                    for (f, v) in row.iter_mut().take(p).enumerate() {
+                        *v = input.input(f, *v);
+                    }
+                }
                 let (Ok(xs), Ok(mut ys)) = (
-                    ArrayView2::from_shape((n, n_features), x),
+                    ArrayView2::from_shape((n, n_features), &t[..]),
                     ndarray::ArrayViewMut2::from_shape((n, k), out),
                 ) else {
                     return;
                 };
                 ndarray::linalg::general_mat_mul(1.0, &xs, weights, 1.0, &mut ys);
+            }
+            Compiled::Sum(linear, trees) => {
+                linear.predict(x, n_features, out);
+                let mut more = vec![0.0; out.len()];
+                trees.predict(x, n_features, &mut more);
+                for (o, m) in out.iter_mut().zip(&more) {
+                    *o += m;
+                }
             }
         }
     }

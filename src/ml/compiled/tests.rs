@@ -348,3 +348,35 @@ fn a_linear_model_is_a_matrix_product() {
         }
     }
 }
+
+#[test]
+fn a_hybrid_model_is_its_line_plus_its_trees() {
+    let (x, y, c) = data(300);
+    let cfg = ModelConfig {
+        kind: Kind::Hybrid,
+        n_rounds: 30,
+        ..ModelConfig::default()
+    };
+    let r = LearnerParams(cfg.clone())
+        .fit(&Dataset::new(x.clone(), Array1::from(y)))
+        .expect("fits");
+    let m = LearnerParams(cfg)
+        .fit(&Dataset::new(x.clone(), Array1::from(c)))
+        .expect("fits");
+    for model in [&r.model, &m.model] {
+        assert!(
+            matches!(model, Model::Hybrid { trees, .. } if !trees.is_empty()),
+            "not a hybrid with trees"
+        );
+        assert!(matches!(CompiledModel::new(model).0, Compiled::Sum(..)));
+        // Inputs beyond the training range too: the compiled line clamps them as well.
+        let mut wide = x.clone();
+        wide.row_mut(0).fill(1e6);
+        wide.row_mut(1).fill(-1e6);
+        let (a, b) = (compiled(model, &wide), raw(model, &wide));
+        assert_eq!(a.len(), b.len());
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
+        }
+    }
+}
