@@ -69,6 +69,11 @@ pub struct Choice {
     pub kind: Kind,
     pub cv_score: f64,
     pub scores: Vec<(Kind, Option<f64>)>,
+    /// A boosting kind chosen on folds of every training row: the rounds the final fit runs
+    /// (the CV's round count scaled to all rows; no early stopping then). `None`: the kind's
+    /// own early stopping decides.
+    #[serde(default)]
+    pub n_rounds: Option<usize>,
 }
 
 /// Fold index of each row: a seeded shuffle, stratified by class for classification.
@@ -88,11 +93,14 @@ fn folds(labels: &Labels, k: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Cross-validate the candidates on `train`; `fold_loss(fit_part, held_out, cfg)` fits a pipeline
-/// with `cfg` and returns its loss on the held-out part.
+/// with `cfg` and returns its loss on the held-out part; `boost_cv(parts, cfg, threads)`
+/// cross-validates a boosting kind over every (fit part, held-out part) at once, its rounds in
+/// lockstep, and returns the mean loss and the round count found.
 pub fn choose(
     train: &Table,
     cfg: &ModelConfig,
     fold_loss: impl Fn(&Table, &Table, &ModelConfig) -> Result<f64> + Sync,
+    boost_cv: impl Fn(&[(Table, Table)], &ModelConfig, usize) -> Result<(f64, usize)>,
 ) -> Result<Choice> {
     let t0 = Instant::now();
     let sample: Table;
@@ -127,6 +135,7 @@ pub fn choose(
     let threads = par::resolve_threads(cfg.threads);
     let mut scores = Vec::with_capacity(CANDIDATES.len());
     let mut best: Option<(Kind, f64)> = None;
+    let mut rounds: Vec<(Kind, usize)> = Vec::new();
     for kind in CANDIDATES {
         if kind == Kind::Hybrid && train.len() >= LARGE_SHARD {
             continue;
@@ -141,14 +150,20 @@ pub fn choose(
             threads: Some(1),
             ..cfg.clone()
         };
-        let losses = par::map(parts.len(), threads, |f| {
-            fold_loss(&parts[f].0, &parts[f].1, &fold_cfg)
-        });
-        let mut sum = 0.0;
-        for l in losses {
-            sum += l?;
-        }
-        let mean = sum / parts.len() as f64;
+        let mean = if matches!(kind, Kind::Boosted | Kind::Hybrid) {
+            let (mean, r) = boost_cv(&parts, &fold_cfg, threads)?;
+            rounds.push((kind, r));
+            mean
+        } else {
+            let losses = par::map(parts.len(), threads, |f| {
+                fold_loss(&parts[f].0, &parts[f].1, &fold_cfg)
+            });
+            let mut sum = 0.0;
+            for l in losses {
+                sum += l?;
+            }
+            sum / parts.len() as f64
+        };
         scores.push((kind, Some(mean)));
         if best.is_none_or(|(_, b)| mean < b) {
             best = Some((kind, mean));
@@ -171,10 +186,21 @@ pub fn choose(
             cv_score = b;
         }
     }
+    // Folds cut from a sample of a large shard say little of the rounds all its rows need.
+    let n_rounds = (data.len() == train.len())
+        .then(|| rounds.iter().find(|(k, _)| *k == kind))
+        .flatten()
+        .map(|&(_, r)| {
+            let fit_rows =
+                parts.iter().map(|(f, _)| f.len()).sum::<usize>() as f64 / parts.len() as f64;
+            let scaled = (r as f64 * train.len() as f64 / fit_rows.max(1.0)).ceil() as usize;
+            scaled.clamp(1, cfg.n_rounds.max(1))
+        });
     Ok(Choice {
         kind,
         cv_score,
         scores,
+        n_rounds,
     })
 }
 
@@ -198,14 +224,18 @@ mod tests {
             threads: Some(1),
             ..Default::default()
         };
-        choose(&train, &cfg, |_, _, c| {
-            Ok(match c.kind {
-                Kind::Linear => linear,
-                Kind::Boosted => boosted,
-                Kind::Hybrid => hybrid,
-                _ => forest,
-            })
-        })
+        let loss = |c: &ModelConfig| match c.kind {
+            Kind::Linear => linear,
+            Kind::Boosted => boosted,
+            Kind::Hybrid => hybrid,
+            _ => forest,
+        };
+        choose(
+            &train,
+            &cfg,
+            |_, _, c| Ok(loss(c)),
+            |_, c, _| Ok((loss(c), 7)),
+        )
         .map(|c| c.kind)
         .unwrap_or(Kind::Tree)
     }

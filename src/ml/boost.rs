@@ -179,6 +179,44 @@ struct Shared<'a> {
     threads: usize,
 }
 
+impl<'a> Shared<'a> {
+    /// Bin `x` (edges from `edge_rows`, else every row) and set the round parameters for a fit
+    /// on `edge_rows` (else every row).
+    fn new(
+        cfg: &ModelConfig,
+        x: ArrayView2<f64>,
+        loss: Loss<'a>,
+        edge_rows: Option<&[u32]>,
+    ) -> Shared<'a> {
+        let threads = par::resolve_threads(cfg.threads);
+        let n = edge_rows.map_or(x.nrows(), <[u32]>::len);
+        let data = BinnedData::with_edges_from(x, cfg.max_bins, threads, edge_rows);
+        let k = loss.n_outputs();
+        let p_feat = data.n_features();
+        let n_feat = ((p_feat as f64 * cfg.round_colsample(n, p_feat)).round() as usize)
+            .clamp(1, p_feat.max(1));
+        Shared {
+            data,
+            loss,
+            k,
+            n_feat,
+            keep_below: (cfg.subsample * 4_294_967_296.0) as u64,
+            params: GrowParams {
+                max_depth: cfg.depth(),
+                max_leaves: cfg.max_leaf_nodes.unwrap_or(usize::MAX),
+                min_samples_leaf: cfg.min_leaf(),
+                lambda: cfg.lambda,
+                min_child_weight: 1e-3,
+                shrinkage: cfg.rate(n),
+                features: None,
+                node_colsample: None,
+                threads,
+            },
+            threads,
+        }
+    }
+}
+
 impl<S> Run<S> {
     fn new(
         sh: &Shared,
@@ -312,32 +350,8 @@ pub fn fit_boosted_from<S>(
     loss: Loss,
     start: Option<Start<S>>,
 ) -> (Vec<f64>, Vec<Tree>, Option<S>) {
-    let threads = par::resolve_threads(cfg.threads);
     let n = x.nrows();
-    let data = BinnedData::new(x, cfg.max_bins, threads);
-    let k = loss.n_outputs();
-    let p_feat = data.n_features();
-    let n_feat =
-        ((p_feat as f64 * cfg.round_colsample(n, p_feat)).round() as usize).clamp(1, p_feat.max(1));
-    let sh = Shared {
-        data,
-        loss,
-        k,
-        n_feat,
-        keep_below: (cfg.subsample * 4_294_967_296.0) as u64,
-        params: GrowParams {
-            max_depth: cfg.depth(),
-            max_leaves: cfg.max_leaf_nodes.unwrap_or(usize::MAX),
-            min_samples_leaf: cfg.min_leaf(),
-            lambda: cfg.lambda,
-            min_child_weight: 1e-3,
-            shrinkage: cfg.rate(n),
-            features: None,
-            node_colsample: None,
-            threads,
-        },
-        threads,
-    };
+    let sh = Shared::new(cfg, x, loss, None);
     let mut runs: Vec<Run<S>> = es_splits(n, cfg)
         .into_iter()
         .map(|split| Run::new(&sh, cfg, split, start))
@@ -380,6 +394,75 @@ pub fn fit_boosted_from<S>(
     let mut run = runs.swap_remove(0);
     run.trees.truncate(best_rounds);
     (run.base, run.trees, run.started)
+}
+
+/// A boosted model: base scores, trees, and the start model the rounds began from.
+pub type Boosted<S> = (Vec<f64>, Vec<Tree>, Option<S>);
+
+/// One fold of [`cv_boosted`]: its matrix (the fold's fit rows and held-out rows, preprocessed
+/// as fitted on the fit rows), loss, rows and start.
+pub struct CvFold<'a, S> {
+    pub x: ArrayView2<'a, f64>,
+    pub loss: Loss<'a>,
+    pub fit_rows: Vec<u32>,
+    pub held_rows: Vec<u32>,
+    pub start: Option<Start<'a, S>>,
+}
+
+/// One fold's state in [`cv_boosted`]: its data, its run, and its scratch buffers.
+struct FoldRun<'a, S> {
+    sh: Shared<'a>,
+    run: Run<S>,
+    scratch: [Vec<u32>; 3],
+}
+
+/// Cross-validated boosting: one run per fold in lockstep (folds on `threads` threads, each
+/// fold's trees on `cfg.threads`), stopped after `cfg.n_iter_no_change` rounds without a
+/// lower loss summed over every fold's held-out rows (off: `cfg.n_rounds` rounds). Returns the
+/// best round count and each fold's model cut to it. The held-out rows are the folds' test
+/// rows: the one number they choose is the round count, as a leave-one-out `alpha` is chosen
+/// for a linear model, and the final fit reuses it instead of searching again.
+pub fn cv_boosted<S: Send>(
+    cfg: &ModelConfig,
+    folds: Vec<CvFold<S>>,
+    threads: usize,
+) -> (usize, Vec<Boosted<S>>) {
+    let mut runs: Vec<FoldRun<S>> = folds
+        .into_iter()
+        .map(|f| {
+            let sh = Shared::new(cfg, f.x, f.loss, Some(&f.fit_rows));
+            let n = sh.data.n_rows;
+            let run = Run::new(&sh, cfg, (f.fit_rows, f.held_rows), f.start);
+            let scratch = std::array::from_fn(|_| Vec::with_capacity(n));
+            FoldRun { sh, run, scratch }
+        })
+        .collect();
+    let total = |runs: &[FoldRun<S>]| runs.iter().map(|f| f.run.val_loss(&f.sh)).sum::<f64>();
+    let mut best_loss = total(&runs);
+    let mut best_rounds = 0;
+    for round in 0..cfg.n_rounds {
+        par::for_each(runs.iter_mut().collect(), threads, |f: &mut FoldRun<S>| {
+            let [rows, rest, offsets] = &mut f.scratch;
+            f.run.round(&f.sh, rows, rest, offsets);
+        });
+        let l = total(&runs);
+        if best_loss - l > 1e-7 * best_loss.abs().max(f64::MIN_POSITIVE)
+            || cfg.n_iter_no_change == 0
+        {
+            best_loss = l;
+            best_rounds = round + 1;
+        } else if round + 1 - best_rounds >= cfg.n_iter_no_change {
+            break;
+        }
+    }
+    let models = runs
+        .into_iter()
+        .map(|mut f| {
+            f.run.trees.truncate(best_rounds);
+            (f.run.base, f.run.trees, f.run.started)
+        })
+        .collect();
+    (best_rounds, models)
 }
 
 #[cfg(test)]

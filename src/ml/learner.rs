@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::boost::{fit_boosted, fit_boosted_from, Loss};
+use super::boost::{cv_boosted, fit_boosted, fit_boosted_from, CvFold, Loss, Start};
 use super::config::{Kind, ModelConfig};
 use super::error::{MlError, Result};
 use super::linear::Linear;
@@ -205,6 +205,105 @@ fn hybrid(
         // Only when the start's outputs did not fit the loss: boosting from a constant.
         (base, trees, None) => Model::Trees { base, trees },
     }
+}
+
+/// Labels of a cross-validation fold (fit and held-out rows), as the learner sees them.
+pub enum FoldLabels {
+    Regression(Vec<f64>),
+    /// Class codes and the number of classes.
+    Classes(Vec<usize>, usize),
+}
+
+/// A fold of [`fit_cv_boosting`]: the fold's fit rows then its held-out rows, preprocessed as
+/// fitted on the fit rows; `held` the held-out rows that count (classification: those whose
+/// class the fit rows have).
+pub struct BoostFold {
+    pub x: Array2<f64>,
+    pub y: FoldLabels,
+    pub n_fit: usize,
+    pub held: Vec<u32>,
+}
+
+/// `boosted` or `hybrid` cross-validated with one run per fold in lockstep ([`cv_boosted`]):
+/// the round count that did best over every fold's held-out rows, and each fold's model.
+pub fn fit_cv_boosting(
+    cfg: &ModelConfig,
+    folds: &[BoostFold],
+    threads: usize,
+) -> Result<(usize, Vec<Model>)> {
+    cfg.validate()?;
+    let hybrid_kind = match cfg.kind {
+        Kind::Boosted => false,
+        Kind::Hybrid => true,
+        k => {
+            return Err(MlError::Config(format!(
+                "cross-validated boosting of kind {:?}",
+                k.name()
+            )))
+        }
+    };
+    type FitStart<'a> = Box<dyn Fn(&[u32]) -> (Linear, Vec<f64>) + Sync + 'a>;
+    let mut starts: Vec<FitStart> = Vec::new();
+    for f in folds {
+        let x = f.x.view();
+        let n_labels = match &f.y {
+            FoldLabels::Regression(y) => y.len(),
+            FoldLabels::Classes(y, _) => y.len(),
+        };
+        check_shapes(&x, n_labels)?;
+        let y = &f.y;
+        starts.push(Box::new(move |rows: &[u32]| {
+            let sub = x.select(Axis(0), &as_usize(rows));
+            let linear = match y {
+                FoldLabels::Regression(y) => {
+                    let ys: Vec<f64> = rows.iter().map(|&r| y[r as usize]).collect();
+                    Linear::fit_ridge(sub.view(), &ys, cfg.alpha)
+                }
+                FoldLabels::Classes(y, c) => {
+                    let ys: Vec<usize> = rows.iter().map(|&r| y[r as usize]).collect();
+                    let alpha = cfg.alpha.unwrap_or(LOGISTIC_ALPHA);
+                    Linear::fit_logistic(sub.view(), &ys, *c, alpha)
+                }
+            };
+            (linear.clone(), raw_all(&Model::Linear(linear), x))
+        }));
+    }
+    let specs = folds
+        .iter()
+        .zip(&starts)
+        .map(|(f, start)| CvFold {
+            x: f.x.view(),
+            loss: match &f.y {
+                FoldLabels::Regression(y) => Loss::Squared(y),
+                FoldLabels::Classes(y, c) => Loss::Classes(y, *c),
+            },
+            fit_rows: (0..f.n_fit as u32).collect(),
+            held_rows: f.held.clone(),
+            start: hybrid_kind.then_some(&**start as Start<Linear>),
+        })
+        .collect();
+    let (rounds, fitted) = cv_boosted(cfg, specs, threads);
+    let models = fitted
+        .into_iter()
+        .map(|(base, trees, started)| match started {
+            Some(linear) => Model::Hybrid { linear, trees },
+            None => Model::Trees { base, trees },
+        })
+        .collect();
+    Ok((rounds, models))
+}
+
+/// Raw outputs of `model` for every row of `x` (`rows × outputs`).
+fn raw_all(model: &Model, x: ArrayView2<f64>) -> Vec<f64> {
+    let k = model.n_outputs();
+    let xs = x.as_standard_layout();
+    let mut out = vec![0.0; x.nrows() * k];
+    for (row, o) in xs.rows().into_iter().zip(out.chunks_exact_mut(k)) {
+        if let Some(r) = row.as_slice() {
+            model.raw_row(r, o);
+        }
+    }
+    out
 }
 
 /// `kind = "auto"` is resolved by the pipeline before any learner is fitted.

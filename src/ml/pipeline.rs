@@ -3,14 +3,16 @@
 
 use linfa::traits::{Fit, Predict};
 use linfa::Dataset;
-use ndarray::Array1;
+use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use super::auto;
 use super::config::{Kind, ModelConfig, Target};
 use super::data::{Labels, Rows, Table, Task};
 use super::error::{MlError, Result};
-use super::learner::{Classifier, LearnerParams, Model, Regressor};
+use super::learner::{
+    fit_cv_boosting, BoostFold, Classifier, FoldLabels, LearnerParams, Model, Regressor,
+};
 use super::metrics::{score, Predictions, Scores};
 use super::preprocess::Preprocessor;
 use super::schema::Schema;
@@ -89,6 +91,14 @@ struct FileIn {
     pipeline: Pipeline,
 }
 
+/// The labels a regression learner fits: `ln(1 + y)` for a log target.
+fn transform_labels(target: Target, y: &[f64]) -> Vec<f64> {
+    match target {
+        Target::Log => y.iter().map(|v| v.ln_1p()).collect(),
+        _ => y.to_vec(),
+    }
+}
+
 /// Skewness (third standardized moment) of a sample.
 fn skewness(y: &[f64]) -> f64 {
     let n = y.len() as f64;
@@ -155,19 +165,26 @@ impl Pipeline {
         if cfg.kind != Kind::Auto {
             return Pipeline::fit_kind(train, cfg, meta);
         }
-        let choice = auto::choose(train, cfg, |fit, held, fold_cfg| {
-            let p = Pipeline::fit_kind(fit, fold_cfg, ModelMeta::default())?;
-            let pred = p.predict_table(held)?;
-            let s = score(&held.labels, &pred)?;
-            Ok(match s {
-                Scores::Regression(r) if p.target == Target::Log => r.rmsle.unwrap_or(r.rmse),
-                Scores::Regression(r) => r.rmse,
-                Scores::Classification(c) => 1.0 - c.accuracy,
-            })
-        })?;
-        let chosen = ModelConfig {
-            kind: choice.kind,
-            ..cfg.clone()
+        let choice = auto::choose(
+            train,
+            cfg,
+            |fit, held, fold_cfg| {
+                Pipeline::fit_kind(fit, fold_cfg, ModelMeta::default())?.cv_loss(held)
+            },
+            Pipeline::cv_boosting,
+        )?;
+        // The round count the CV found, scaled to the larger sample: no second search.
+        let chosen = match choice.n_rounds {
+            Some(n_rounds) => ModelConfig {
+                kind: choice.kind,
+                n_rounds,
+                n_iter_no_change: 0,
+                ..cfg.clone()
+            },
+            None => ModelConfig {
+                kind: choice.kind,
+                ..cfg.clone()
+            },
         };
         let mut p = Pipeline::fit_kind(train, &chosen, meta)?;
         p.meta.cv_score = Some(choice.cv_score);
@@ -180,7 +197,28 @@ impl Pipeline {
     }
 
     /// Fit one given kind (never `auto`).
-    fn fit_kind(train: &Table, cfg: &ModelConfig, mut meta: ModelMeta) -> Result<Pipeline> {
+    fn fit_kind(train: &Table, cfg: &ModelConfig, meta: ModelMeta) -> Result<Pipeline> {
+        let (shell, x, y) = Pipeline::prepare(train, cfg, meta)?;
+        let params = LearnerParams(cfg.clone());
+        let learner = match y {
+            FoldLabels::Regression(y) => {
+                Learner::Regressor(params.fit(&Dataset::new(x, Array1::from(y)))?)
+            }
+            FoldLabels::Classes(y, _) => {
+                Learner::Classifier(params.fit(&Dataset::new(x, Array1::from(y)))?)
+            }
+        };
+        Ok(Pipeline { learner, ..shell })
+    }
+
+    /// Everything of a fit but the learner: the label transform, classes and preprocessing
+    /// fitted on `train`, returned with the learner's matrix and labels (the pipeline's learner
+    /// a placeholder until set).
+    fn prepare(
+        train: &Table,
+        cfg: &ModelConfig,
+        mut meta: ModelMeta,
+    ) -> Result<(Pipeline, Array2<f64>, FoldLabels)> {
         if train.is_empty() {
             return Err(MlError::Data("no training rows".into()));
         }
@@ -191,7 +229,15 @@ impl Pipeline {
         meta.rows = train.len();
         meta.seed = cfg.seed;
         meta.label = train.label_name.clone();
-        let params = LearnerParams(cfg.clone());
+        let placeholder = |n_features| {
+            Learner::Regressor(Regressor {
+                model: Model::Trees {
+                    base: Vec::new(),
+                    trees: Vec::new(),
+                },
+                n_features,
+            })
+        };
         match &train.labels {
             Labels::Regression(y) => {
                 let target = match cfg.target {
@@ -206,22 +252,19 @@ impl Pipeline {
                     }
                     t => t,
                 };
-                let yf: Vec<f64> = match target {
-                    Target::Log => y.iter().map(|v| v.ln_1p()).collect(),
-                    _ => y.clone(),
-                };
+                let yf = transform_labels(target, y);
                 let prep = Preprocessor::fit(train, Some(&yf), cfg.kind == Kind::Linear);
                 let x = prep.transform_table(train)?;
-                let model = params.fit(&Dataset::new(x, Array1::from(yf)))?;
-                Ok(Pipeline {
+                let shell = Pipeline {
                     task: Task::Regression,
                     config: cfg.clone(),
                     target,
                     classes: Vec::new(),
                     prep,
-                    learner: Learner::Regressor(model),
+                    learner: placeholder(x.ncols()),
                     meta,
-                })
+                };
+                Ok((shell, x, FoldLabels::Regression(yf)))
             }
             Labels::Classification(y) => {
                 let mut classes: Vec<String> = y.clone();
@@ -235,18 +278,102 @@ impl Pipeline {
                     (classes.len() == 2).then(|| codes.iter().map(|&c| c as f64).collect());
                 let prep = Preprocessor::fit(train, stat.as_deref(), cfg.kind == Kind::Linear);
                 let x = prep.transform_table(train)?;
-                let model = params.fit(&Dataset::new(x, Array1::from(codes)))?;
-                Ok(Pipeline {
+                let n_classes = classes.len().max(2);
+                let shell = Pipeline {
                     task: Task::Classification,
                     config: cfg.clone(),
                     target: Target::Identity,
                     classes,
                     prep,
-                    learner: Learner::Classifier(model),
+                    learner: placeholder(x.ncols()),
                     meta,
-                })
+                };
+                Ok((shell, x, FoldLabels::Classes(codes, n_classes)))
             }
         }
+    }
+
+    /// `auto`'s cross-validation of `boosted` or `hybrid`: every fold prepared as
+    /// [`Pipeline::fit`] would, the rounds boosted in lockstep over the folds
+    /// ([`fit_cv_boosting`]), each fold's model scored as the other candidates are. Returns
+    /// the mean loss and the round count found.
+    fn cv_boosting(
+        parts: &[(Table, Table)],
+        cfg: &ModelConfig,
+        threads: usize,
+    ) -> Result<(f64, usize)> {
+        let mut shells = Vec::with_capacity(parts.len());
+        let mut folds = Vec::with_capacity(parts.len());
+        for (fit, held) in parts {
+            let (shell, x_fit, y_fit) = Pipeline::prepare(fit, cfg, ModelMeta::default())?;
+            let x_held = shell.prep.transform_table(held)?;
+            let n_fit = x_fit.nrows();
+            let x = ndarray::concatenate(ndarray::Axis(0), &[x_fit.view(), x_held.view()])
+                .map_err(|e| MlError::Data(format!("fold matrix: {e}")))?;
+            let (y, held_rows) = match (y_fit, &held.labels) {
+                (FoldLabels::Regression(mut y), Labels::Regression(h)) => {
+                    // A log target's held-out labels below 0 (the fit part had none) count
+                    // as 0 in the stopping loss; the fold's score still sees them as they are.
+                    let h = match shell.target {
+                        Target::Log => h.iter().map(|v| v.max(0.0).ln_1p()).collect(),
+                        _ => h.clone(),
+                    };
+                    y.extend(h);
+                    let rows = (n_fit as u32..y.len() as u32).collect();
+                    (FoldLabels::Regression(y), rows)
+                }
+                (FoldLabels::Classes(mut y, c), Labels::Classification(h)) => {
+                    // Held-out rows of a class the fit part lacks cannot enter a log loss.
+                    let mut rows = Vec::with_capacity(h.len());
+                    for (i, v) in h.iter().enumerate() {
+                        match shell.classes.binary_search(v) {
+                            Ok(code) => {
+                                rows.push((n_fit + i) as u32);
+                                y.push(code);
+                            }
+                            Err(_) => y.push(0),
+                        }
+                    }
+                    (FoldLabels::Classes(y, c), rows)
+                }
+                _ => return Err(MlError::Data("fold labels of two tasks".into())),
+            };
+            folds.push(BoostFold {
+                x,
+                y,
+                n_fit,
+                held: held_rows,
+            });
+            shells.push(shell);
+        }
+        let (rounds, models) = fit_cv_boosting(cfg, &folds, threads)?;
+        let mut sum = 0.0;
+        for ((shell, model), (fold, (_, held))) in
+            shells.into_iter().zip(models).zip(folds.iter().zip(parts))
+        {
+            let n_features = fold.x.ncols();
+            let learner = match fold.y {
+                FoldLabels::Regression(_) => Learner::Regressor(Regressor { model, n_features }),
+                FoldLabels::Classes(_, n_classes) => Learner::Classifier(Classifier {
+                    model,
+                    n_features,
+                    n_classes,
+                }),
+            };
+            sum += Pipeline { learner, ..shell }.cv_loss(held)?;
+        }
+        Ok((sum / parts.len().max(1) as f64, rounds))
+    }
+
+    /// The loss `auto` ranks candidates by on held-out rows: RMSLE for a log target (RMSE if
+    /// a prediction is negative), else RMSE; 1 − accuracy for classification.
+    fn cv_loss(&self, held: &Table) -> Result<f64> {
+        let pred = self.predict_table(held)?;
+        Ok(match score(&held.labels, &pred)? {
+            Scores::Regression(r) if self.target == Target::Log => r.rmsle.unwrap_or(r.rmse),
+            Scores::Regression(r) => r.rmse,
+            Scores::Classification(c) => 1.0 - c.accuracy,
+        })
     }
 
     /// Predict raw rows (columns by name; absent columns and unseen categories count as missing).

@@ -40,6 +40,17 @@ impl BinnedData {
     /// Bin every column of `x` (rows × features). With at most `max_bins` distinct values a
     /// feature gets one bin per value (edges at midpoints); otherwise edges at quantiles.
     pub fn new(x: ArrayView2<f64>, max_bins: usize, threads: usize) -> BinnedData {
+        BinnedData::with_edges_from(x, max_bins, threads, None)
+    }
+
+    /// [`BinnedData::new`] with the edges cut from the values of `edge_rows` only (every row
+    /// is binned): a cross-validation fold's held-out rows then shape none of its bins.
+    pub fn with_edges_from(
+        x: ArrayView2<f64>,
+        max_bins: usize,
+        threads: usize,
+        edge_rows: Option<&[u32]>,
+    ) -> BinnedData {
         let max_bins = max_bins.clamp(2, 256);
         let (n, p) = x.dim();
         let threads = if n * p < par::MIN_PARALLEL_WORK {
@@ -49,7 +60,11 @@ impl BinnedData {
         };
         let per_feature = par::map(p, threads, |f| {
             let col = x.column(f);
-            let mut sorted: Vec<f64> = col.iter().copied().filter(|v| !v.is_nan()).collect();
+            let mut sorted: Vec<f64> = match edge_rows {
+                Some(rows) => rows.iter().map(|&r| col[r as usize]).collect(),
+                None => col.to_vec(),
+            };
+            sorted.retain(|v| !v.is_nan());
             sorted.sort_unstable_by(f64::total_cmp);
             let e = make_edges(&sorted, max_bins);
             let b: Vec<u8> = col

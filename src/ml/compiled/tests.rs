@@ -52,6 +52,7 @@ fn name(c: &Compiled) -> &'static str {
         Compiled::Ranked(_) => "ranked",
         Compiled::Trees { .. } => "thresholds",
         Compiled::Linear { .. } => "linear",
+        Compiled::Sum(..) => "sum",
     }
 }
 
