@@ -276,4 +276,43 @@ mod tests {
             assert_eq!((a, all), (2, 10), "fold {fold}");
         }
     }
+    #[test]
+    fn a_chosen_boosting_kind_keeps_the_cv_rounds_scaled_to_every_row() {
+        let table = |n: usize| Table {
+            columns: vec![Column {
+                name: "x".into(),
+                data: ColumnData::Numeric((0..n).map(|i| Some(i as f64)).collect()),
+            }],
+            labels: Labels::Regression((0..n).map(|i| i as f64).collect()),
+            label_name: "y".into(),
+        };
+        let cfg = ModelConfig {
+            threads: Some(1),
+            ..Default::default()
+        };
+        let run = |n: usize| {
+            choose(
+                &table(n),
+                &cfg,
+                |_, _, c| Ok(if c.kind == Kind::Forest { 0.5 } else { 2.0 }),
+                |parts, c, _| {
+                    // Hybrid best; the rounds tell the kinds apart.
+                    let fit = parts.iter().map(|(f, _)| f.len()).sum::<usize>();
+                    assert_eq!(fit, 2 * n.min(CV_ROWS) * repeats(n.min(CV_ROWS)));
+                    Ok(if c.kind == Kind::Hybrid {
+                        (0.1, 8)
+                    } else {
+                        (1.0, 3)
+                    })
+                },
+            )
+            .map(|c| (c.kind, c.n_rounds))
+        };
+        // 300 rows, 3 folds: 200 fit rows a fold, 8 rounds → 12 on every row.
+        assert_eq!(run(300).ok(), Some((Kind::Hybrid, Some(12))));
+        // 150 rows: folds cut twice, 100 fit rows each, 8 → 12.
+        assert_eq!(run(150).ok(), Some((Kind::Hybrid, Some(12))));
+        // Folds from a sample of a large shard: the final fit searches its own rounds.
+        assert_eq!(run(CV_ROWS + 3).ok(), Some((Kind::Hybrid, None)));
+    }
 }

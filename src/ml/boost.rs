@@ -528,4 +528,75 @@ mod tests {
         // log 2 at a zero score, worked by hand
         assert!((l.row_loss(1, &[0.0]) - std::f64::consts::LN_2).abs() < 1e-12);
     }
+    /// Three folds of `data(n)`: the fold's fit rows first, then its held-out rows.
+    fn cv_folds(n: usize) -> Vec<(Array2<f64>, Vec<f64>, usize)> {
+        let (x, y) = data(n);
+        (0..3)
+            .map(|f| {
+                let (fit, held): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % 3 != f);
+                let order: Vec<usize> = fit.iter().chain(&held).copied().collect();
+                let xs = x.select(ndarray::Axis(0), &order);
+                let ys = order.iter().map(|&i| y[i]).collect();
+                (xs, ys, fit.len())
+            })
+            .collect()
+    }
+
+    fn run_cv(
+        cfg: &ModelConfig,
+        folds: &[(Array2<f64>, Vec<f64>, usize)],
+        threads: usize,
+    ) -> (usize, Vec<Boosted<()>>) {
+        let specs = folds
+            .iter()
+            .map(|(x, y, n_fit)| CvFold {
+                x: x.view(),
+                loss: Loss::Squared(y),
+                fit_rows: (0..*n_fit as u32).collect(),
+                held_rows: (*n_fit as u32..y.len() as u32).collect(),
+                start: None,
+            })
+            .collect();
+        cv_boosted(cfg, specs, threads)
+    }
+
+    #[test]
+    fn cross_validated_rounds_stop_together_and_match_one_fold_alone() {
+        let folds = cv_folds(600);
+        let cfg = ModelConfig {
+            n_rounds: 3000,
+            learning_rate: Some(0.3),
+            n_iter_no_change: 5,
+            threads: Some(1),
+            ..Default::default()
+        };
+        let (r, models) = run_cv(&cfg, &folds, 1);
+        assert!(r > 5 && r < 3000, "stopped after {r} rounds");
+        assert!(
+            models.iter().all(|m| m.1.len() == r),
+            "every fold cut to {r}"
+        );
+        // Folds on two threads: the same bits.
+        assert_eq!(run_cv(&cfg, &folds, 2), (r, models.clone()));
+        // A fold's run is the plain fit of its fit rows (bins from them too), cut to `r`.
+        let (x, y, n_fit) = &folds[0];
+        let fit_x = x.slice(ndarray::s![..*n_fit, ..]);
+        let alone = fit_boosted(
+            &ModelConfig {
+                n_rounds: r,
+                n_iter_no_change: 0,
+                ..cfg.clone()
+            },
+            fit_x,
+            Loss::Squared(&y[..*n_fit]),
+        );
+        assert_eq!((models[0].0.clone(), models[0].1.clone()), alone);
+        // Off: every round.
+        let off = ModelConfig {
+            n_rounds: 40,
+            n_iter_no_change: 0,
+            ..cfg
+        };
+        assert_eq!(run_cv(&off, &folds, 1).0, 40);
+    }
 }
