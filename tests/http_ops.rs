@@ -16,6 +16,9 @@ mod shards;
 #[path = "http/client.rs"]
 mod client;
 
+#[path = "cluster/fixtures.rs"]
+mod fixtures;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -24,27 +27,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use client::{free_port, head_csv, http, http_streaming, python_client, wait_http, with_http};
+use fixtures::{certs, gen, tls_toml};
 use shards::{csv_row_json, house_prices, letter};
 use util::{quote, run, wait_until, Cluster};
-
-/// `ensemble-node certs --dir DIR ARGS...`.
-fn certs(dir: &Path, args: &[&str]) {
-    let d = dir.display().to_string();
-    let mut all = vec!["certs", "--dir", d.as_str()];
-    all.extend_from_slice(args);
-    let ran = run(&all, &[], "", Path::new("."), Duration::from_secs(30));
-    assert_eq!(ran.code, Some(0), "{ran}");
-}
-
-fn tls_toml(dir: &Path, name: &str) -> String {
-    let q = |p: PathBuf| quote(&p.display().to_string());
-    format!(
-        "[tls]\nca = {}\ncert = {}\nkey = {}\n",
-        q(dir.join("ca.pem")),
-        q(dir.join(format!("{name}.pem"))),
-        q(dir.join(format!("{name}.key")))
-    )
-}
 
 /// What a plain HTTP request to `addr` gets back (a TLS listener answers no HTTP).
 fn plain_http_answer(addr: SocketAddr) -> Vec<u8> {
@@ -311,30 +296,6 @@ fn predict_file_streams_a_large_body_in_order_and_stops_at_a_bad_row() {
     let row = csv_row_json("house_prices/test.csv", 0);
     let p = http(http_addr, "POST", "/v1/predict", None, row.as_bytes());
     assert_eq!(p.status, 200, "the node still answers: {}", p.body);
-}
-
-/// Writes (or appends) `rows` synthetic rows with `ensemble-node gen`.
-fn gen(path: &Path, rows: usize, seed: u64, shift: f64, append: bool) {
-    let (rows, seed, shift) = (rows.to_string(), seed.to_string(), shift.to_string());
-    let out = path.display().to_string();
-    let mut args = vec![
-        "gen",
-        "--rows",
-        &rows,
-        "--features",
-        "8",
-        "--seed",
-        &seed,
-        "--shift",
-        &shift,
-        "--out",
-        &out,
-    ];
-    if append {
-        args.push("--append");
-    }
-    let ran = run(&args, &[], "", Path::new("."), Duration::from_secs(60));
-    assert_eq!(ran.code, Some(0), "gen failed: {ran}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod load;
 #[path = "../fuzz_decode/msgpack.rs"]
 mod msgpack;
 // Network namespaces on a bridge of the test's own, for the chaos test's link cuts.
+mod fixtures;
 #[path = "../hosts/mod.rs"]
 mod hosts;
 mod shards;

@@ -23,9 +23,10 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::fixtures::gen;
 use crate::hosts::Hosts;
 use crate::load::Load;
-use crate::test_drift::{data_toml, gen};
+use crate::test_drift::data_toml;
 use crate::util::{quote, run, wait_until, Cluster, NodeSpec};
 
 /// Nodes that faults hit (n1 serves the load and stays up).

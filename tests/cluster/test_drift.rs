@@ -10,31 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::fixtures::gen;
 use crate::util::{quote, run, wait_until, Cluster, Node, NodeSpec, TestDir};
-
-/// Writes (or with `append`, appends) `rows` synthetic regression rows with `gen`.
-pub(crate) fn gen(path: &Path, rows: usize, seed: u64, shift: f64, append: bool) {
-    let (rows, seed, shift) = (rows.to_string(), seed.to_string(), shift.to_string());
-    let out = path.display().to_string();
-    let mut args = vec![
-        "gen",
-        "--rows",
-        &rows,
-        "--features",
-        "8",
-        "--seed",
-        &seed,
-        "--shift",
-        &shift,
-        "--out",
-        &out,
-    ];
-    if append {
-        args.push("--append");
-    }
-    let ran = run(&args, &[], "", Path::new("."), Duration::from_secs(60));
-    assert_eq!(ran.code, Some(0), "gen failed: {ran}");
-}
 
 /// `[data]` + `[drift]` for a synthetic shard.
 pub(crate) fn data_toml(shard: &Path, drift: &str) -> String {

@@ -2,35 +2,11 @@
 //! anything, a reader only what changes nothing; a certificate from another CA, a plaintext
 //! client, and a member certificate used under another id are all refused, and the node goes on.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::util::{ctl, run, wait_until, Cluster, NodeSpec, CLUSTER, SECRET};
-
-/// `ensemble-node certs` into `dir`.
-fn certs(dir: &Path, args: &[&str]) {
-    let d = dir.display().to_string();
-    let mut all = vec!["certs", "--dir", d.as_str()];
-    all.extend_from_slice(args);
-    let ran = run(
-        &all,
-        &[],
-        "",
-        dir.parent().unwrap_or(dir),
-        Duration::from_secs(30),
-    );
-    assert_eq!(ran.code, Some(0), "{ran}");
-}
-
-fn tls_toml(dir: &Path, name: &str) -> String {
-    let q = |p: PathBuf| crate::util::quote(&p.display().to_string());
-    format!(
-        "[tls]\nca = {}\ncert = {}\nkey = {}\n",
-        q(dir.join("ca.pem")),
-        q(dir.join(format!("{name}.pem"))),
-        q(dir.join(format!("{name}.key")))
-    )
-}
+use crate::fixtures::{certs, tls_toml};
+use crate::util::{ctl, wait_until, Cluster, NodeSpec, CLUSTER, SECRET};
 
 fn client_flags(dir: &Path, name: &str) -> Vec<String> {
     let mut flags: Vec<String> = ["--cluster", CLUSTER, "--secret", SECRET]

@@ -170,3 +170,33 @@ fn four_nodes_train_predict_and_survive_a_kill() {
         "n3 does not answer again after its restart"
     );
 }
+
+/// A `train` right after nodes joined, once the first node sees them all up but before the
+/// newest have linked to each other: every node still scores every model (a scorer waits for its
+/// link to an owner it has only just heard of, instead of failing that owner). Trees of depth 3
+/// train in milliseconds, so the round reaches the scorers while their links are forming.
+#[test]
+fn a_train_right_after_nodes_join_scores_every_model() {
+    let model = "[model]\nkind = \"tree\"\nmax_depth = 3\n";
+    let mut cluster = Cluster::start_with("train-at-join", 1, |spec| {
+        let data = house_prices(letter(&spec.id));
+        spec.toml(&format!("{data}{model}"))
+    });
+    for id in ["n2", "n3", "n4"] {
+        let spec = cluster.member_spec(id);
+        let spec = spec.toml(&format!("{}{model}", house_prices(letter(id))));
+        cluster.add(spec);
+    }
+    let n1 = cluster.at(0);
+    let all_up = wait_until(Duration::from_secs(30), || {
+        let s = n1.status();
+        s["members"] == 4 && s["peers_up"] == 3
+    });
+    assert!(all_up, "n1 does not see the others: {}", n1.status());
+    let trained = n1.ctl(&["train"]);
+    let t = trained.json();
+    assert_eq!(t["failed"], serde_json::json!([]), "{t}");
+    assert_eq!(t["complete"], true, "{t}");
+    assert_eq!(trained.code, Some(0), "{trained}");
+    assert_eq!(t["matrix"].as_array().map(Vec::len), Some(4), "{t}");
+}

@@ -4,7 +4,7 @@
 //! a client's ensemble prediction) are answered.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -18,12 +18,17 @@ use crate::answer::{
     Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, MembershipTraffic, ModelInfo,
     PeerEntry, Peers, RowsPrediction, SchemaInfo, Status,
 };
-use crate::cluster::{self, Plan};
+use crate::cluster::{self, PeerState, Plan};
 use crate::command::{self, Command, Fault};
 use crate::config::Aggregation;
 use crate::ml::Rows;
 use crate::net::{Access, Link};
-use crate::protocol::{Request, Response};
+use crate::protocol::{ModelRef, Request, Response};
+
+/// How long a scorer waits for a link to a model's owner it has only just heard of.
+const LINK_WAIT: Duration = Duration::from_secs(3);
+/// How often it looks again meanwhile.
+const LINK_POLL: Duration = Duration::from_millis(20);
 
 type AnswerFuture = ResponseActFuture<ClusterActor, Answer>;
 
@@ -284,6 +289,35 @@ impl ClusterActor {
         }
     }
 
+    /// Scores `models` for a cross-validation round once this node has a link to each of their
+    /// owners, or once [`LINK_WAIT`] has passed since `asked`: a member that joined a moment
+    /// ago may be known to the coordinator before it is linked here. An owner known to be down
+    /// is not waited for.
+    fn evaluate_once_linked(
+        &mut self,
+        link: Link,
+        id: u64,
+        models: Vec<ModelRef>,
+        asked: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        let evaluator = self.evaluator();
+        let linking = |owner: &str| match self.members.get(owner) {
+            None => owner != self.me().id,
+            Some(peer) => peer.state == PeerState::Connecting,
+        };
+        let waiting = models
+            .iter()
+            .any(|m| !evaluator.owners.iter().any(|o| o.id == m.node) && linking(&m.node));
+        if waiting && asked.elapsed() < LINK_WAIT {
+            ctx.run_later(LINK_POLL, move |act, ctx| {
+                act.evaluate_once_linked(link, id, models, asked, ctx)
+            });
+            return;
+        }
+        actix_rt::spawn(async move { link.respond(id, evaluator.evaluate(models).await) });
+    }
+
     /// The members a cluster-wide flow involves.
     fn plan(&self) -> Plan {
         let cluster = &self.settings.cluster;
@@ -362,8 +396,7 @@ impl ClusterActor {
                 actix_rt::spawn(async move { link.respond(id, dispatch.schema(&plan).await) });
             }
             Request::Evaluate { models } => {
-                let evaluator = self.evaluator();
-                actix_rt::spawn(async move { link.respond(id, evaluator.evaluate(models).await) });
+                self.evaluate_once_linked(link, id, models, Instant::now(), ctx)
             }
             other => {
                 let local = self.local.clone();

@@ -222,15 +222,24 @@ where
     T: Send + 'static,
     E: From<TaskFailed> + Send + 'static,
 {
-    let failed = |reason: String| E::from(TaskFailed { what, reason });
-    match actix_rt::task::spawn_blocking(move || {
+    let ran = actix_rt::task::spawn_blocking(move || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
     })
-    .await
-    {
+    .await;
+    settled(what, ran.map_err(|e| e.to_string()))
+}
+
+/// What came of `work` run on another thread: its result, or an error when it panicked or was
+/// lost before it answered.
+fn settled<T, E: From<TaskFailed>>(
+    what: &'static str,
+    ran: Result<std::thread::Result<Result<T, E>>, String>,
+) -> Result<T, E> {
+    let failed = |reason: String| E::from(TaskFailed { what, reason });
+    match ran {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(failed(panic_message(panic.as_ref()))),
-        Err(e) => Err(failed(e.to_string())),
+        Err(reason) => Err(failed(reason)),
     }
 }
 
@@ -249,7 +258,6 @@ where
     T: Send + 'static,
     E: From<TaskFailed> + Send + 'static,
 {
-    let failed = |reason: String| E::from(TaskFailed { what, reason });
     let (tx, rx) = futures::channel::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(what.into())
@@ -257,14 +265,13 @@ where
             lower_priority();
             let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
         });
-    if let Err(e) = spawned {
-        return Err(failed(format!("cannot start a thread: {e}")));
-    }
-    match rx.await {
-        Ok(Ok(result)) => result,
-        Ok(Err(panic)) => Err(failed(panic_message(panic.as_ref()))),
-        Err(_) => Err(failed("the thread ended without an answer".into())),
-    }
+    let ran = match spawned {
+        Ok(_) => rx
+            .await
+            .map_err(|_| "the thread ended without an answer".to_string()),
+        Err(e) => Err(format!("cannot start a thread: {e}")),
+    };
+    settled(what, ran)
 }
 
 /// Lowers the calling thread's priority by [`TRAINING_NICE`]. Best effort: where it can't, the

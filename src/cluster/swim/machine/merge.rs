@@ -109,15 +109,7 @@ where
             })
             .map(Entry::rumor);
         if let Some(news) = conflict {
-            let seq = self.next_seq();
-            let to = news.id.clone();
-            self.send(
-                to,
-                &Packet::Ping {
-                    seq,
-                    rumors: vec![news],
-                },
-            );
+            self.tell(news);
         }
         self.apply(listed, now, false);
     }

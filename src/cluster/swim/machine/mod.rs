@@ -289,15 +289,7 @@ where
         if now >= self.next_dead_probe {
             self.next_dead_probe = now + self.cfg.dead_probe_interval;
             if let Some(news) = self.table.random_dead(&mut self.rng).map(Entry::rumor) {
-                let seq = self.next_seq();
-                let to = news.id.clone();
-                self.send(
-                    to,
-                    &Packet::Ping {
-                        seq,
-                        rumors: vec![news],
-                    },
-                );
+                self.tell(news);
             }
         }
     }
@@ -410,6 +402,20 @@ where
             .get(id)
             .filter(|e| matches!(e.status, Status::Suspect | Status::Dead))
             .map(Entry::rumor)
+    }
+
+    /// Pings the member `news` is about, carrying it: a member held dead that is not learns
+    /// it, and refutes.
+    fn tell(&mut self, news: Rumor<K, D>) {
+        let seq = self.next_seq();
+        let to = news.id.clone();
+        self.send(
+            to,
+            &Packet::Ping {
+                seq,
+                rumors: vec![news],
+            },
+        );
     }
 
     fn send(&mut self, to: K, packet: &Packet<K, D>) {
