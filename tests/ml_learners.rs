@@ -91,9 +91,10 @@ fn auto_records_the_kind_with_the_best_cv_loss() {
                 && score_of(&meta.kind) <= best * 1.1),
         "{meta:?}"
     );
-    // A straight-line label: linear wins the CV, and only kinds holding that line come near it
-    // (trees alone are far off).
-    assert_eq!(best, score_of("linear"), "{meta:?}");
+    // A straight-line label: linear wins the CV, or hybrid (the line plus trees, its round
+    // count chosen on the same held-out folds) ties it within 1 %; trees alone are far off.
+    assert!(score_of("linear") <= best * 1.01, "{meta:?}");
+    assert!(score_of("hybrid") <= score_of("linear") * 1.01, "{meta:?}");
     assert!(
         ["linear", "hybrid"].contains(&meta.kind.as_str()),
         "{meta:?}"
