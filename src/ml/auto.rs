@@ -213,17 +213,21 @@ mod tests {
     use super::*;
     use crate::ml::data::{Column, ColumnData};
 
-    /// The kind `choose` picks when the candidates' fold losses are as given.
-    fn chosen(linear: f64, boosted: f64, hybrid: f64, forest: f64) -> Kind {
-        let n = 30;
-        let train = Table {
+    /// `n` rows of a label equal to its one feature.
+    fn line(n: usize) -> Table {
+        Table {
             columns: vec![Column {
                 name: "x".into(),
                 data: ColumnData::Numeric((0..n).map(|i| Some(i as f64)).collect()),
             }],
             labels: Labels::Regression((0..n).map(|i| i as f64).collect()),
             label_name: "y".into(),
-        };
+        }
+    }
+
+    /// The kind `choose` picks when the candidates' fold losses are as given.
+    fn chosen(linear: f64, boosted: f64, hybrid: f64, forest: f64) -> Kind {
+        let train = line(30);
         let cfg = ModelConfig {
             threads: Some(1),
             ..Default::default()
@@ -278,21 +282,13 @@ mod tests {
     }
     #[test]
     fn a_chosen_boosting_kind_keeps_the_cv_rounds_scaled_to_every_row() {
-        let table = |n: usize| Table {
-            columns: vec![Column {
-                name: "x".into(),
-                data: ColumnData::Numeric((0..n).map(|i| Some(i as f64)).collect()),
-            }],
-            labels: Labels::Regression((0..n).map(|i| i as f64).collect()),
-            label_name: "y".into(),
-        };
         let cfg = ModelConfig {
             threads: Some(1),
             ..Default::default()
         };
         let run = |n: usize| {
             choose(
-                &table(n),
+                &line(n),
                 &cfg,
                 |_, _, c| Ok(if c.kind == Kind::Forest { 0.5 } else { 2.0 }),
                 |parts, c, _| {

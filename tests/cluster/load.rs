@@ -75,13 +75,19 @@ impl Load {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let (out, log) = self.printed();
+        format!("{out}\n{}", tail(&log, 40))
+    }
+
+    /// What the run wrote to its stdout (once it has ended) and to its log.
+    fn printed(&mut self) -> (String, String) {
         let out = self
             .stdout
             .take()
             .and_then(|t| t.join().ok())
             .unwrap_or_default();
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        format!("{out}\n{}", tail(&log, 40))
+        (out, log)
     }
 
     /// Waits for the run to end and returns its JSON report.
@@ -96,12 +102,7 @@ impl Load {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let out = self
-            .stdout
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let (out, log) = self.printed();
         assert!(
             status.is_some(),
             "bench did not finish within {:?}:\n{}",

@@ -328,43 +328,48 @@ fn a_tree_no_rank_can_express_keeps_its_thresholds() {
     assert_eq!(names, ["thresholds"]);
 }
 
-#[test]
-fn a_linear_model_is_a_matrix_product() {
-    let (x, y, c) = data(200);
-    let cfg = ModelConfig {
-        kind: Kind::Linear,
-        ..ModelConfig::default()
-    };
+/// A regression and a classification model of `cfg` on `n` rows of [`data`], and those rows.
+fn fit_both(cfg: ModelConfig, n: usize) -> (Array2<f64>, [Model; 2]) {
+    let (x, y, c) = data(n);
     let r = LearnerParams(cfg.clone())
         .fit(&Dataset::new(x.clone(), Array1::from(y)))
         .expect("fits");
     let m = LearnerParams(cfg)
         .fit(&Dataset::new(x.clone(), Array1::from(c)))
         .expect("fits");
-    for model in [&r.model, &m.model] {
-        let (a, b) = (compiled(model, &x), raw(model, &x));
-        assert_eq!(a.len(), b.len());
-        for (p, q) in a.iter().zip(&b) {
-            assert!((p - q).abs() <= 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
-        }
+    (x, [r.model, m.model])
+}
+
+/// The compiled model's raw outputs on `x` equal the model's, up to rounding.
+fn assert_close(model: &Model, x: &Array2<f64>) {
+    let (a, b) = (compiled(model, x), raw(model, x));
+    assert_eq!(a.len(), b.len());
+    for (p, q) in a.iter().zip(&b) {
+        assert!((p - q).abs() <= 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
+    }
+}
+
+#[test]
+fn a_linear_model_is_a_matrix_product() {
+    let cfg = ModelConfig {
+        kind: Kind::Linear,
+        ..ModelConfig::default()
+    };
+    let (x, models) = fit_both(cfg, 200);
+    for model in &models {
+        assert_close(model, &x);
     }
 }
 
 #[test]
 fn a_hybrid_model_is_its_line_plus_its_trees() {
-    let (x, y, c) = data(300);
     let cfg = ModelConfig {
         kind: Kind::Hybrid,
         n_rounds: 30,
         ..ModelConfig::default()
     };
-    let r = LearnerParams(cfg.clone())
-        .fit(&Dataset::new(x.clone(), Array1::from(y)))
-        .expect("fits");
-    let m = LearnerParams(cfg)
-        .fit(&Dataset::new(x.clone(), Array1::from(c)))
-        .expect("fits");
-    for model in [&r.model, &m.model] {
+    let (x, models) = fit_both(cfg, 300);
+    for model in &models {
         assert!(
             matches!(model, Model::Hybrid { trees, .. } if !trees.is_empty()),
             "not a hybrid with trees"
@@ -374,10 +379,6 @@ fn a_hybrid_model_is_its_line_plus_its_trees() {
         let mut wide = x.clone();
         wide.row_mut(0).fill(1e6);
         wide.row_mut(1).fill(-1e6);
-        let (a, b) = (compiled(model, &wide), raw(model, &wide));
-        assert_eq!(a.len(), b.len());
-        for (p, q) in a.iter().zip(&b) {
-            assert!((p - q).abs() <= 1e-9 * (1.0 + q.abs()), "{p} vs {q}");
-        }
+        assert_close(model, &wide);
     }
 }
