@@ -275,6 +275,78 @@ pub fn chunks_mut<T: Send>(
     for_each(pieces, threads, |(start, c)| f(start, c));
 }
 
+/// Elements a stable split hands each thread at least: below that, one thread does it.
+const SPLIT_PIECE: usize = 1 << 15;
+
+/// Reorder `seg` stably: elements `x` at index `i` with `keep(i, x)` first, in their order, then
+/// the others in theirs; returns how many were kept. `scratch` is working space. Threads take
+/// contiguous pieces and the pieces are put together in order, so the outcome is that of one
+/// pass for any thread count.
+pub fn split_stable<T: Copy + Default + Send + Sync>(
+    seg: &mut [T],
+    scratch: &mut Vec<T>,
+    threads: usize,
+    keep: impl Fn(usize, T) -> bool + Sync,
+) -> usize {
+    if scratch.len() < seg.len() {
+        scratch.resize(seg.len(), T::default());
+    }
+    let scratch = &mut scratch[..seg.len()];
+    let threads = threads.min(seg.len() / SPLIT_PIECE).max(1);
+    if threads == 1 {
+        let o = split_piece(seg, scratch, 0, &keep);
+        let w = seg.len() - o;
+        seg[w..].copy_from_slice(&scratch[..o]);
+        return w;
+    }
+    let per = seg.len().div_ceil(threads);
+    let mut counts = vec![(0usize, 0usize); seg.len().div_ceil(per)];
+    let pieces: Vec<_> = seg
+        .chunks_mut(per)
+        .zip(scratch.chunks_mut(per))
+        .zip(counts.iter_mut())
+        .enumerate()
+        .collect();
+    for_each(pieces, threads, |(i, ((s, t), c))| {
+        let o = split_piece(s, t, i * per, &keep);
+        *c = (s.len() - o, o);
+    });
+    // Kept runs slide down to their places (never past a later run), then the others follow.
+    let mut w = 0;
+    for (i, &(l, _)) in counts.iter().enumerate() {
+        seg.copy_within(i * per..i * per + l, w);
+        w += l;
+    }
+    let mut at = w;
+    for (i, &(_, o)) in counts.iter().enumerate() {
+        seg[at..at + o].copy_from_slice(&scratch[i * per..i * per + o]);
+        at += o;
+    }
+    w
+}
+
+/// One piece of [`split_stable`] starting at index `base`: kept elements to the front of `seg`,
+/// the others to the front of `scratch`; returns how many went to `scratch`. Branch-free (every
+/// element is written to both sides, the cursor of its side moves): whether an element is kept
+/// is data, and a branch on it would be mispredicted all the time.
+fn split_piece<T: Copy>(
+    seg: &mut [T],
+    scratch: &mut [T],
+    base: usize,
+    keep: &impl Fn(usize, T) -> bool,
+) -> usize {
+    let (mut w, mut o) = (0, 0);
+    for j in 0..seg.len() {
+        let x = seg[j];
+        let k = keep(base + j, x);
+        seg[w] = x;
+        scratch[o] = x;
+        w += k as usize;
+        o += !k as usize;
+    }
+    o
+}
+
 /// Map `f` over `0..n` on up to `threads` threads, results in index order.
 pub fn map<R: Send>(n: usize, threads: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
@@ -324,6 +396,29 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
                 assert!(who.into_inner().unwrap_or_else(|e| e.into_inner()).len() <= t);
             }
+        }
+    }
+
+    #[test]
+    fn split_is_stable_and_the_same_for_any_thread_count() {
+        let v: Vec<u32> = (0..300_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 1000)
+            .collect();
+        let keep = |i: usize, x: u32| x < 300 || i % 7 == 0;
+        let kept: Vec<u32> = (0..v.len())
+            .filter(|&i| keep(i, v[i]))
+            .map(|i| v[i])
+            .collect();
+        let other: Vec<u32> = (0..v.len())
+            .filter(|&i| !keep(i, v[i]))
+            .map(|i| v[i])
+            .collect();
+        for t in 1..5 {
+            let mut seg = v.clone();
+            let w = split_stable(&mut seg, &mut Vec::new(), t, keep);
+            assert_eq!(w, kept.len());
+            assert_eq!(&seg[..w], &kept[..], "{t} threads");
+            assert_eq!(&seg[w..], &other[..], "{t} threads");
         }
     }
 

@@ -319,20 +319,10 @@ pub fn grow(
         // Partition the node's rows, stable, left = bin ≤ best.bin.
         let col = &data.bins[best.feature];
         let seg = &mut rows[cand.start..cand.end];
-        // Branch-free: every row is written to both sides, the side's cursor moves for one.
-        scratch.clear();
-        scratch.resize(seg.len(), 0);
         let split_bin = best.bin as u8;
-        let (mut w, mut o) = (0, 0);
-        for j in 0..seg.len() {
-            let r = seg[j];
-            let left = col[r as usize] <= split_bin;
-            seg[w] = r;
-            scratch[o] = r;
-            w += left as usize;
-            o += !left as usize;
-        }
-        seg[w..].copy_from_slice(&scratch[..o]);
+        let w = par::split_stable(seg, &mut scratch, p.threads, |_, r| {
+            col.get(r as usize).is_some_and(|&b| b <= split_bin)
+        });
         let mid = cand.start + w;
         let left_id = nodes.len();
         nodes.push(nodes[0]);
@@ -610,6 +600,17 @@ impl Ctx<'_> {
 
     fn sums_of(&self, rows: &[u32]) -> Vec<f64> {
         let k = self.k;
+        if k == 1 {
+            // Scalars, not a vector the compiler must store back on every row.
+            let (mut g, mut h, mut c) = (0.0, 0.0, 0.0);
+            for &r in rows {
+                let r = r as usize;
+                g += self.gh[2 * r];
+                h += self.gh[2 * r + 1];
+                c += 1.0;
+            }
+            return vec![g, h, c];
+        }
         let mut sums = vec![0.0; self.s];
         for &r in rows {
             let r = r as usize;
