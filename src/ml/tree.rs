@@ -266,12 +266,18 @@ pub fn grow(
         .features
         .clone()
         .unwrap_or_else(|| (0..data.n_features()).collect());
-    // One pass over the rows' hessians saves reading them again for every histogram.
-    let unit_hessian = rows.iter().all(|&r| {
-        let r = r as usize;
-        gh.get(r * 2 * k + k..(r + 1) * 2 * k)
-            .is_some_and(|h| h.iter().all(|&v| v == 1.0))
-    });
+    // One pass over the hessians saves reading them again for every histogram: first over all
+    // of them in memory order (boosting's squared loss passes this at memory speed), then, where
+    // that fails on a row outside the sample, over the grown rows.
+    let all_unit = gh
+        .chunks_exact(2 * k)
+        .all(|c| c[k..].iter().all(|&v| v == 1.0));
+    let unit_hessian = all_unit
+        || rows.iter().all(|&r| {
+            let r = r as usize;
+            gh.get(r * 2 * k + k..(r + 1) * 2 * k)
+                .is_some_and(|h| h.iter().all(|&v| v == 1.0))
+        });
     let ctx = Ctx {
         data,
         gh,
@@ -645,10 +651,11 @@ impl Ctx<'_> {
         let count = (end - start) as f64;
         let min_leaf = self.p.min_samples_leaf.max(1) as f64;
         let best = if depth < self.p.max_depth && count >= 2.0 * min_leaf {
-            if hist.is_empty() {
-                self.best_split_rows(rows, &sums, rng)
-            } else {
-                self.best_split(&hist, &sums, rng)
+            match (hist.is_empty(), self.k) {
+                (true, 1) => self.best_split_rows_one(rows, &sums, rng),
+                (true, _) => self.best_split_rows(rows, &sums, rng),
+                (false, 1) => self.best_split_one(&hist, &sums, rng),
+                (false, _) => self.best_split(&hist, &sums, rng),
             }
         } else {
             None
@@ -712,6 +719,97 @@ impl Ctx<'_> {
         }
         let gain = self.score(left) + self.score(right) - parent;
         Ok((gain > 1e-12 * parent.abs().max(1e-300)).then_some(gain))
+    }
+
+    /// [`Ctx::best_split`] for one output, its sums in scalars (the same arithmetic in the same
+    /// order as [`Ctx::gain`], without a vector stored back at every bin).
+    fn best_split_one(&self, hist: &[f64], sums: &[f64], rng: &mut StdRng) -> Option<SplitChoice> {
+        let one = One::new(self, sums);
+        let mut best: Option<(f64, usize, usize)> = None;
+        for f in self.chosen(rng) {
+            let nb = self.data.n_bins(f);
+            let base = self.data.offsets[f] * 3;
+            let Some(bins) = hist.get(base..base + nb * 3) else {
+                continue;
+            };
+            let (mut lg, mut lh, mut lc) = (0.0, 0.0, 0.0);
+            for (b, h) in bins.chunks_exact(3).take(nb - 1).enumerate() {
+                lg += h[0];
+                lh += h[1];
+                lc += h[2];
+                match one.gain(lg, lh, lc) {
+                    Err(()) => break,
+                    Ok(Some(gain)) if best.is_none_or(|(g, _, _)| gain > g) => {
+                        best = Some((gain, f, b))
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        let (gain, feature, bin) = best?;
+        let base = self.data.offsets[feature] * 3;
+        let (mut lg, mut lh, mut lc) = (0.0, 0.0, 0.0);
+        for h in hist[base..base + (bin + 1) * 3].chunks_exact(3) {
+            lg += h[0];
+            lh += h[1];
+            lc += h[2];
+        }
+        Some(SplitChoice {
+            gain,
+            feature,
+            bin,
+            left_sums: vec![lg, lh, lc],
+        })
+    }
+
+    /// [`Ctx::best_split_rows`] for one output: sums in scalars, and the rows ordered by
+    /// (bin, row) as one integer key each.
+    fn best_split_rows_one(
+        &self,
+        rows: &[u32],
+        sums: &[f64],
+        rng: &mut StdRng,
+    ) -> Option<SplitChoice> {
+        let one = One::new(self, sums);
+        let (pairs, _) = self.gh.as_chunks::<2>();
+        let mut best: Option<(f64, usize, usize, [f64; 3])> = None;
+        let mut keys: Vec<u64> = Vec::with_capacity(rows.len());
+        for f in self.chosen(rng) {
+            let col = &self.data.bins[f];
+            keys.clear();
+            keys.extend(rows.iter().map(|&r| {
+                (u64::from(col.get(r as usize).copied().unwrap_or(0)) << 32) | u64::from(r)
+            }));
+            keys.sort_unstable();
+            let (mut lg, mut lh, mut lc) = (0.0, 0.0, 0.0);
+            for (i, &key) in keys.iter().enumerate() {
+                let Some(&[g, h]) = pairs.get(key as u32 as usize) else {
+                    continue;
+                };
+                lg += g;
+                lh += h;
+                lc += 1.0;
+                let b = key >> 32;
+                match keys.get(i + 1) {
+                    Some(&next) if next >> 32 != b => {}
+                    _ => continue,
+                }
+                match one.gain(lg, lh, lc) {
+                    Err(()) => break,
+                    Ok(Some(gain)) if best.as_ref().is_none_or(|(g, ..)| gain > *g) => {
+                        best = Some((gain, f, b as usize, [lg, lh, lc]))
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        let (gain, feature, bin, left) = best?;
+        Some(SplitChoice {
+            gain,
+            feature,
+            bin,
+            left_sums: left.to_vec(),
+        })
     }
 
     /// Best split from the node's histogram.
@@ -799,6 +897,48 @@ impl Ctx<'_> {
             bin,
             left_sums,
         })
+    }
+}
+
+/// A node's totals and limits for splits of one output, in scalars.
+struct One {
+    sg: f64,
+    sh: f64,
+    sc: f64,
+    parent: f64,
+    lambda: f64,
+    min_leaf: f64,
+    min_child_weight: f64,
+}
+
+impl One {
+    fn new(ctx: &Ctx, sums: &[f64]) -> One {
+        One {
+            sg: sums[0],
+            sh: sums[1],
+            sc: sums[2],
+            parent: ctx.score(sums),
+            lambda: ctx.p.lambda,
+            min_leaf: ctx.p.min_samples_leaf.max(1) as f64,
+            min_child_weight: ctx.p.min_child_weight,
+        }
+    }
+
+    /// [`Ctx::gain`] of a left side with sums (g, h, count).
+    #[inline]
+    fn gain(&self, lg: f64, lh: f64, lc: f64) -> Result<Option<f64>, ()> {
+        if lc < self.min_leaf {
+            return Ok(None);
+        }
+        if self.sc - lc < self.min_leaf {
+            return Err(());
+        }
+        let (rg, rh) = (self.sg - lg, self.sh - lh);
+        if lh < self.min_child_weight || rh < self.min_child_weight {
+            return Ok(None);
+        }
+        let gain = lg * lg / (lh + self.lambda) + rg * rg / (rh + self.lambda) - self.parent;
+        Ok((gain > 1e-12 * self.parent.abs().max(1e-300)).then_some(gain))
     }
 }
 
