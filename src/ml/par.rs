@@ -276,7 +276,7 @@ pub fn chunks_mut<T: Send>(
 }
 
 /// Elements a stable split hands each thread at least: below that, one thread does it.
-const SPLIT_PIECE: usize = 1 << 15;
+const SPLIT_PIECE: usize = 1 << 13;
 
 /// Reorder `seg` stably: elements `x` at index `i` with `keep(i, x)` first, in their order, then
 /// the others in theirs; returns how many were kept. `scratch` is working space. Threads take

@@ -296,8 +296,10 @@ pub fn grow(
     let mut split_bins = vec![0u8];
     let mut values = Vec::new();
     let mut root_hist = vec![0.0; data.total_bins * s];
-    ctx.build_hist(rows, &mut root_hist);
-    let root_sums = ctx.sums_of(rows);
+    let root_sums = match ctx.build_hist(rows, &mut root_hist) {
+        Some(sums) => sums,
+        None => ctx.sums_of(rows),
+    };
     let mut pool: Vec<Vec<f64>> = Vec::new();
     let root = ctx.candidate(
         0,
@@ -327,7 +329,7 @@ pub fn grow(
         let seg = &mut rows[cand.start..cand.end];
         let split_bin = best.bin as u8;
         let w = par::split_stable(seg, &mut scratch, p.threads, |_, r| {
-            col.get(r as usize).is_some_and(|&b| b <= split_bin)
+            col[r as usize] <= split_bin
         });
         let mid = cand.start + w;
         let left_id = nodes.len();
@@ -507,7 +509,9 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Per-bin sums of the rows' gradients, hessians and counts for every feature of the tree.
-    fn build_hist(&self, rows: &[u32], hist: &mut [f64]) {
+    /// With one output, also the rows' totals (what [`Ctx::sums_of`] gives, summed in the same
+    /// order on the way).
+    fn build_hist(&self, rows: &[u32], hist: &mut [f64]) -> Option<Vec<f64>> {
         let (k, s) = (self.k, self.s);
         // One disjoint histogram slice per feature (features are sorted, slices in order).
         let mut slices: Vec<(usize, &mut [f64])> = Vec::with_capacity(self.feats.len());
@@ -533,13 +537,20 @@ impl Ctx<'_> {
             // CPU four chains of additions to overlap. Each feature's sums still run in row
             // order, so grouping changes no result.
             let per = GROUP.min(self.feats.len().div_ceil(threads.max(1))).max(1);
-            let mut groups: Vec<Vec<(usize, &mut [f64])>> = Vec::new();
+            let n_groups = self.feats.len().div_ceil(per);
+            let mut totals = vec![[0.0; 2]; n_groups];
+            let mut groups: Vec<(Vec<(usize, &mut [f64])>, &mut [f64; 2])> = Vec::new();
             let mut it = slices.into_iter().peekable();
-            while it.peek().is_some() {
-                groups.push(it.by_ref().take(per).collect());
+            let mut slots = totals.iter_mut();
+            while let (true, Some(slot)) = (it.peek().is_some(), slots.next()) {
+                groups.push((it.by_ref().take(per).collect(), slot));
             }
-            par::for_each(groups, threads, |g| self.fill_group(rows, g));
-            return;
+            par::for_each(groups, threads, |(g, slot)| {
+                *slot = self.fill_group(rows, g)
+            });
+            let &[g, h] = totals.first()?;
+            let c = rows.len() as f64;
+            return Some(vec![g, if self.unit_hessian { c } else { h }, c]);
         }
         // Ordered gradients: the node's (g, h) pairs contiguous, in row order.
         let mut gh = Vec::with_capacity(rows.len() * 2 * k);
@@ -567,16 +578,18 @@ impl Ctx<'_> {
                 fill_unit_hessians(h, k);
             }
         });
+        None
     }
 
-    /// One group of features (one output): `[g, h, count]` per bin, summed in row order.
-    fn fill_group(&self, rows: &[u32], group: Vec<(usize, &mut [f64])>) {
+    /// One group of features (one output): `[g, h, count]` per bin, summed in row order; returns
+    /// the rows' gradient and hessian totals (the hessians' only without unit hessians).
+    fn fill_group(&self, rows: &[u32], group: Vec<(usize, &mut [f64])>) -> [f64; 2] {
         let mut cols: Vec<&[u8]> = Vec::with_capacity(group.len());
         let mut hists: Vec<&mut [[f64; 3]; 256]> = Vec::with_capacity(group.len());
         for (f, h) in group {
             let (bins, _) = h.as_chunks_mut::<3>();
             let Ok(bins) = <&mut [[f64; 3]; 256]>::try_from(bins) else {
-                return;
+                return [0.0; 2];
             };
             cols.push(&self.data.bins[f]);
             hists.push(bins);
@@ -587,12 +600,12 @@ impl Ctx<'_> {
                     <[&[u8]; $w]>::try_from(cols),
                     <[&mut [[f64; 3]; 256]; $w]>::try_from(hists),
                 ) else {
-                    return;
+                    return [0.0; 2];
                 };
                 if self.unit_hessian {
-                    fill_rows::<$w, true>(rows, self.gh, c, h);
+                    fill_rows::<$w, true>(rows, self.gh, c, h)
                 } else {
-                    fill_rows::<$w, false>(rows, self.gh, c, h);
+                    fill_rows::<$w, false>(rows, self.gh, c, h)
                 }
             }};
         }
@@ -945,21 +958,27 @@ impl One {
 /// Features whose histograms one pass over a node's rows fills.
 const GROUP: usize = 4;
 
-/// Add every row of `rows` to the `W` histograms (one output: `gh` holds (g, h) per row). With
-/// `UNIT` the hessians are all 1 and are not read: their sums are the counts, set at the end.
+/// Add every row of `rows` to the `W` histograms (one output: `gh` holds (g, h) per row) and
+/// return the rows' (g, h) totals. With `UNIT` the hessians are all 1 and are not read: their
+/// sums are the counts, set at the end (and the total returned for them is 0).
 #[inline(always)]
 fn fill_rows<const W: usize, const UNIT: bool>(
     rows: &[u32],
     gh: &[f64],
     cols: [&[u8]; W],
     mut hists: [&mut [[f64; 3]; 256]; W],
-) {
+) -> [f64; 2] {
     let (pairs, _) = gh.as_chunks::<2>();
+    let (mut sg, mut sh) = (0.0, 0.0);
     for &r in rows {
         let r = r as usize;
         let Some(&[g, h]) = pairs.get(r) else {
             continue;
         };
+        sg += g;
+        if !UNIT {
+            sh += h;
+        }
         for j in 0..W {
             let Some(&bin) = cols[j].get(r) else {
                 continue;
@@ -979,6 +998,7 @@ fn fill_rows<const W: usize, const UNIT: bool>(
             }
         }
     }
+    [sg, sh]
 }
 
 /// With unit hessians a bin's hessian sums equal its count (a sum of ones, exact in f64): copy
