@@ -404,7 +404,7 @@ mod tests {
         let v: Vec<u32> = (0..300_000u32)
             .map(|i| i.wrapping_mul(2_654_435_761) % 1000)
             .collect();
-        let keep = |i: usize, x: u32| x < 300 || i % 7 == 0;
+        let keep = |i: usize, x: u32| x < 300 || i.is_multiple_of(7);
         let kept: Vec<u32> = (0..v.len())
             .filter(|&i| keep(i, v[i]))
             .map(|i| v[i])

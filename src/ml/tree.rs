@@ -539,7 +539,7 @@ impl Ctx<'_> {
             let per = GROUP.min(self.feats.len().div_ceil(threads.max(1))).max(1);
             let n_groups = self.feats.len().div_ceil(per);
             let mut totals = vec![[0.0; 2]; n_groups];
-            let mut groups: Vec<(Vec<(usize, &mut [f64])>, &mut [f64; 2])> = Vec::new();
+            let mut groups: Vec<HistGroup> = Vec::new();
             let mut it = slices.into_iter().peekable();
             let mut slots = totals.iter_mut();
             while let (true, Some(slot)) = (it.peek().is_some(), slots.next()) {
@@ -913,6 +913,9 @@ impl Ctx<'_> {
     }
 }
 
+/// Features' histogram slices filled in one pass over the rows, and where that pass's totals go.
+type HistGroup<'a> = (Vec<(usize, &'a mut [f64])>, &'a mut [f64; 2]);
+
 /// A node's totals and limits for splits of one output, in scalars.
 struct One {
     sg: f64,
@@ -1085,6 +1088,33 @@ mod tests {
         t.add_to(&[2.0], &mut out);
         assert!((out[0] - 1.0 / 3.0).abs() < 1e-12 && (out[1] - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(t.n_leaves(), 2);
+    }
+
+    #[test]
+    fn unit_hessians_take_the_short_path_to_the_same_tree() {
+        // Hessians of 2 instead of 1 (λ = 0) halve every gain and every leaf exactly, so the
+        // general path must grow the same splits with leaves exactly half those of the unit
+        // path; 3,000 rows and 6 features take the grouped histograms and the row scans too.
+        let n = 3000;
+        let x =
+            ndarray::Array2::from_shape_fn((n, 6), |(i, j)| ((i * (j + 5) * 7919) % 211) as f64);
+        let g: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64 - 50.0).collect();
+        let d = BinnedData::new(x.view(), 256, 1);
+        let grow_with = |h: f64| {
+            let gh: Vec<f64> = g.iter().flat_map(|&v| [v, h]).collect();
+            let mut rows: Vec<u32> = (0..n as u32).collect();
+            let mut p = params(8);
+            p.min_samples_leaf = 5;
+            grow(&d, &gh, 1, &mut rows, &p, &mut StdRng::seed_from_u64(0)).tree
+        };
+        let (unit, two) = (grow_with(1.0), grow_with(2.0));
+        assert!(unit.n_leaves() > 20, "{} leaves", unit.n_leaves());
+        assert_eq!(unit.nodes, two.nodes);
+        assert!(unit
+            .values
+            .iter()
+            .zip(&two.values)
+            .all(|(a, b)| *a == 2.0 * b));
     }
 
     #[test]
