@@ -55,6 +55,7 @@ pub async fn connect(target: &Target) -> Result<Link> {
         // The node at the other end asks nothing of a client.
         net::Access::Reader,
         sink,
+        None,
     ))
 }
 

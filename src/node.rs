@@ -265,6 +265,8 @@ async fn serve_connection(
                 tag,
                 access,
                 cluster.recipient(),
+                // A client's model requests are served by the cluster actor (`serve_link`).
+                None,
             );
             serve_client(&link, pools.client_idle).await;
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::join::join_in_order;
 use super::member::{Asked, Batch, Member};
 use crate::error::{Error, Result};
 use crate::ml::{Predictions, TypedRows};
@@ -182,7 +183,7 @@ type Frame = (Rc<dyn Member>, Vec<Waiting>);
 
 /// Sends `frames`, in order, and waits for all their answers.
 async fn send_frames(frames: Vec<Frame>) {
-    futures::future::join_all(
+    join_in_order(
         frames
             .into_iter()
             .map(|(member, frame)| send(member, frame)),

@@ -17,6 +17,7 @@ use crate::net::LinkOrigin;
 
 mod batching;
 mod exchange;
+mod join;
 mod member;
 mod membership;
 mod predict;

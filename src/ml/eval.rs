@@ -13,6 +13,7 @@ use super::metrics::{
     aggregate, classification_from, score, Predictions, RegressionScores, Scores,
 };
 use super::pipeline::Pipeline;
+use super::typed::TypedRows;
 
 /// What one validation split says about a set of models: scores, and statistics of the
 /// ensemble's errors there that merge exactly with other splits'. Never a row: no label, no
@@ -200,7 +201,7 @@ pub fn evaluate_split(
     if models.is_empty() {
         return Err(MlError::Mismatch("no models to evaluate".into()));
     }
-    let rows = valid.rows();
+    let rows = TypedRows::from_table(valid);
     let mut preds = Vec::with_capacity(models.len());
     let mut per_model = Vec::with_capacity(models.len());
     for m in models {
@@ -212,7 +213,7 @@ pub fn evaluate_split(
                 valid.task()
             )));
         }
-        let p = m.predict(&rows)?;
+        let p = m.served().predict(&rows)?;
         per_model.push(score(&valid.labels, &p)?);
         preds.push(p);
     }

@@ -8,9 +8,8 @@ use super::compiled::CompiledModel;
 use super::config::Target;
 use super::data::Task;
 use super::error::{MlError, Result};
-use super::learner::decide;
+use super::learner::{decide, Model};
 use super::metrics::Predictions;
-use super::pipeline::Pipeline;
 use super::preprocess::{Binding, Preprocessor};
 use super::schema::Schema;
 use super::typed::TypedRows;
@@ -30,14 +29,22 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn new(p: &Pipeline) -> Served {
+    /// The parts of a pipeline ([`super::pipeline::Pipeline::served`]), its model compiled.
+    pub(crate) fn new(
+        schema: Schema,
+        prep: &Preprocessor,
+        model: &Model,
+        task: Task,
+        target: Target,
+        classes: &[String],
+    ) -> Served {
         Served {
-            schema: p.schema().shared(),
-            prep: p.preprocessor().clone(),
-            model: CompiledModel::new(p.model()),
-            task: p.task(),
-            target: p.target(),
-            classes: p.classes().to_vec(),
+            schema: schema.shared(),
+            prep: prep.clone(),
+            model: CompiledModel::new(model),
+            task,
+            target,
+            classes: classes.to_vec(),
             bindings: Mutex::new(Vec::new()),
         }
     }
@@ -64,7 +71,8 @@ impl Served {
         b
     }
 
-    /// Predicts every row of `rows`: the same predictions as [`Pipeline::predict`] of the same
+    /// Predicts every row of `rows`: the same predictions as
+    /// [`super::pipeline::Pipeline::predict`] of the same
     /// cells (bit for bit for trees).
     pub fn predict(&self, rows: &TypedRows) -> Result<Predictions> {
         let n = rows.len();
@@ -103,7 +111,7 @@ mod tests {
     use super::*;
     use crate::ml::config::{Kind, ModelConfig};
     use crate::ml::data::{parse_csv, DataSpec, Rows, Value};
-    use crate::ml::pipeline::ModelMeta;
+    use crate::ml::pipeline::{ModelMeta, Pipeline};
     use crate::ml::schema::{ColumnKind, SchemaColumn};
 
     /// A shard with a numeric column, a categorical one, a column numeric here but categorical
@@ -164,7 +172,7 @@ mod tests {
                     ..ModelConfig::default()
                 };
                 let p = Pipeline::fit(&t, &cfg, ModelMeta::default()).expect("fits");
-                let served = Served::new(&p);
+                let served = p.served();
                 let rows = requests();
                 let want = p.predict(&rows).expect("predicts");
                 // By the model's own schema, and by a wider one where "m" is a category.
@@ -187,6 +195,47 @@ mod tests {
                         }
                         _ => assert_eq!(got, want, "{task:?} {kind:?} {schema:?}"),
                     }
+                }
+            }
+        }
+    }
+
+    /// A validation split is scored through [`TypedRows::from_table`] and the compiled model:
+    /// the same predictions as the pipeline gives for the table's rows (missing cells,
+    /// categories, a category the training rows never had).
+    #[test]
+    fn a_table_predicts_as_its_rows() {
+        for task in [Task::Regression, Task::Classification] {
+            let t = table(task);
+            let rows: Vec<usize> = (0..t.len()).filter(|i| i % 3 == 0).collect();
+            let mut held = t.select(&rows);
+            if let Some(crate::ml::data::Column {
+                data: crate::ml::data::ColumnData::Categorical(v),
+                ..
+            }) = held.columns.iter_mut().find(|c| c.name == "c")
+            {
+                v[0] = Some("never seen".into());
+            }
+            for kind in [Kind::Tree, Kind::Boosted, Kind::Hybrid, Kind::Linear] {
+                let cfg = ModelConfig {
+                    kind,
+                    n_rounds: 20,
+                    ..ModelConfig::default()
+                };
+                let p = Pipeline::fit(&t, &cfg, ModelMeta::default()).expect("fits");
+                let got = p.predict_table(&held).expect("predicts");
+                let want = p.predict(&held.rows()).expect("predicts");
+                match (&got, &want) {
+                    (Predictions::Regression(a), Predictions::Regression(b)) => {
+                        assert_eq!(a.len(), b.len());
+                        for (x, y) in a.iter().zip(b) {
+                            assert!(
+                                (x - y).abs() < 1e-9 * (1.0 + y.abs()),
+                                "{kind:?} {x} vs {y}"
+                            );
+                        }
+                    }
+                    _ => assert_eq!(got, want, "{task:?} {kind:?}"),
                 }
             }
         }

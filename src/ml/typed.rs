@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::data::{is_missing_token, parse_num, with_num_text, Rows, Value};
+use super::data::{is_missing_token, parse_num, with_num_text, ColumnData, Rows, Table, Value};
 use super::error::{MlError, Result};
 use super::schema::{ColumnKind, Schema, SchemaColumn};
 
@@ -363,6 +363,34 @@ impl TypedRows {
             r.push(row)?;
         }
         Ok(r.take())
+    }
+
+    /// The feature columns of a parsed table (a validation split), as one batch: the same cells
+    /// as [`Table::rows`] gives, without a value per cell on the way.
+    pub fn from_table(table: &Table) -> TypedRows {
+        let schema = Schema::new(table.columns.iter().map(|c| SchemaColumn {
+            name: c.name.clone(),
+            kind: match c.data {
+                ColumnData::Numeric(_) => ColumnKind::Number,
+                ColumnData::Categorical(_) => ColumnKind::Category,
+            },
+        }))
+        .shared();
+        let mut b = TypedRowsBuilder::with_capacity(schema, table.len());
+        let at: Vec<usize> = table.columns.iter().map(|c| b.column(&c.name)).collect();
+        for row in 0..table.len() {
+            for (c, &col) in table.columns.iter().zip(&at) {
+                match &c.data {
+                    ColumnData::Numeric(v) => b.push_number(col, v[row].unwrap_or(f64::NAN)),
+                    ColumnData::Categorical(v) => match &v[row] {
+                        Some(text) => b.push_category(col, text),
+                        None => b.push_number(col, f64::NAN),
+                    },
+                }
+            }
+            b.end_row();
+        }
+        b.finish()
     }
 
     /// The rows of several batches with the same schema, in order (one frame for many
@@ -741,6 +769,18 @@ impl TypedRowsBuilder {
         if let Col::Cat(c) = col {
             let code = c.intern(cell);
             c.codes.push(code);
+        }
+    }
+
+    /// A category as parsed already (no trimming, no missing tokens): its exact text.
+    fn push_category(&mut self, column: usize, text: &str) {
+        let rows = self.rows;
+        match self.cols.get_mut(column).filter(|c| c.len() == rows) {
+            Some(Col::Cat(c)) => {
+                let code = c.intern(text);
+                c.codes.push(code);
+            }
+            _ => self.push_text(column, text),
         }
     }
 

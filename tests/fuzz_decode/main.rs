@@ -26,8 +26,8 @@ use bytes::{Bytes, BytesMut};
 use ensemble_cluster::cluster::{evaluate, serve_chunk, Asked, Batch, Member};
 use ensemble_cluster::ml::{
     aggregate, combine_splits, detect, evaluate_split, parse_csv, DataSpec, DriftSettings, Kind,
-    ModelConfig, ModelMeta, Pipeline, Predictions, Reference, Rows, Schema, Served, SplitEval,
-    Table, Task, TypedRows, Value,
+    ModelConfig, ModelMeta, Pipeline, Predictions, Reference, Rows, Schema, SplitEval, Table, Task,
+    TypedRows, Value,
 };
 use ensemble_cluster::protocol::{
     FrameCodec, Message, ModelBlob, ModelRef, ModelSummary, NodeInfo, Request, Response, Role,
@@ -423,7 +423,7 @@ fn serve(msg: Message) {
             Request::Predict { rows } | Request::PredictEnsemble { rows } => {
                 let _ = rows.to_rows();
                 for m in &s.models {
-                    let _ = Served::new(m).predict(&rows);
+                    let _ = m.served().predict(&rows);
                 }
             }
             // The models named are fetched from an owner holding every seed model (version =

@@ -155,7 +155,7 @@ fn train_blocking(
     let valid_scores = if valid.is_empty() {
         None
     } else {
-        let preds = pipeline.predict(&valid.rows())?;
+        let preds = pipeline.predict_table(&valid)?;
         Some(score(valid.labels(), &preds)?)
     };
     let bytes = Bytes::from(pipeline.to_bytes()?);

@@ -109,7 +109,7 @@ impl ModelSlot {
 
     /// Puts `current` in service (compiling it first, outside the lock).
     pub(super) fn publish(&self, current: Arc<Current>) {
-        let served = Arc::new(Served::new(&current.pipeline));
+        let served = Arc::new(current.pipeline.served());
         *self.0.current.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Serving { current, served });
     }

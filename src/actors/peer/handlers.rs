@@ -105,16 +105,14 @@ impl PeerActor {
     fn on_link_event(&mut self, msg: FromLink, ctx: &mut Context<Self>) {
         let current = self.link.as_ref().map(Link::id) == Some(msg.link.id());
         match msg.event {
-            // Model requests (the hot path of a global prediction) are answered without another
-            // hop; commands go to the node.
+            // Model requests were answered on the link's read task (`LocalModel::serve_link`);
+            // what it hands on (commands, scoring) goes to the node.
             LinkEvent::Request { id, body } => {
-                if let Some(body) = self.local.serve_link(&msg.link, id, body) {
-                    self.cluster.do_send(PeerEvent::Request {
-                        link: msg.link,
-                        id,
-                        body,
-                    });
-                }
+                self.cluster.do_send(PeerEvent::Request {
+                    link: msg.link,
+                    id,
+                    body,
+                });
             }
             LinkEvent::Membership { packet } => {
                 if current {

@@ -10,6 +10,7 @@
 //! It runs under an actix `Supervisor`: a failure in any handler restarts it, which drops the
 //! link and dials again.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -337,6 +338,7 @@ impl PeerActor {
             old.close("replaced by a newer link");
         }
         self.peer = node;
+        let local = self.local.clone();
         let link = Link::spawn(
             conn,
             self.peer.id.clone(),
@@ -344,6 +346,9 @@ impl PeerActor {
             tag,
             Access::Member,
             ctx.address().recipient(),
+            Some(Rc::new(move |link: &Link, id, request| {
+                local.serve_link(link, id, request)
+            })),
         );
         self.link = Some(link);
         self.attempts = 0;

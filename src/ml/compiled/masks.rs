@@ -81,6 +81,10 @@ impl Masks {
     /// (non-NaN) thresholds, the tables fit [`MAX_TABLE_BYTES`], and ANDing a mask per tree for
     /// every feature costs less than walking the trees (features × mask bits ≤ 128 × depth).
     pub(super) fn new(base: &[f64], trees: &[Tree]) -> Option<Masks> {
+        // Its row blocks are cut per tree: no trees, nothing to cut by.
+        if trees.is_empty() {
+            return None;
+        }
         let leaves_of = |t: &Tree| t.nodes.iter().filter(|n| n.feature == LEAF).count();
         let widest = trees.iter().map(leaves_of).max().unwrap_or(1);
         if widest > MAX_LEAVES {

@@ -382,3 +382,34 @@ fn a_hybrid_model_is_its_line_plus_its_trees() {
         assert_close(model, &wide);
     }
 }
+
+/// A model may have no trees at all (boosting stopped before its first round, a hybrid whose
+/// line left nothing to fit): every layout then gives the base, or the line, alone.
+#[test]
+fn models_without_trees_predict_their_base_or_their_line() {
+    let (x, _, _) = data(50);
+    for k in [1, 3] {
+        let empty = Model::Trees {
+            base: (0..k).map(|j| j as f64 + 0.5).collect(),
+            trees: Vec::new(),
+        };
+        let names = same_bits_in_every_layout(&empty, &x, "no trees");
+        assert!(!names.is_empty());
+    }
+    let cfg = ModelConfig {
+        kind: Kind::Hybrid,
+        n_rounds: 30,
+        ..ModelConfig::default()
+    };
+    let (x, models) = fit_both(cfg, 300);
+    for model in models {
+        let Model::Hybrid { linear, .. } = model else {
+            panic!("not a hybrid");
+        };
+        let line = Model::Hybrid {
+            linear,
+            trees: Vec::new(),
+        };
+        assert_close(&line, &x);
+    }
+}

@@ -14,6 +14,8 @@ use super::learner::{Classifier, FoldLabels, LearnerParams, Model, Regressor};
 use super::metrics::Predictions;
 use super::preprocess::Preprocessor;
 use super::schema::Schema;
+use super::serve::Served;
+use super::typed::TypedRows;
 
 mod cv;
 
@@ -338,9 +340,22 @@ impl Pipeline {
         })
     }
 
-    /// Predict a typed table (e.g. a validation split).
+    /// Predict a parsed table (a validation split, a fold), with the compiled model: the same
+    /// predictions as [`Pipeline::predict`] of its rows, several times faster on many rows.
     pub fn predict_table(&self, t: &Table) -> Result<Predictions> {
-        self.predict(&t.rows())
+        self.served().predict(&TypedRows::from_table(t))
+    }
+
+    /// This pipeline ready to serve typed batches: its model compiled.
+    pub fn served(&self) -> Served {
+        Served::new(
+            self.schema(),
+            &self.prep,
+            self.model(),
+            self.task(),
+            self.target(),
+            &self.classes,
+        )
     }
 
     /// The model file: MessagePack with named fields, a magic string and the format version.
@@ -499,10 +514,6 @@ impl Pipeline {
             .map(|(name, numeric)| (name.to_string(), numeric))
             .collect();
         Schema::merge([columns.as_slice()])
-    }
-
-    pub(crate) fn preprocessor(&self) -> &Preprocessor {
-        &self.prep
     }
 
     pub(crate) fn model(&self) -> &Model {
