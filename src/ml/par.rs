@@ -233,15 +233,22 @@ pub fn run(pieces: usize, threads: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
-/// Apply `f` to every item, items cut into `threads` contiguous groups.
+/// Pieces a parallel call is cut into per thread: on a shared machine a thread can lose its core
+/// in the middle of a call, and the others then take over its remaining pieces instead of waiting
+/// for a whole share of the work.
+const PIECES_PER_THREAD: usize = 4;
+
+/// Apply `f` to every item, items cut into up to [`PIECES_PER_THREAD`] × `threads` contiguous
+/// groups.
 pub fn for_each<T: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) + Sync) {
     let threads = threads.clamp(1, items.len().max(1));
     if threads == 1 {
         items.into_iter().for_each(f);
         return;
     }
-    let per = items.len().div_ceil(threads);
-    let mut groups: Vec<Mutex<Vec<T>>> = Vec::with_capacity(threads);
+    let n_groups = (threads * PIECES_PER_THREAD).min(items.len());
+    let per = items.len().div_ceil(n_groups);
+    let mut groups: Vec<Mutex<Vec<T>>> = Vec::with_capacity(n_groups);
     let mut it = items.into_iter().peekable();
     while it.peek().is_some() {
         groups.push(Mutex::new(it.by_ref().take(per).collect()));
@@ -252,8 +259,8 @@ pub fn for_each<T: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) + Sync) {
     });
 }
 
-/// Run `f(start_index, chunk)` over `data` cut into at most `threads` chunks of whole records of
-/// `width` elements each.
+/// Run `f(start_index, chunk)` over `data` cut into chunks of whole records of `width` elements
+/// each, on up to `threads` threads.
 pub fn chunks_mut<T: Send>(
     data: &mut [T],
     width: usize,
@@ -266,7 +273,12 @@ pub fn chunks_mut<T: Send>(
     } else {
         threads
     };
-    let per = records.div_ceil(threads.max(1)).max(1) * width.max(1);
+    let pieces = if threads > 1 {
+        threads * PIECES_PER_THREAD
+    } else {
+        1
+    };
+    let per = records.div_ceil(pieces).max(1) * width.max(1);
     let pieces: Vec<(usize, &mut [T])> = data
         .chunks_mut(per)
         .enumerate()
@@ -275,7 +287,7 @@ pub fn chunks_mut<T: Send>(
     for_each(pieces, threads, |(start, c)| f(start, c));
 }
 
-/// Elements a stable split hands each thread at least: below that, one thread does it.
+/// Elements a stable split hands each piece at least: below twice that, one thread does it.
 const SPLIT_PIECE: usize = 1 << 13;
 
 /// Reorder `seg` stably: elements `x` at index `i` with `keep(i, x)` first, in their order, then
@@ -292,14 +304,14 @@ pub fn split_stable<T: Copy + Default + Send + Sync>(
         scratch.resize(seg.len(), T::default());
     }
     let scratch = &mut scratch[..seg.len()];
-    let threads = threads.min(seg.len() / SPLIT_PIECE).max(1);
-    if threads == 1 {
+    let pieces = (threads * PIECES_PER_THREAD).min(seg.len() / SPLIT_PIECE);
+    if threads <= 1 || pieces <= 1 {
         let o = split_piece(seg, scratch, 0, &keep);
         let w = seg.len() - o;
         seg[w..].copy_from_slice(&scratch[..o]);
         return w;
     }
-    let per = seg.len().div_ceil(threads);
+    let per = seg.len().div_ceil(pieces);
     let mut counts = vec![(0usize, 0usize); seg.len().div_ceil(per)];
     let pieces: Vec<_> = seg
         .chunks_mut(per)
