@@ -266,6 +266,18 @@ pub fn grow(
         .features
         .clone()
         .unwrap_or_else(|| (0..data.n_features()).collect());
+    // One pass over the hessians saves reading them again for every histogram: first over all
+    // of them in memory order (boosting's squared loss passes this at memory speed), then, where
+    // that fails on a row outside the sample, over the grown rows.
+    let all_unit = gh
+        .chunks_exact(2 * k)
+        .all(|c| c[k..].iter().all(|&v| v == 1.0));
+    let unit_hessian = all_unit
+        || rows.iter().all(|&r| {
+            let r = r as usize;
+            gh.get(r * 2 * k + k..(r + 1) * 2 * k)
+                .is_some_and(|h| h.iter().all(|&v| v == 1.0))
+        });
     let ctx = Ctx {
         data,
         gh,
@@ -273,6 +285,7 @@ pub fn grow(
         s,
         feats: &feats,
         p,
+        unit_hessian,
     };
     let mut nodes = vec![Node {
         feature: LEAF,
@@ -283,8 +296,10 @@ pub fn grow(
     let mut split_bins = vec![0u8];
     let mut values = Vec::new();
     let mut root_hist = vec![0.0; data.total_bins * s];
-    ctx.build_hist(rows, &mut root_hist);
-    let root_sums = ctx.sums_of(rows);
+    let root_sums = match ctx.build_hist(rows, &mut root_hist) {
+        Some(sums) => sums,
+        None => ctx.sums_of(rows),
+    };
     let mut pool: Vec<Vec<f64>> = Vec::new();
     let root = ctx.candidate(
         0,
@@ -312,20 +327,10 @@ pub fn grow(
         // Partition the node's rows, stable, left = bin ≤ best.bin.
         let col = &data.bins[best.feature];
         let seg = &mut rows[cand.start..cand.end];
-        // Branch-free: every row is written to both sides, the side's cursor moves for one.
-        scratch.clear();
-        scratch.resize(seg.len(), 0);
         let split_bin = best.bin as u8;
-        let (mut w, mut o) = (0, 0);
-        for j in 0..seg.len() {
-            let r = seg[j];
-            let left = col[r as usize] <= split_bin;
-            seg[w] = r;
-            scratch[o] = r;
-            w += left as usize;
-            o += !left as usize;
-        }
-        seg[w..].copy_from_slice(&scratch[..o]);
+        let w = par::split_stable(seg, &mut scratch, p.threads, |_, r| {
+            col[r as usize] <= split_bin
+        });
         let mid = cand.start + w;
         let left_id = nodes.len();
         nodes.push(nodes[0]);
@@ -346,9 +351,15 @@ pub fn grow(
             .collect();
         // Smaller child by a scan, larger one by subtraction from the parent histogram; below
         // SMALL_NODE rows on both sides, no histograms at all (splits come from the rows).
+        // Children that can never split (at the depth limit, or too few rows) need no histogram:
+        // at depth 4 that is a fifth of a round's histogram work.
         let left_small = w <= cand.end - mid;
         let larger = w.max(cand.end - mid);
-        let (lh, rh) = if larger < SMALL_NODE || cand.hist.is_empty() {
+        let splittable = |n: usize| {
+            cand.depth + 1 < p.max_depth && n as f64 >= 2.0 * p.min_samples_leaf.max(1) as f64
+        };
+        let wanted = splittable(w) || splittable(cand.end - mid);
+        let (lh, rh) = if larger < SMALL_NODE || cand.hist.is_empty() || !wanted {
             if !cand.hist.is_empty() {
                 pool.push(cand.hist);
             }
@@ -492,26 +503,16 @@ struct Ctx<'a> {
     s: usize,
     feats: &'a [usize],
     p: &'a GrowParams,
+    /// Every hessian of the grown rows is 1 (squared loss, plain trees): histograms skip them.
+    unit_hessian: bool,
 }
 
 impl Ctx<'_> {
     /// Per-bin sums of the rows' gradients, hessians and counts for every feature of the tree.
-    fn build_hist(&self, rows: &[u32], hist: &mut [f64]) {
+    /// With one output, also the rows' totals (what [`Ctx::sums_of`] gives, summed in the same
+    /// order on the way).
+    fn build_hist(&self, rows: &[u32], hist: &mut [f64]) -> Option<Vec<f64>> {
         let (k, s) = (self.k, self.s);
-        // Ordered gradients: the node's (g, h) pairs contiguous, in row order.
-        let mut gh = Vec::with_capacity(rows.len() * 2 * k);
-        if k == 1 {
-            for &r in rows {
-                let r = r as usize;
-                gh.push(self.gh[2 * r]);
-                gh.push(self.gh[2 * r + 1]);
-            }
-        } else {
-            for &r in rows {
-                let r = r as usize;
-                gh.extend_from_slice(&self.gh[r * 2 * k..(r + 1) * 2 * k]);
-            }
-        }
         // One disjoint histogram slice per feature (features are sorted, slices in order).
         let mut slices: Vec<(usize, &mut [f64])> = Vec::with_capacity(self.feats.len());
         let mut rest: &mut [f64] = hist;
@@ -530,39 +531,105 @@ impl Ctx<'_> {
         } else {
             self.p.threads
         };
+        if k == 1 {
+            // Features in groups of up to four, each group one pass over the rows: a row's
+            // gradient is read once for the group, and four independent histograms give the
+            // CPU four chains of additions to overlap. Each feature's sums still run in row
+            // order, so grouping changes no result.
+            let per = GROUP.min(self.feats.len().div_ceil(threads.max(1))).max(1);
+            let n_groups = self.feats.len().div_ceil(per);
+            let mut totals = vec![[0.0; 2]; n_groups];
+            let mut groups: Vec<HistGroup> = Vec::new();
+            let mut it = slices.into_iter().peekable();
+            let mut slots = totals.iter_mut();
+            while let (true, Some(slot)) = (it.peek().is_some(), slots.next()) {
+                groups.push((it.by_ref().take(per).collect(), slot));
+            }
+            par::for_each(groups, threads, |(g, slot)| {
+                *slot = self.fill_group(rows, g)
+            });
+            let &[g, h] = totals.first()?;
+            let c = rows.len() as f64;
+            return Some(vec![g, if self.unit_hessian { c } else { h }, c]);
+        }
+        // Ordered gradients: the node's (g, h) pairs contiguous, in row order.
+        let mut gh = Vec::with_capacity(rows.len() * 2 * k);
+        for &r in rows {
+            let r = r as usize;
+            gh.extend_from_slice(&self.gh[r * 2 * k..(r + 1) * 2 * k]);
+        }
         let gh = &gh[..];
+        let unit = self.unit_hessian;
         par::for_each(slices, threads, |(f, h)| {
             let col: &[u8] = &self.data.bins[f];
-            if k == 1 {
-                // [g, h, count] per bin, 256 bins: indexing by a u8 needs no bounds check.
-                let (bins, _) = h.as_chunks_mut::<3>();
-                let Ok(bins): std::result::Result<&mut [[f64; 3]; 256], _> = bins.try_into() else {
-                    return;
-                };
-                let rows: &[u32] = rows;
-                for (&r, pair) in rows.iter().zip(gh.as_chunks::<2>().0) {
-                    let Some(&bin) = col.get(r as usize) else {
-                        continue;
-                    };
-                    let b = &mut bins[bin as usize];
-                    b[0] += pair[0];
-                    b[1] += pair[1];
-                    b[2] += 1.0;
+            for (&r, v) in rows.iter().zip(gh.chunks_exact(2 * k)) {
+                let o = col[r as usize] as usize * s;
+                for (a, b) in h[o..o + k].iter_mut().zip(&v[..k]) {
+                    *a += b;
                 }
-            } else {
-                for (&r, v) in rows.iter().zip(gh.chunks_exact(2 * k)) {
-                    let o = col[r as usize] as usize * s;
-                    for (a, b) in h[o..o + 2 * k].iter_mut().zip(v) {
+                if !unit {
+                    for (a, b) in h[o + k..o + 2 * k].iter_mut().zip(&v[k..]) {
                         *a += b;
                     }
-                    h[o + 2 * k] += 1.0;
                 }
+                h[o + 2 * k] += 1.0;
+            }
+            if unit {
+                fill_unit_hessians(h, k);
             }
         });
+        None
+    }
+
+    /// One group of features (one output): `[g, h, count]` per bin, summed in row order; returns
+    /// the rows' gradient and hessian totals (the hessians' only without unit hessians).
+    fn fill_group(&self, rows: &[u32], group: Vec<(usize, &mut [f64])>) -> [f64; 2] {
+        let mut cols: Vec<&[u8]> = Vec::with_capacity(group.len());
+        let mut hists: Vec<&mut [[f64; 3]; 256]> = Vec::with_capacity(group.len());
+        for (f, h) in group {
+            let (bins, _) = h.as_chunks_mut::<3>();
+            let Ok(bins) = <&mut [[f64; 3]; 256]>::try_from(bins) else {
+                return [0.0; 2];
+            };
+            cols.push(&self.data.bins[f]);
+            hists.push(bins);
+        }
+        macro_rules! with_width {
+            ($w:literal) => {{
+                let (Ok(c), Ok(h)) = (
+                    <[&[u8]; $w]>::try_from(cols),
+                    <[&mut [[f64; 3]; 256]; $w]>::try_from(hists),
+                ) else {
+                    return [0.0; 2];
+                };
+                if self.unit_hessian {
+                    fill_rows::<$w, true>(rows, self.gh, c, h)
+                } else {
+                    fill_rows::<$w, false>(rows, self.gh, c, h)
+                }
+            }};
+        }
+        match cols.len() {
+            1 => with_width!(1),
+            2 => with_width!(2),
+            3 => with_width!(3),
+            _ => with_width!(4),
+        }
     }
 
     fn sums_of(&self, rows: &[u32]) -> Vec<f64> {
         let k = self.k;
+        if k == 1 {
+            // Scalars, not a vector the compiler must store back on every row.
+            let (mut g, mut h, mut c) = (0.0, 0.0, 0.0);
+            for &r in rows {
+                let r = r as usize;
+                g += self.gh[2 * r];
+                h += self.gh[2 * r + 1];
+                c += 1.0;
+            }
+            return vec![g, h, c];
+        }
         let mut sums = vec![0.0; self.s];
         for &r in rows {
             let r = r as usize;
@@ -597,10 +664,11 @@ impl Ctx<'_> {
         let count = (end - start) as f64;
         let min_leaf = self.p.min_samples_leaf.max(1) as f64;
         let best = if depth < self.p.max_depth && count >= 2.0 * min_leaf {
-            if hist.is_empty() {
-                self.best_split_rows(rows, &sums, rng)
-            } else {
-                self.best_split(&hist, &sums, rng)
+            match (hist.is_empty(), self.k) {
+                (true, 1) => self.best_split_rows_one(rows, &sums, rng),
+                (true, _) => self.best_split_rows(rows, &sums, rng),
+                (false, 1) => self.best_split_one(&hist, &sums, rng),
+                (false, _) => self.best_split(&hist, &sums, rng),
             }
         } else {
             None
@@ -664,6 +732,97 @@ impl Ctx<'_> {
         }
         let gain = self.score(left) + self.score(right) - parent;
         Ok((gain > 1e-12 * parent.abs().max(1e-300)).then_some(gain))
+    }
+
+    /// [`Ctx::best_split`] for one output, its sums in scalars (the same arithmetic in the same
+    /// order as [`Ctx::gain`], without a vector stored back at every bin).
+    fn best_split_one(&self, hist: &[f64], sums: &[f64], rng: &mut StdRng) -> Option<SplitChoice> {
+        let one = One::new(self, sums);
+        let mut best: Option<(f64, usize, usize)> = None;
+        for f in self.chosen(rng) {
+            let nb = self.data.n_bins(f);
+            let base = self.data.offsets[f] * 3;
+            let Some(bins) = hist.get(base..base + nb * 3) else {
+                continue;
+            };
+            let (mut lg, mut lh, mut lc) = (0.0, 0.0, 0.0);
+            for (b, h) in bins.chunks_exact(3).take(nb - 1).enumerate() {
+                lg += h[0];
+                lh += h[1];
+                lc += h[2];
+                match one.gain(lg, lh, lc) {
+                    Err(()) => break,
+                    Ok(Some(gain)) if best.is_none_or(|(g, _, _)| gain > g) => {
+                        best = Some((gain, f, b))
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        let (gain, feature, bin) = best?;
+        let base = self.data.offsets[feature] * 3;
+        let (mut lg, mut lh, mut lc) = (0.0, 0.0, 0.0);
+        for h in hist[base..base + (bin + 1) * 3].chunks_exact(3) {
+            lg += h[0];
+            lh += h[1];
+            lc += h[2];
+        }
+        Some(SplitChoice {
+            gain,
+            feature,
+            bin,
+            left_sums: vec![lg, lh, lc],
+        })
+    }
+
+    /// [`Ctx::best_split_rows`] for one output: sums in scalars, and the rows ordered by
+    /// (bin, row) as one integer key each.
+    fn best_split_rows_one(
+        &self,
+        rows: &[u32],
+        sums: &[f64],
+        rng: &mut StdRng,
+    ) -> Option<SplitChoice> {
+        let one = One::new(self, sums);
+        let (pairs, _) = self.gh.as_chunks::<2>();
+        let mut best: Option<(f64, usize, usize, [f64; 3])> = None;
+        let mut keys: Vec<u64> = Vec::with_capacity(rows.len());
+        for f in self.chosen(rng) {
+            let col = &self.data.bins[f];
+            keys.clear();
+            keys.extend(rows.iter().map(|&r| {
+                (u64::from(col.get(r as usize).copied().unwrap_or(0)) << 32) | u64::from(r)
+            }));
+            keys.sort_unstable();
+            let (mut lg, mut lh, mut lc) = (0.0, 0.0, 0.0);
+            for (i, &key) in keys.iter().enumerate() {
+                let Some(&[g, h]) = pairs.get(key as u32 as usize) else {
+                    continue;
+                };
+                lg += g;
+                lh += h;
+                lc += 1.0;
+                let b = key >> 32;
+                match keys.get(i + 1) {
+                    Some(&next) if next >> 32 != b => {}
+                    _ => continue,
+                }
+                match one.gain(lg, lh, lc) {
+                    Err(()) => break,
+                    Ok(Some(gain)) if best.as_ref().is_none_or(|(g, ..)| gain > *g) => {
+                        best = Some((gain, f, b as usize, [lg, lh, lc]))
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        let (gain, feature, bin, left) = best?;
+        Some(SplitChoice {
+            gain,
+            feature,
+            bin,
+            left_sums: left.to_vec(),
+        })
     }
 
     /// Best split from the node's histogram.
@@ -754,6 +913,106 @@ impl Ctx<'_> {
     }
 }
 
+/// Features' histogram slices filled in one pass over the rows, and where that pass's totals go.
+type HistGroup<'a> = (Vec<(usize, &'a mut [f64])>, &'a mut [f64; 2]);
+
+/// A node's totals and limits for splits of one output, in scalars.
+struct One {
+    sg: f64,
+    sh: f64,
+    sc: f64,
+    parent: f64,
+    lambda: f64,
+    min_leaf: f64,
+    min_child_weight: f64,
+}
+
+impl One {
+    fn new(ctx: &Ctx, sums: &[f64]) -> One {
+        One {
+            sg: sums[0],
+            sh: sums[1],
+            sc: sums[2],
+            parent: ctx.score(sums),
+            lambda: ctx.p.lambda,
+            min_leaf: ctx.p.min_samples_leaf.max(1) as f64,
+            min_child_weight: ctx.p.min_child_weight,
+        }
+    }
+
+    /// [`Ctx::gain`] of a left side with sums (g, h, count).
+    #[inline]
+    fn gain(&self, lg: f64, lh: f64, lc: f64) -> Result<Option<f64>, ()> {
+        if lc < self.min_leaf {
+            return Ok(None);
+        }
+        if self.sc - lc < self.min_leaf {
+            return Err(());
+        }
+        let (rg, rh) = (self.sg - lg, self.sh - lh);
+        if lh < self.min_child_weight || rh < self.min_child_weight {
+            return Ok(None);
+        }
+        let gain = lg * lg / (lh + self.lambda) + rg * rg / (rh + self.lambda) - self.parent;
+        Ok((gain > 1e-12 * self.parent.abs().max(1e-300)).then_some(gain))
+    }
+}
+
+/// Features whose histograms one pass over a node's rows fills.
+const GROUP: usize = 4;
+
+/// Add every row of `rows` to the `W` histograms (one output: `gh` holds (g, h) per row) and
+/// return the rows' (g, h) totals. With `UNIT` the hessians are all 1 and are not read: their
+/// sums are the counts, set at the end (and the total returned for them is 0).
+#[inline(always)]
+fn fill_rows<const W: usize, const UNIT: bool>(
+    rows: &[u32],
+    gh: &[f64],
+    cols: [&[u8]; W],
+    mut hists: [&mut [[f64; 3]; 256]; W],
+) -> [f64; 2] {
+    let (pairs, _) = gh.as_chunks::<2>();
+    let (mut sg, mut sh) = (0.0, 0.0);
+    for &r in rows {
+        let r = r as usize;
+        let Some(&[g, h]) = pairs.get(r) else {
+            continue;
+        };
+        sg += g;
+        if !UNIT {
+            sh += h;
+        }
+        for j in 0..W {
+            let Some(&bin) = cols[j].get(r) else {
+                continue;
+            };
+            let b = &mut hists[j][bin as usize];
+            b[0] += g;
+            if !UNIT {
+                b[1] += h;
+            }
+            b[2] += 1.0;
+        }
+    }
+    if UNIT {
+        for h in hists.iter_mut() {
+            for b in h.iter_mut() {
+                b[1] = b[2];
+            }
+        }
+    }
+    [sg, sh]
+}
+
+/// With unit hessians a bin's hessian sums equal its count (a sum of ones, exact in f64): copy
+/// the count into them (`k` outputs, bins of `2k + 1` sums).
+fn fill_unit_hessians(h: &mut [f64], k: usize) {
+    for b in h.chunks_exact_mut(2 * k + 1) {
+        let c = b[2 * k];
+        b[k..2 * k].fill(c);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -829,6 +1088,33 @@ mod tests {
         t.add_to(&[2.0], &mut out);
         assert!((out[0] - 1.0 / 3.0).abs() < 1e-12 && (out[1] - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(t.n_leaves(), 2);
+    }
+
+    #[test]
+    fn unit_hessians_take_the_short_path_to_the_same_tree() {
+        // Hessians of 2 instead of 1 (λ = 0) halve every gain and every leaf exactly, so the
+        // general path must grow the same splits with leaves exactly half those of the unit
+        // path; 3,000 rows and 6 features take the grouped histograms and the row scans too.
+        let n = 3000;
+        let x =
+            ndarray::Array2::from_shape_fn((n, 6), |(i, j)| ((i * (j + 5) * 7919) % 211) as f64);
+        let g: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64 - 50.0).collect();
+        let d = BinnedData::new(x.view(), 256, 1);
+        let grow_with = |h: f64| {
+            let gh: Vec<f64> = g.iter().flat_map(|&v| [v, h]).collect();
+            let mut rows: Vec<u32> = (0..n as u32).collect();
+            let mut p = params(8);
+            p.min_samples_leaf = 5;
+            grow(&d, &gh, 1, &mut rows, &p, &mut StdRng::seed_from_u64(0)).tree
+        };
+        let (unit, two) = (grow_with(1.0), grow_with(2.0));
+        assert!(unit.n_leaves() > 20, "{} leaves", unit.n_leaves());
+        assert_eq!(unit.nodes, two.nodes);
+        assert!(unit
+            .values
+            .iter()
+            .zip(&two.values)
+            .all(|(a, b)| *a == 2.0 * b));
     }
 
     #[test]

@@ -13,11 +13,11 @@
 use ndarray::ArrayView2;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 
 use super::config::ModelConfig;
 use super::par::{self, mix};
-use super::tree::{grow, BinnedData, GrowParams, Tree};
+use super::tree::{grow, BinnedData, GrowParams, Grown, Tree};
 
 /// The loss and its labels.
 pub enum Loss<'a> {
@@ -165,6 +165,8 @@ struct Run<S> {
     rng: StdRng,
     trees: Vec<Tree>,
     started: Option<S>,
+    /// `fit_rows` and `val_rows` are both in increasing order.
+    sorted: bool,
 }
 
 /// What every run of a fit shares.
@@ -239,6 +241,7 @@ impl<S> Run<S> {
             }
         };
         Run {
+            sorted: fit_rows.is_sorted() && val_rows.is_sorted(),
             fit_rows,
             val_rows,
             base,
@@ -263,41 +266,52 @@ impl<S> Run<S> {
     }
 
     /// One round: gradients, row and feature sample, one tree, every row's scores moved.
-    /// `rows`, `rest`, `offsets`: scratch buffers shared by the runs.
+    /// `rows`, `rest`, `draws`: scratch buffers shared by the runs.
     fn round(
         &mut self,
         sh: &Shared,
         rows: &mut Vec<u32>,
         rest: &mut Vec<u32>,
-        offsets: &mut Vec<u32>,
+        draws: &mut Vec<u32>,
     ) {
         let (k, threads) = (sh.k, sh.threads);
         {
             let f = &self.f;
             let loss = &sh.loss;
             par::chunks_mut(&mut self.gh, 2 * k, threads, |start, chunk| {
+                if let Loss::Squared(y) = loss {
+                    // The common case in a loop the compiler can keep tight: g = f − y, h = 1.
+                    let (pairs, _) = chunk.as_chunks_mut::<2>();
+                    let end = start + pairs.len();
+                    for ((out, &fr), &yr) in
+                        pairs.iter_mut().zip(&f[start..end]).zip(&y[start..end])
+                    {
+                        *out = [fr - yr, 1.0];
+                    }
+                    return;
+                }
                 for (j, out) in chunk.chunks_exact_mut(2 * k).enumerate() {
                     let r = start + j;
                     loss.grad_row(r, &f[r * k..(r + 1) * k], out);
                 }
             });
         }
+        // The row sample: one random word per fit row, drawn in one block (the stream
+        // `next_u32` would give), then rows split into kept and dropped on the threads.
+        let n = self.fit_rows.len();
         rows.clear();
-        rest.clear();
+        rows.extend_from_slice(&self.fit_rows);
+        let mut kept = n;
         if sh.keep_below < 1 << 32 {
-            for &r in &self.fit_rows {
-                if u64::from(self.rng.next_u32()) < sh.keep_below {
-                    rows.push(r);
-                } else {
-                    rest.push(r);
-                }
-            }
+            draws.resize(n, 0);
+            self.rng.fill(&mut draws[..]);
+            let (draws, keep_below) = (&draws[..], sh.keep_below);
+            kept = par::split_stable(rows, rest, threads, |i, _| u64::from(draws[i]) < keep_below);
         }
-        if rows.is_empty() {
-            rows.extend_from_slice(&self.fit_rows);
-            rest.clear();
+        if kept == 0 {
+            // An empty sample (a tiny shard): grow on every row (all in order, as dropped).
+            kept = n;
         }
-        rest.extend_from_slice(&self.val_rows);
         let p_feat = sh.data.n_features();
         let features = (sh.n_feat < p_feat).then(|| {
             let mut fs = rand::seq::index::sample(&mut self.rng, p_feat, sh.n_feat).into_vec();
@@ -308,36 +322,65 @@ impl<S> Run<S> {
             features,
             ..sh.params.clone()
         };
-        let grown = grow(&sh.data, &self.gh, k, rows, &params, &mut self.rng);
-        // Grown rows: their leaves are known from the partition. The others are routed on bins.
-        let f = &mut self.f;
-        let values = &grown.tree.values;
-        for &(o, start, end) in &grown.leaves {
-            for &r in &rows[start..end] {
-                let r = r as usize;
-                for (a, v) in f[r * k..(r + 1) * k].iter_mut().zip(&values[o..o + k]) {
-                    *a += v;
-                }
-            }
-        }
-        offsets.clear();
-        offsets.resize(rest.len(), 0);
-        {
-            let (grown, data, rest) = (&grown, &sh.data, &*rest);
-            par::chunks_mut(offsets, 1, threads, |start, chunk| {
-                for (j, o) in chunk.iter_mut().enumerate() {
-                    *o = grown.leaf_offset_binned(data, rest[start + j] as usize) as u32;
-                }
-            });
-        }
-        for (&r, &o) in rest.iter().zip(offsets.iter()) {
-            let (r, o) = (r as usize, o as usize);
-            for (a, v) in f[r * k..(r + 1) * k].iter_mut().zip(&values[o..o + k]) {
-                *a += v;
-            }
-        }
+        let (grown_rows, dropped) = rows.split_at_mut(kept);
+        let grown = grow(&sh.data, &self.gh, k, grown_rows, &params, &mut self.rng);
+        // Parallel only when every run of rows is sorted: each thread then finds its own rows
+        // in them by bisection.
+        let threads = if self.sorted { threads } else { 1 };
+        move_scores(
+            &mut self.f,
+            k,
+            threads,
+            &grown,
+            &sh.data,
+            grown_rows,
+            [dropped, &self.val_rows],
+        );
         self.trees.push(grown.tree);
     }
+}
+
+/// Move every row's scores by the values of its leaf in `grown`: the rows the tree was grown on
+/// (`rows`, partitioned by leaf) by their leaf, the others (`rest`) routed on their bins. Threads
+/// take contiguous ranges of rows and pick theirs from each sorted run by bisection; every row
+/// gets the same single addition for any thread count.
+fn move_scores(
+    f: &mut [f64],
+    k: usize,
+    threads: usize,
+    grown: &Grown,
+    data: &BinnedData,
+    rows: &[u32],
+    rest: [&[u32]; 2],
+) {
+    let values = &grown.tree.values;
+    par::chunks_mut(f, k, threads, |lo, chunk| {
+        let hi = lo + chunk.len() / k;
+        let within = |run: &[u32]| -> (usize, usize) {
+            let a = run.partition_point(|&r| (r as usize) < lo);
+            let b = run.partition_point(|&r| (r as usize) < hi);
+            (a, b.max(a))
+        };
+        let mut add = |r: u32, o: usize| {
+            let at = (r as usize - lo) * k;
+            for (a, v) in chunk[at..at + k].iter_mut().zip(&values[o..o + k]) {
+                *a += v;
+            }
+        };
+        for &(o, start, end) in &grown.leaves {
+            let leaf = &rows[start..end];
+            let (a, b) = within(leaf);
+            for &r in &leaf[a..b] {
+                add(r, o);
+            }
+        }
+        for run in rest {
+            let (a, b) = within(run);
+            for &r in &run[a..b] {
+                add(r, grown.leaf_offset_binned(data, r as usize));
+            }
+        }
+    });
 }
 
 /// [`fit_boosted`] with the rounds starting from `start`'s scores (the base is then zero)
@@ -362,10 +405,10 @@ pub fn fit_boosted_from<S>(
     let mut best_rounds = 0;
     let mut rows: Vec<u32> = Vec::with_capacity(n);
     let mut rest: Vec<u32> = Vec::with_capacity(n);
-    let mut offsets: Vec<u32> = Vec::with_capacity(n);
+    let mut draws: Vec<u32> = Vec::with_capacity(n);
     for round in 0..cfg.n_rounds {
         for run in &mut runs {
-            run.round(&sh, &mut rows, &mut rest, &mut offsets);
+            run.round(&sh, &mut rows, &mut rest, &mut draws);
         }
         if !early {
             best_rounds = round + 1;
@@ -442,8 +485,8 @@ pub fn cv_boosted<S: Send>(
     let mut best_rounds = 0;
     for round in 0..cfg.n_rounds {
         par::for_each(runs.iter_mut().collect(), threads, |f: &mut FoldRun<S>| {
-            let [rows, rest, offsets] = &mut f.scratch;
-            f.run.round(&f.sh, rows, rest, offsets);
+            let [rows, rest, draws] = &mut f.scratch;
+            f.run.round(&f.sh, rows, rest, draws);
         });
         let l = total(&runs);
         if best_loss - l > 1e-7 * best_loss.abs().max(f64::MIN_POSITIVE)
