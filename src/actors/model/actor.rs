@@ -152,14 +152,18 @@ fn train_blocking(
     let mut pipeline = Pipeline::fit(&train, &source.model, meta)?;
     let train_ms = started.elapsed().as_millis() as u64;
     pipeline.set_train_ms(train_ms);
-    let valid_scores = if valid.is_empty() {
-        None
+    // The validation split is predicted once: for the model's scores and its drift reference.
+    let (valid_scores, reference) = if valid.is_empty() {
+        (
+            None,
+            Reference::of_model(&train, &pipeline, &valid, source.drift_bins)?,
+        )
     } else {
         let preds = pipeline.predict_table(&valid)?;
-        Some(score(valid.labels(), &preds)?)
+        let reference = Reference::of_predictions(&train, &valid, &preds, source.drift_bins)?;
+        (Some(score(valid.labels(), &preds)?), reference)
     };
     let bytes = Bytes::from(pipeline.to_bytes()?);
-    let reference = Reference::of_model(&train, &pipeline, &valid, source.drift_bins)?;
     let reference_bytes = Bytes::from(reference.to_bytes()?);
     let summary = ModelSummary {
         node: source.node.clone(),

@@ -338,9 +338,16 @@ impl ValidationErrors {
         if valid.is_empty() {
             return Ok(None);
         }
+        ValidationErrors::of_predictions(valid, &model.predict_table(valid)?)
+    }
+
+    /// [`ValidationErrors::of`] from the model's predictions `pred` of `valid`'s rows.
+    pub fn of_predictions(valid: &Table, pred: &Predictions) -> Result<Option<ValidationErrors>> {
+        if valid.is_empty() {
+            return Ok(None);
+        }
         let kind = RowError::for_labels(&[&valid.labels]);
-        let pred = model.predict_table(valid)?;
-        let errors = kind.of(&valid.labels, &pred)?;
+        let errors = kind.of(&valid.labels, pred)?;
         Ok(Some(ValidationErrors { kind, errors }))
     }
 }
@@ -356,6 +363,19 @@ impl Reference {
     ) -> Result<Reference> {
         let mut r = Reference::with_bins(train, bins)?;
         r.validation = ValidationErrors::of(model, valid)?;
+        Ok(r)
+    }
+
+    /// [`Reference::of_model`] from the model's predictions of `valid` (a node that has just
+    /// scored its new model there predicts those rows once).
+    pub fn of_predictions(
+        train: &Table,
+        valid: &Table,
+        pred: &Predictions,
+        bins: usize,
+    ) -> Result<Reference> {
+        let mut r = Reference::with_bins(train, bins)?;
+        r.validation = ValidationErrors::of_predictions(valid, pred)?;
         Ok(r)
     }
 }

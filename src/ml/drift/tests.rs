@@ -284,6 +284,10 @@ fn fitted(task: Task) -> (Table, Pipeline, Reference) {
     let (train, valid) = data.split(0.3, 42);
     let model = Pipeline::fit(&train, &cfg, ModelMeta::default()).unwrap();
     let r = Reference::of_model(&train, &model, &valid, 10).unwrap();
+    // A node that has predicted the split already gets the same reference from its predictions.
+    let pred = model.predict_table(&valid).unwrap();
+    let again = Reference::of_predictions(&train, &valid, &pred, 10).unwrap();
+    assert_eq!(again.to_bytes().unwrap(), r.to_bytes().unwrap());
     (valid, model, r)
 }
 
