@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::join::join_in_order;
 use super::member::{Asked, Batch, Member};
 use crate::error::{Error, Result};
 use crate::ml::{Predictions, TypedRows};
@@ -183,7 +182,7 @@ type Frame = (Rc<dyn Member>, Vec<Waiting>);
 
 /// Sends `frames`, in order, and waits for all their answers.
 async fn send_frames(frames: Vec<Frame>) {
-    join_in_order(
+    futures::future::join_all(
         frames
             .into_iter()
             .map(|(member, frame)| send(member, frame)),

@@ -17,7 +17,6 @@ use crate::net::LinkOrigin;
 
 mod batching;
 mod exchange;
-mod join;
 mod member;
 mod membership;
 mod predict;

@@ -9,8 +9,9 @@
 
 use std::rc::Rc;
 
+use futures::future::join_all;
+
 use super::batching::{BatchSettings, Batcher};
-use super::join::join_in_order;
 use super::member::{Asked, Plan};
 use super::schemas::SchemaBook;
 use super::train::unexpected;
@@ -120,7 +121,7 @@ pub(super) async fn gather(
     // node predicts.
     let mut order: Vec<usize> = (0..members.len()).collect();
     order.sort_by_key(|&i| members[i].id == dispatch.me);
-    let asked = join_in_order(order.iter().map(|&i| {
+    let asked = join_all(order.iter().map(|&i| {
         let m = &members[i];
         dispatch
             .batcher
