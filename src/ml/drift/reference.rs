@@ -333,15 +333,8 @@ pub struct ValidationErrors {
 }
 
 impl ValidationErrors {
-    /// The errors of `model` on the validation split `valid` (None when it is empty).
-    pub fn of(model: &Pipeline, valid: &Table) -> Result<Option<ValidationErrors>> {
-        if valid.is_empty() {
-            return Ok(None);
-        }
-        ValidationErrors::of_predictions(valid, &model.predict_table(valid)?)
-    }
-
-    /// [`ValidationErrors::of`] from the model's predictions `pred` of `valid`'s rows.
+    /// The errors of a model's predictions `pred` of the validation split `valid`'s rows (None
+    /// when it is empty).
     pub fn of_predictions(valid: &Table, pred: &Predictions) -> Result<Option<ValidationErrors>> {
         if valid.is_empty() {
             return Ok(None);
@@ -361,9 +354,10 @@ impl Reference {
         valid: &Table,
         bins: usize,
     ) -> Result<Reference> {
-        let mut r = Reference::with_bins(train, bins)?;
-        r.validation = ValidationErrors::of(model, valid)?;
-        Ok(r)
+        if valid.is_empty() {
+            return Reference::with_bins(train, bins);
+        }
+        Reference::of_predictions(train, valid, &model.predict_table(valid)?, bins)
     }
 
     /// [`Reference::of_model`] from the model's predictions of `valid` (a node that has just
