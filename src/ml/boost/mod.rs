@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use super::config::ModelConfig;
 use super::par::{self, mix};
-use super::tree::{grow, BinnedData, GrowParams, Grown, Tree};
+use super::tree::{grow, BinnedData, GrowParams, LeafStretch, Tree};
 
 /// The loss and its labels.
 pub enum Loss<'a> {
@@ -266,15 +266,14 @@ impl<S> Run<S> {
     }
 
     /// One round: gradients, row and feature sample, one tree, every row's scores moved.
-    /// `rows`, `rest`, `draws`: scratch buffers shared by the runs.
-    fn round(
-        &mut self,
-        sh: &Shared,
-        rows: &mut Vec<u32>,
-        rest: &mut Vec<u32>,
-        draws: &mut Vec<u32>,
-    ) {
+    fn round(&mut self, sh: &Shared, scratch: &mut Scratch) {
         let (k, threads) = (sh.k, sh.threads);
+        let Scratch {
+            rows,
+            rest,
+            draws,
+            held,
+        } = scratch;
         {
             let f = &self.f;
             let loss = &sh.loss;
@@ -324,36 +323,41 @@ impl<S> Run<S> {
         };
         let (grown_rows, dropped) = rows.split_at_mut(kept);
         let grown = grow(&sh.data, &self.gh, k, grown_rows, &params, &mut self.rng);
-        // Parallel only when every run of rows is sorted: each thread then finds its own rows
-        // in them by bisection.
+        // The rows the tree was not grown on, partitioned by leaf as the grown ones are (the
+        // early-stopping rows through a copy: their order is the order their losses are summed).
+        let dropped_leaves = grown.route(&sh.data, dropped, rest, threads);
+        held.clear();
+        held.extend_from_slice(&self.val_rows);
+        let held_leaves = grown.route(&sh.data, held, rest, threads);
+        // Parallel only when every run of rows is sorted (a stable partition keeps each leaf's
+        // stretch sorted): each thread then finds its own rows in them by bisection.
         let threads = if self.sorted { threads } else { 1 };
         move_scores(
             &mut self.f,
             k,
             threads,
-            &grown,
-            &sh.data,
-            grown_rows,
-            [dropped, &self.val_rows],
+            &grown.tree.values,
+            [
+                (&*grown_rows, &grown.leaves[..]),
+                (&*dropped, &dropped_leaves[..]),
+                (&held[..], &held_leaves[..]),
+            ],
         );
         self.trees.push(grown.tree);
     }
 }
 
-/// Move every row's scores by the values of its leaf in `grown`: the rows the tree was grown on
-/// (`rows`, partitioned by leaf) by their leaf, the others (`rest`) routed on their bins. Threads
-/// take contiguous ranges of rows and pick theirs from each sorted run by bisection; every row
-/// gets the same single addition for any thread count.
+/// Move every row's scores by its leaf's `values`: `parts` are rows partitioned by leaf, as
+/// (rows, (offset of the leaf's values, start, end) of each leaf's stretch of them). Threads
+/// take contiguous ranges of rows and pick theirs from each sorted stretch by bisection; every
+/// row gets the same single addition for any thread count.
 fn move_scores(
     f: &mut [f64],
     k: usize,
     threads: usize,
-    grown: &Grown,
-    data: &BinnedData,
-    rows: &[u32],
-    rest: [&[u32]; 2],
+    values: &[f64],
+    parts: [(&[u32], &[LeafStretch]); 3],
 ) {
-    let values = &grown.tree.values;
     par::chunks_mut(f, k, threads, |lo, chunk| {
         let hi = lo + chunk.len() / k;
         let within = |run: &[u32]| -> (usize, usize) {
@@ -367,20 +371,38 @@ fn move_scores(
                 *a += v;
             }
         };
-        for &(o, start, end) in &grown.leaves {
-            let leaf = &rows[start..end];
-            let (a, b) = within(leaf);
-            for &r in &leaf[a..b] {
-                add(r, o);
-            }
-        }
-        for run in rest {
-            let (a, b) = within(run);
-            for &r in &run[a..b] {
-                add(r, grown.leaf_offset_binned(data, r as usize));
+        for (rows, leaves) in parts {
+            for &(o, start, end) in leaves {
+                let leaf = &rows[start..end];
+                let (a, b) = within(leaf);
+                for &r in &leaf[a..b] {
+                    add(r, o);
+                }
             }
         }
     });
+}
+
+/// Scratch buffers of a run's rounds, reused from round to round (and shared by the runs of
+/// one fit): the row sample and the rows left out of it, its random words, and the
+/// early-stopping rows being routed.
+#[derive(Default)]
+struct Scratch {
+    rows: Vec<u32>,
+    rest: Vec<u32>,
+    draws: Vec<u32>,
+    held: Vec<u32>,
+}
+
+impl Scratch {
+    fn with_capacity(n: usize) -> Scratch {
+        Scratch {
+            rows: Vec::with_capacity(n),
+            rest: Vec::with_capacity(n),
+            draws: Vec::with_capacity(n),
+            held: Vec::new(),
+        }
+    }
 }
 
 /// [`fit_boosted`] with the rounds starting from `start`'s scores (the base is then zero)
@@ -403,12 +425,10 @@ pub fn fit_boosted_from<S>(
     let total = |runs: &[Run<S>]| runs.iter().map(|r| r.val_loss(&sh)).sum::<f64>();
     let mut best_loss = total(&runs);
     let mut best_rounds = 0;
-    let mut rows: Vec<u32> = Vec::with_capacity(n);
-    let mut rest: Vec<u32> = Vec::with_capacity(n);
-    let mut draws: Vec<u32> = Vec::with_capacity(n);
+    let mut scratch = Scratch::with_capacity(n);
     for round in 0..cfg.n_rounds {
         for run in &mut runs {
-            run.round(&sh, &mut rows, &mut rest, &mut draws);
+            run.round(&sh, &mut scratch);
         }
         if !early {
             best_rounds = round + 1;
@@ -456,7 +476,7 @@ pub struct CvFold<'a, S> {
 struct FoldRun<'a, S> {
     sh: Shared<'a>,
     run: Run<S>,
-    scratch: [Vec<u32>; 3],
+    scratch: Scratch,
 }
 
 /// Cross-validated boosting: one run per fold in lockstep (folds on `threads` threads, each
@@ -476,7 +496,7 @@ pub fn cv_boosted<S: Send>(
             let sh = Shared::new(cfg, f.x, f.loss, Some(&f.fit_rows));
             let n = sh.data.n_rows;
             let run = Run::new(&sh, cfg, (f.fit_rows, f.held_rows), f.start);
-            let scratch = std::array::from_fn(|_| Vec::with_capacity(n));
+            let scratch = Scratch::with_capacity(n);
             FoldRun { sh, run, scratch }
         })
         .collect();
@@ -485,8 +505,7 @@ pub fn cv_boosted<S: Send>(
     let mut best_rounds = 0;
     for round in 0..cfg.n_rounds {
         par::for_each(runs.iter_mut().collect(), threads, |f: &mut FoldRun<S>| {
-            let [rows, rest, draws] = &mut f.scratch;
-            f.run.round(&f.sh, rows, rest, draws);
+            f.run.round(&f.sh, &mut f.scratch);
         });
         let l = total(&runs);
         if best_loss - l > 1e-7 * best_loss.abs().max(f64::MIN_POSITIVE)
