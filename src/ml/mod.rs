@@ -22,7 +22,7 @@
 //! - [`eval`]: [`evaluate_split`], [`combine_splits`].
 //! - [`auto`]: `kind = "auto"`, the learner chosen by cross-validation; [`boost`]: gradient
 //!   boosting with early stopping; [`linfa_tree`]: `kind = "linfa-tree"`; [`par`]: deterministic
-//!   threads.
+//!   threads; [`sort`]: numbers sorted by a radix sort of their bits.
 
 pub mod auto;
 pub mod boost;
@@ -43,6 +43,7 @@ pub mod preprocess;
 pub mod schema;
 pub mod serve;
 pub mod shard;
+pub mod sort;
 pub mod synth;
 pub mod tree;
 pub mod typed;

@@ -58,6 +58,22 @@ enum Cell<'a> {
     Text(&'a str),
 }
 
+/// The median of `v` (0 when empty), reordering `v`: a selection, not a sort (a column of a
+/// large shard has hundreds of thousands of values).
+fn median(v: &mut [f64]) -> f64 {
+    let m = v.len();
+    if m == 0 {
+        return 0.0;
+    }
+    let (below, &mut mid, _) = v.select_nth_unstable_by(m / 2, f64::total_cmp);
+    if m % 2 == 1 {
+        return mid;
+    }
+    // The element just below the middle is the largest of those before it.
+    let lower = below.iter().copied().max_by(f64::total_cmp).unwrap_or(mid);
+    (lower + mid) / 2.0
+}
+
 impl Preprocessor {
     /// Fit on a training table. `stat` ranks categorical levels for the ordinal encoding (the
     /// fitted target, or the class-1 indicator); `None` ranks by frequency.
@@ -68,12 +84,7 @@ impl Preprocessor {
             match &col.data {
                 ColumnData::Numeric(v) => {
                     let mut present: Vec<f64> = v.iter().flatten().copied().collect();
-                    present.sort_unstable_by(f64::total_cmp);
-                    let median = match present.len() {
-                        0 => 0.0,
-                        m if m % 2 == 1 => present[m / 2],
-                        m => (present[m / 2 - 1] + present[m / 2]) / 2.0,
-                    };
+                    let median = median(&mut present);
                     columns.push(ColumnPrep::Numeric {
                         name: col.name.clone(),
                         median,
@@ -493,6 +504,22 @@ mod tests {
             labels: Labels::Regression(vec![10.0, 0.0, 10.0, 20.0]),
             label_name: "y".into(),
         }
+    }
+
+    #[test]
+    fn median_by_selection_is_the_sorted_middle() {
+        for n in [1usize, 2, 3, 4, 7, 10, 1001, 1000] {
+            let v: Vec<f64> = (0..n).map(|i| ((i * 7919) % 613) as f64 - 300.0).collect();
+            let mut sorted = v.clone();
+            sorted.sort_unstable_by(f64::total_cmp);
+            let want = if n % 2 == 1 {
+                sorted[n / 2]
+            } else {
+                (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+            };
+            assert_eq!(median(&mut v.clone()), want, "n = {n}");
+        }
+        assert_eq!(median(&mut []), 0.0);
     }
 
     #[test]

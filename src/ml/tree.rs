@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::par;
+use super::sort::sort_total;
 
 /// Features cut into bins: `bins[f][row]` and the edges that define them. Row `r` is in bin
 /// `b` of feature `f` iff `edges[f][b-1] < x ≤ edges[f][b]`, so "bin ≤ b" is "x ≤ edges[f][b]":
@@ -65,7 +66,7 @@ impl BinnedData {
                 None => col.to_vec(),
             };
             sorted.retain(|v| !v.is_nan());
-            sorted.sort_unstable_by(f64::total_cmp);
+            sort_total(&mut sorted);
             let e = make_edges(&sorted, max_bins);
             let b: Vec<u8> = col
                 .iter()

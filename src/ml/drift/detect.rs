@@ -16,6 +16,7 @@ use crate::ml::data::{parse_num, ColumnData, Labels, Table};
 use crate::ml::error::{MlError, Result};
 use crate::ml::pipeline::Pipeline;
 use crate::ml::preprocess::num_text;
+use crate::ml::sort::sort_total;
 
 /// A new numeric-reference column as numbers: text cells parse (those that do not count as
 /// missing, as at predict time); an absent column is all missing.
@@ -94,7 +95,7 @@ fn numeric_column(
     let shares = numeric_shares(&s.edges, v.iter().copied());
     let (_, _, psi_pvalue) = chi2_homogeneity(&scale(&s.shares, ref_rows), &scale(&shares, rows));
     let mut present: Vec<f64> = v.into_iter().flatten().collect();
-    present.sort_unstable_by(f64::total_cmp);
+    sort_total(&mut present);
     let ks = ks_statistic(&s.sample, &present);
     Tested {
         kind: FeatureKind::Numeric,

@@ -12,6 +12,7 @@ use crate::ml::data::{ColumnData, Labels, Table, Task};
 use crate::ml::error::{MlError, Result};
 use crate::ml::metrics::Predictions;
 use crate::ml::pipeline::Pipeline;
+use crate::ml::sort::sort_total;
 
 /// At most this many reference values per numeric column are kept for the KS statistic (evenly
 /// spaced order statistics of the sorted column, so the kept sample's ECDF is within 1/10,000 of
@@ -192,7 +193,7 @@ pub(super) fn numeric_shares(edges: &[f64], values: impl Iterator<Item = Option<
 
 fn numeric_summary(v: &[Option<f64>], bins: usize) -> NumericSummary {
     let mut sorted: Vec<f64> = v.iter().flatten().copied().collect();
-    sorted.sort_unstable_by(f64::total_cmp);
+    sort_total(&mut sorted);
     let edges = quantile_edges(&sorted, bins);
     let shares = numeric_shares(&edges, v.iter().copied());
     let present = sorted.len();
