@@ -400,11 +400,16 @@ fn read_raw_from(path: &Path, reader: impl std::io::Read) -> Result<RawCsv> {
     let mut header: Option<Vec<String>> = None;
     let mut lines = Vec::new();
     let mut columns: Vec<TextColumn> = Vec::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| {
+    // One record reused for every line (the records iterator allocates one per line).
+    let mut rec = csv::StringRecord::new();
+    loop {
+        let more = rdr.read_record(&mut rec).map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
             csv_err(path, line, format!("unreadable CSV: {e}"))
         })?;
+        if !more {
+            break;
+        }
         let line = rec.position().map_or(0, |p| p.line());
         // Blank lines are skipped by the csv crate; a line of only commas is data.
         match &header {
@@ -564,29 +569,23 @@ fn table_from_raw(path: &Path, raw: RawCsv, spec: &DataSpec) -> Result<Table> {
     })
 }
 
+/// Numeric when every cell is a number or missing (each parsed once), else categorical.
 fn infer_column<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> ColumnData {
-    let numeric = cells
-        .clone()
-        .all(|c| is_missing_token(c) || parse_num(c).is_some());
-    if numeric {
-        ColumnData::Numeric(
-            cells
-                .map(|c| {
-                    if is_missing_token(c) {
-                        None
-                    } else {
-                        parse_num(c)
-                    }
-                })
-                .collect(),
-        )
-    } else {
-        ColumnData::Categorical(
-            cells
-                .map(|c| (!is_missing_token(c)).then(|| c.to_string()))
-                .collect(),
-        )
+    let mut numbers = Vec::with_capacity(cells.size_hint().0);
+    for c in cells.clone() {
+        if is_missing_token(c) {
+            numbers.push(None);
+        } else if let Some(v) = parse_num(c) {
+            numbers.push(Some(v));
+        } else {
+            return ColumnData::Categorical(
+                cells
+                    .map(|c| (!is_missing_token(c)).then(|| c.to_string()))
+                    .collect(),
+            );
+        }
     }
+    ColumnData::Numeric(numbers)
 }
 
 /// Read a CSV for prediction (no label needed). Cells stay text (missing tokens become
