@@ -198,13 +198,25 @@ pub fn evaluate_split(
     valid: &Table,
     weights: Option<&[f64]>,
 ) -> Result<SplitEval> {
+    evaluate_split_with(models, &[], valid, weights)
+}
+
+/// [`evaluate_split`] with the predictions of some models already made: `known[i]`, when there
+/// and `Some`, is what `models[i]` predicts for `valid` (a node's own model, which predicted its
+/// validation split when it was trained).
+pub fn evaluate_split_with(
+    models: &[&Pipeline],
+    known: &[Option<&Predictions>],
+    valid: &Table,
+    weights: Option<&[f64]>,
+) -> Result<SplitEval> {
     if models.is_empty() {
         return Err(MlError::Mismatch("no models to evaluate".into()));
     }
-    let rows = TypedRows::from_table(valid);
+    let mut rows = None;
     let mut preds = Vec::with_capacity(models.len());
     let mut per_model = Vec::with_capacity(models.len());
-    for m in models {
+    for (i, m) in models.iter().enumerate() {
         if m.task() != valid.task() {
             return Err(MlError::Mismatch(format!(
                 "model of node '{}' is for {:?}, the split is {:?}",
@@ -213,7 +225,12 @@ pub fn evaluate_split(
                 valid.task()
             )));
         }
-        let p = m.served().predict(&rows)?;
+        let p = match known.get(i).copied().flatten() {
+            Some(p) if p.len() == valid.len() => p.clone(),
+            _ => m
+                .served()
+                .predict(rows.get_or_insert_with(|| TypedRows::from_table(valid)))?,
+        };
         per_model.push(score(&valid.labels, &p)?);
         preds.push(p);
     }
@@ -338,5 +355,50 @@ mod tests {
         let (u, q) = classification_split(0, 5);
         assert!(combine_splits(&[eval_of(&t, &p), eval_of(&u, &q)]).is_err());
         assert!(combine_splits(&[]).is_err());
+    }
+    #[test]
+    fn known_predictions_stand_in_for_their_model() {
+        use crate::ml::config::{Kind, ModelConfig};
+        use crate::ml::data::{parse_csv, DataSpec, Task};
+        use crate::ml::pipeline::ModelMeta;
+        let mut csv = String::from("a,b,y\n");
+        for i in 0..200 {
+            csv.push_str(&format!(
+                "{},{},{}\n",
+                i % 17,
+                (i * 7) % 23,
+                i % 17 + (i * 7) % 5
+            ));
+        }
+        let spec = DataSpec {
+            label: "y".into(),
+            task: Task::Regression,
+            drop: vec![],
+        };
+        let t = parse_csv("t".as_ref(), csv.as_bytes(), &spec).expect("a table");
+        let (train, valid) = t.split(0.3, 1);
+        let fit = |kind| {
+            let cfg = ModelConfig {
+                kind,
+                n_rounds: 20,
+                ..ModelConfig::default()
+            };
+            Pipeline::fit(&train, &cfg, ModelMeta::default()).expect("fits")
+        };
+        let (boosted, linear) = (fit(Kind::Boosted), fit(Kind::Linear));
+        let models = [&boosted, &linear];
+        let plain = evaluate_split(&models, &valid, None).expect("scores");
+        // The model's own predictions, given: the same evaluation.
+        let own = boosted.predict_table(&valid).expect("predicts");
+        let given = evaluate_split_with(&models, &[Some(&own)], &valid, None).expect("scores");
+        assert_eq!(given, plain);
+        // Predictions given are used as they are (here: another model's), and a given set of
+        // the wrong length is not.
+        let other = linear.predict_table(&valid).expect("predicts");
+        let swapped = evaluate_split_with(&models, &[Some(&other)], &valid, None).expect("scores");
+        assert_eq!(swapped.per_model[0], plain.per_model[1]);
+        let short = Predictions::Regression(vec![0.0; 3]);
+        let ignored = evaluate_split_with(&models, &[Some(&short)], &valid, None).expect("scores");
+        assert_eq!(ignored, plain);
     }
 }

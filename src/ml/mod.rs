@@ -58,7 +58,7 @@ pub use drift::{
     FeatureDrift, Reference, Swap, SwapScores,
 };
 pub use error::{MlError, Result};
-pub use eval::{combine_splits, evaluate_split, SplitEval, SplitStats};
+pub use eval::{combine_splits, evaluate_split, evaluate_split_with, SplitEval, SplitStats};
 pub use metrics::{aggregate, score, ClassificationScores, Predictions, RegressionScores, Scores};
 pub use pipeline::{ModelMeta, Pipeline, FORMAT_VERSION};
 pub use schema::{ColumnKind, Schema, SchemaColumn};

@@ -23,8 +23,9 @@ use crate::actors::supervision::{
     guard, injected_fault, panic_message, Guarded, Kind, Supervision,
 };
 use crate::ml::{
-    evaluate_split, judge_swap, load_shard, score, unseen_rows, DataSpec, MlError, ModelConfig,
-    ModelMeta, Pipeline, Reference, Scores, SplitEval, Swap, Table, Watermark,
+    evaluate_split_with, judge_swap, load_shard, score, unseen_rows, DataSpec, MlError,
+    ModelConfig, ModelMeta, Pipeline, Predictions, Reference, Scores, SplitEval, Swap, Table,
+    Watermark,
 };
 use crate::protocol::{ModelBlob, ModelSummary};
 
@@ -131,7 +132,15 @@ pub struct Gate {
 }
 
 /// The trained model, its validation split, and the swap decision of a gated training.
-type TrainOutcome = (Arc<Current>, Arc<Table>, Option<Swap>);
+type TrainOutcome = (Arc<Current>, Arc<Validation>, Option<Swap>);
+
+/// A node's validation split, cached for scoring models, with what its own model predicts for
+/// it when that model was trained here (and the model's bytes, to know it among the models to
+/// score): a cluster training scores every node's model on every split, its own included.
+struct Validation {
+    table: Table,
+    own: Option<(Bytes, Predictions)>,
+}
 
 fn train_blocking(
     source: &TrainingSource,
@@ -153,15 +162,16 @@ fn train_blocking(
     let train_ms = started.elapsed().as_millis() as u64;
     pipeline.set_train_ms(train_ms);
     // The validation split is predicted once: for the model's scores and its drift reference.
-    let (valid_scores, reference) = if valid.is_empty() {
+    let (valid_scores, reference, preds) = if valid.is_empty() {
         (
             None,
             Reference::of_model(&train, &pipeline, &valid, source.drift_bins)?,
+            None,
         )
     } else {
         let preds = pipeline.predict_table(&valid)?;
         let reference = Reference::of_predictions(&train, &valid, &preds, source.drift_bins)?;
-        (Some(score(valid.labels(), &preds)?), reference)
+        (Some(score(valid.labels(), &preds)?), reference, Some(preds))
     };
     let bytes = Bytes::from(pipeline.to_bytes()?);
     let reference_bytes = Bytes::from(reference.to_bytes()?);
@@ -214,7 +224,11 @@ fn train_blocking(
         summary,
         watermark,
     };
-    Ok((Arc::new(current), Arc::new(valid), swap))
+    let validation = Validation {
+        own: preds.map(|p| (current.bytes.clone(), p)),
+        table: valid,
+    };
+    Ok((Arc::new(current), Arc::new(validation), swap))
 }
 
 /// Runs `work` on the blocking pool; a panic in it becomes an error, not a dead actor.
@@ -294,8 +308,8 @@ pub struct ModelActor {
     source: Option<Arc<TrainingSource>>,
     store: Arc<Store>,
     slot: ModelSlot,
-    /// This node's validation split, cached for scoring other nodes' models.
-    valid: Option<Arc<Table>>,
+    /// This node's validation split, cached for scoring models.
+    valid: Option<Arc<Validation>>,
     /// Train at start when there is no persisted model.
     train_on_start: bool,
     supervision: Supervision,
@@ -402,7 +416,10 @@ impl ModelActor {
         let work = blocking("evaluation", move || {
             let valid = match cached {
                 Some(v) => v,
-                None => Arc::new(source.load_split(None)?.1),
+                None => Arc::new(Validation {
+                    table: source.load_split(None)?.1,
+                    own: None,
+                }),
             };
             let foreign = models.iter().filter(|b| b.node != source.node).count();
             slot.0.foreign.fetch_add(foreign, Ordering::Relaxed);
@@ -420,7 +437,7 @@ impl ModelActor {
     }
 }
 
-fn score_models(models: &[ModelBlob], valid: &Table) -> Result<SplitEval, ModelError> {
+fn score_models(models: &[ModelBlob], valid: &Validation) -> Result<SplitEval, ModelError> {
     // Every model is checked before any is scored, so that all the invalid ones are named.
     let mut loaded = Vec::with_capacity(models.len());
     let mut invalid = Vec::new();
@@ -434,7 +451,15 @@ fn score_models(models: &[ModelBlob], valid: &Table) -> Result<SplitEval, ModelE
         return Err(ModelError::Invalid(invalid));
     }
     let refs: Vec<&Pipeline> = loaded.iter().collect();
-    Ok(evaluate_split(&refs, valid, None)?)
+    // This node's own model, when it is the one trained here, predicted the split already.
+    let known: Vec<Option<&Predictions>> = models
+        .iter()
+        .map(|b| match &valid.own {
+            Some((bytes, preds)) if *bytes == b.bytes => Some(preds),
+            _ => None,
+        })
+        .collect();
+    Ok(evaluate_split_with(&refs, &known, &valid.table, None)?)
 }
 
 type TrainFuture = ResponseActFuture<ModelActor, Result<Trained, ModelError>>;
