@@ -369,7 +369,11 @@ if [ $TRAINING = 1 ]; then
 
     printf '[model]\n%s\n' "$TREE_MODEL" >"$TMP/offline-d3.toml"
     printf '[model]\nkind = "tree"\nmax_depth = 8\n' >"$TMP/offline-d8.toml"
-    printf '[model]\nkind = "boosted"\nn_rounds = %s\n' "$HGB_ROUNDS" >"$TMP/offline-default.toml"
+    # Fixed rounds, as HistGradientBoosting's early_stopping=False in sklearn_baseline.py; on all
+    # cores (the default) and on one thread, beside HGB on all cores and on one.
+    printf '[model]\nkind = "boosted"\nn_rounds = %s\nn_iter_no_change = 0\n' "$HGB_ROUNDS" \
+        >"$TMP/offline-default.toml"
+    printf 'threads = 1\n' | cat "$TMP/offline-default.toml" - >"$TMP/offline-default-1t.toml"
     repeat_a=()
     for _ in $(seq "$REPEATS"); do repeat_a+=("${SHARDS[0]}"); done
     offline_fits() {
@@ -382,6 +386,8 @@ if [ $TRAINING = 1 ]; then
         if [ "${BENCH_SKIP_DEFAULT:-0}" != 1 ]; then
             run "$BIN" offline --label y --task regression --config "$TMP/offline-default.toml" "${SHARDS[0]}" |
                 jq -c '{train_ms: [.nodes[].train_ms], rmse: .splits[0].rmse}' | save offline_default
+            run "$BIN" offline --label y --task regression --config "$TMP/offline-default-1t.toml" "${SHARDS[0]}" |
+                jq -c '{train_ms: [.nodes[].train_ms], rmse: .splits[0].rmse}' | save offline_default_1t
         fi
     }
     measured "offline fits" offline_fits
@@ -437,10 +443,13 @@ mv "$M/meta.json.tmp" "$M/meta.json"
 # Ray baseline), in earlier/ with that run's meta, and reported as such.
 if [ -d "$RAW" ]; then
     mkdir -p "$M/earlier"
+    # The last run's own figures when it took them, else those it kept from an earlier run.
     src=$RAW
-    if [ -d "$RAW/earlier" ]; then src=$RAW/earlier; fi
-    for key in train_tree train_default offline_d3 offline_d8 offline_default sklearn_trees \
-        sklearn_hgb sklearn_hgb_1t ray; do
+    if [ ! -e "$RAW/train_tree.json" ] && [ ! -e "$RAW/ray.json" ] && [ -d "$RAW/earlier" ]; then
+        src=$RAW/earlier
+    fi
+    for key in train_tree train_default offline_d3 offline_d8 offline_default offline_default_1t \
+        sklearn_trees sklearn_hgb sklearn_hgb_1t ray; do
         if [ ! -e "$M/$key.json" ] && [ -e "$src/$key.json" ]; then
             cp "$src/$key.json" "$M/earlier/"
             [ -e "$M/earlier/meta.json" ] || cp "$src/meta.json" "$M/earlier/meta.json"
