@@ -2,9 +2,11 @@
 //! imputation of numbers; categoricals with a "missing" level (when training saw missing cells) or
 //! the most frequent level; unseen categories and absent columns are treated as missing.
 //!
-//! Two encodings. For trees, each categorical becomes one ordinal column whose codes rank the
-//! levels by their (smoothed) mean training target, so one threshold separates cheap from
-//! expensive neighbourhoods. For linear models, one-hot columns for the 30 most frequent levels.
+//! Two encodings. For trees (and the line of `hybrid`), each categorical becomes one ordinal
+//! column whose code for a level is its (smoothed) mean training target, so one threshold
+//! separates cheap from expensive neighbourhoods and a line sees how far apart they are (by
+//! frequency rank when there is no target to go by). For linear models, one-hot columns for the
+//! 30 most frequent levels.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -20,7 +22,7 @@ use super::typed::TypedRows;
 
 /// Levels kept as one-hot columns per categorical (the rest act as unseen).
 const MAX_ONE_HOT: usize = 30;
-/// Pseudo-count pulling a rare level's mean target towards the global mean when ranking levels.
+/// Pseudo-count pulling a rare level's mean target towards the global mean in its ordinal code.
 const SMOOTHING: f64 = 5.0;
 
 /// How one input column is imputed and encoded.
@@ -440,30 +442,29 @@ fn fit_categorical(
             width: width.max(1),
         };
     }
-    // Ordinal: rank levels (missing included) by smoothed mean stat, or by frequency.
+    // Ordinal. With a stat, each level's (missing included) code is its smoothed mean stat: the
+    // order trees split on, and spacing a line can use (a rank would put a level that is barely
+    // dearer than the next as far from it as one that is twice as dear). Without, the rank by
+    // frequency.
     let total: (f64, f64) = acc.values().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let global = if total.0 > 0.0 {
         total.1 / total.0
     } else {
         0.0
     };
-    let mut ranked: Vec<(Option<&str>, f64)> = acc
-        .iter()
-        .map(|(k, (c, s))| {
-            let key = if stat.is_some() {
-                (s + SMOOTHING * global) / (c + SMOOTHING)
-            } else {
-                -c
-            };
-            (*k, key)
-        })
-        .collect();
-    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    let rank: BTreeMap<Option<&str>, f64> = ranked
-        .iter()
-        .enumerate()
-        .map(|(i, (k, _))| (*k, i as f64))
-        .collect();
+    let rank: BTreeMap<Option<&str>, f64> = if stat.is_some() {
+        acc.iter()
+            .map(|(k, (c, s))| (*k, (s + SMOOTHING * global) / (c + SMOOTHING)))
+            .collect()
+    } else {
+        let mut ranked: Vec<(Option<&str>, f64)> = acc.iter().map(|(k, (c, _))| (*k, -c)).collect();
+        ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        ranked
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (*k, i as f64))
+            .collect()
+    };
     let codes = levels.iter().map(|l| rank[&Some(l.as_str())]).collect();
     let missing = if has_missing {
         rank[&MISSING_KEY]
@@ -526,11 +527,12 @@ mod tests {
     fn ordinal_by_target_and_median() {
         let t = table();
         let p = Preprocessor::fit(&t, Some(&[10.0, 0.0, 10.0, 20.0]), false);
-        // median of 1, 3, 5 = 3. Global mean 10; smoothed means: a = (0 + 50)/6 = 8.33,
-        // b = (20 + 50)/7 = 10, missing = (20 + 50)/6 = 11.67 → codes a 0, b 1, missing 2.
+        // median of 1, 3, 5 = 3. Global mean 10; smoothed means, the codes: a = (0 + 50)/6,
+        // b = (20 + 50)/7 = 10, missing = (20 + 50)/6.
+        let (a, b, missing) = (50.0 / 6.0, 10.0, 70.0 / 6.0);
         let x = p.transform_table(&t).unwrap();
         assert_eq!(x.column(0).to_vec(), vec![1.0, 3.0, 5.0, 3.0]);
-        assert_eq!(x.column(1).to_vec(), vec![1.0, 0.0, 1.0, 2.0]);
+        assert_eq!(x.column(1).to_vec(), vec![b, a, b, missing]);
         // Raw rows: unseen level → missing code; absent column "n" → median; number → text.
         let rows = Rows {
             columns: vec!["c".into(), "zzz".into()],
@@ -540,8 +542,8 @@ mod tests {
             ],
         };
         let x = p.transform_rows(&rows).unwrap();
-        assert_eq!(x.row(0).to_vec(), vec![3.0, 2.0]);
-        assert_eq!(x.row(1).to_vec(), vec![3.0, 0.0]);
+        assert_eq!(x.row(0).to_vec(), vec![3.0, missing]);
+        assert_eq!(x.row(1).to_vec(), vec![3.0, a]);
     }
 
     #[test]
