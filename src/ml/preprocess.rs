@@ -77,8 +77,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 impl Preprocessor {
-    /// Fit on a training table. `stat` ranks categorical levels for the ordinal encoding (the
-    /// fitted target, or the class-1 indicator); `None` ranks by frequency.
+    /// Fit on a training table. `stat` codes categorical levels for the ordinal encoding (each
+    /// level's smoothed mean of it: the fitted target, or the class-1 indicator); `None` ranks
+    /// them by frequency.
     pub fn fit(train: &Table, stat: Option<&[f64]>, one_hot: bool) -> Preprocessor {
         let mut columns = Vec::with_capacity(train.columns.len());
         let mut n_features = 0;
@@ -452,7 +453,7 @@ fn fit_categorical(
     } else {
         0.0
     };
-    let rank: BTreeMap<Option<&str>, f64> = if stat.is_some() {
+    let code: BTreeMap<Option<&str>, f64> = if stat.is_some() {
         acc.iter()
             .map(|(k, (c, s))| (*k, (s + SMOOTHING * global) / (c + SMOOTHING)))
             .collect()
@@ -465,11 +466,11 @@ fn fit_categorical(
             .map(|(i, (k, _))| (*k, i as f64))
             .collect()
     };
-    let codes = levels.iter().map(|l| rank[&Some(l.as_str())]).collect();
+    let codes = levels.iter().map(|l| code[&Some(l.as_str())]).collect();
     let missing = if has_missing {
-        rank[&MISSING_KEY]
+        code[&MISSING_KEY]
     } else {
-        most_frequent.map_or(0.0, |m| rank[&Some(m)])
+        most_frequent.map_or(0.0, |m| code[&Some(m)])
     };
     ColumnPrep::Categorical {
         name: name.to_string(),
