@@ -386,7 +386,6 @@ fn move_scores(
 /// Scratch buffers of a run's rounds, reused from round to round (and shared by the runs of
 /// one fit): the row sample and the rows left out of it, its random words, and the
 /// early-stopping rows being routed.
-#[derive(Default)]
 struct Scratch {
     rows: Vec<u32>,
     rest: Vec<u32>,
