@@ -34,6 +34,7 @@ pub mod drift;
 pub mod error;
 pub mod eval;
 pub mod learner;
+pub mod levels;
 pub mod linear;
 pub mod linfa_tree;
 pub mod metrics;

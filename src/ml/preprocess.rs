@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use super::data::num_text;
 use super::data::{parse_num, with_num_text, ColumnData, Rows, Table, Value};
 use super::error::{MlError, Result};
+use super::levels::LevelIndex;
 use super::schema::{ColumnKind, Schema};
 use super::typed::TypedRows;
 
@@ -258,6 +259,8 @@ enum Source {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Binding {
     sources: Vec<Source>,
+    /// The categorical columns' levels, by the column's position in the preprocessor.
+    levels: LevelIndex,
 }
 
 impl Preprocessor {
@@ -274,7 +277,15 @@ impl Preprocessor {
                 },
             })
             .collect();
-        Binding { sources }
+        let levels = LevelIndex::new(self.columns.iter().enumerate().filter_map(
+            |(j, c)| match c {
+                ColumnPrep::Categorical { levels, codes, .. } => {
+                    Some((j as u32, &levels[..], &codes[..]))
+                }
+                ColumnPrep::Numeric { .. } => None,
+            },
+        ));
+        Binding { sources, levels }
     }
 
     /// Encodes a typed batch into `x` (row-major, `rows × n_features`), exactly as
@@ -297,7 +308,7 @@ impl Preprocessor {
         // columns of the batch.
         let mut vals: Vec<f64> = Vec::new();
         let mut off = 0;
-        for (col, src) in self.columns.iter().zip(&binding.sources) {
+        for (j, (col, src)) in self.columns.iter().zip(&binding.sources).enumerate() {
             match col {
                 ColumnPrep::Numeric { median, .. } => {
                     let m = *median;
@@ -321,18 +332,8 @@ impl Preprocessor {
                     }
                     off += 1;
                 }
-                ColumnPrep::Categorical {
-                    levels,
-                    codes,
-                    missing,
-                    ..
-                } => {
-                    // Byte order is the order of UTF-8 strings.
-                    let lookup = |k: &[u8]| {
-                        levels
-                            .binary_search_by(|l| l.as_bytes().cmp(k))
-                            .map_or(*missing, |i| codes[i])
-                    };
+                ColumnPrep::Categorical { missing, .. } => {
+                    let lookup = |k: &[u8]| binding.levels.get(j as u32, k).unwrap_or(*missing);
                     let w = self.width(col);
                     let one_hot = self.one_hot;
                     let put = |x: &mut [f64], i: usize, code: f64| {

@@ -568,7 +568,7 @@ struct Interner {
     table: Vec<u32>,
 }
 
-fn hash(s: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(s: &[u8]) -> u64 {
     // FNV-1a: short keys, no allocation, good enough spread for a table at most half full.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in s {
@@ -588,7 +588,7 @@ impl Interner {
             self.grow();
         }
         let mask = self.table.len() - 1;
-        let mut at = hash(s.as_bytes()) as usize & mask;
+        let mut at = hash_bytes(s.as_bytes()) as usize & mask;
         loop {
             match self.table[at] {
                 0 => {
@@ -608,7 +608,7 @@ impl Interner {
         let size = (self.table.len() * 2).max(16);
         let mut table = vec![0u32; size];
         for i in 0..self.ends.len() {
-            let mut at = hash(self.entry(i)) as usize & (size - 1);
+            let mut at = hash_bytes(self.entry(i)) as usize & (size - 1);
             while table[at] != 0 {
                 at = (at + 1) & (size - 1);
             }

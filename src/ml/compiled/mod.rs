@@ -21,8 +21,6 @@
 //! the standardization is folded into the weights, which changes the last bits of a prediction,
 //! not its value. A hybrid model is its linear part plus its trees, each compiled as above.
 
-use ndarray::{Array2, ArrayView2};
-
 use super::learner::Model;
 use super::linear::Linear;
 use super::tree::{Node, Tree};
@@ -69,8 +67,9 @@ enum Compiled {
         values: Vec<f64>,
     },
     Linear {
-        /// `n_features × n_outputs`: the weights divided by the feature scales.
-        weights: Array2<f64>,
+        /// `n_outputs × n_features`, one output's weights after another: the weights divided
+        /// by the feature scales.
+        weights: Vec<f64>,
         /// The bias with the feature means folded in.
         bias: Vec<f64>,
         /// The input transform (ranges and log columns; the weights unused).
@@ -97,12 +96,12 @@ impl CompiledModel {
             Model::Linear(l) => {
                 let p = l.mean.len();
                 let k = l.bias.len();
-                let mut weights = Array2::zeros((p, k));
+                let mut weights = vec![0.0; p * k];
                 let mut bias = l.bias.clone();
                 for (j, w) in l.weights.iter().enumerate() {
                     for f in 0..p {
                         let wf = w[f] / l.scale[f];
-                        weights[[f, j]] = wf;
+                        weights[j * p + f] = wf;
                         bias[j] -= wf * l.mean[f];
                     }
                 }
@@ -178,24 +177,25 @@ impl CompiledModel {
                 bias,
                 input,
             } => {
+                // Row by row, a dot product per output: a row's outputs do not depend on the
+                // batch it came in, and a one-row request pays for no matrix packing.
                 let k = bias.len();
-                for o in out.chunks_exact_mut(k) {
-                    o.copy_from_slice(bias);
-                }
-                let p = input.lo.len().min(n_features);
-                let mut t = x[..n * n_features].to_vec();
-                for row in t.chunks_exact_mut(n_features) {
-                    for (f, v) in row.iter_mut().take(p).enumerate() {
-                        *v = input.input(f, *v);
+                let p = weights.len() / k.max(1);
+                let transformed = input.lo.len().min(n_features);
+                let mut t = vec![0.0; n_features];
+                for (r, o) in out.chunks_exact_mut(k.max(1)).take(n).enumerate() {
+                    let row = &x[r * n_features..(r + 1) * n_features];
+                    for (f, (t, &v)) in t.iter_mut().zip(row).enumerate() {
+                        *t = if f < transformed {
+                            input.input(f, v)
+                        } else {
+                            v
+                        };
+                    }
+                    for (j, (o, b)) in o.iter_mut().zip(bias).enumerate() {
+                        *o = b + dot(&t, &weights[j * p..(j + 1) * p]);
                     }
                 }
-                let (Ok(xs), Ok(mut ys)) = (
-                    ArrayView2::from_shape((n, n_features), &t[..]),
-                    ndarray::ArrayViewMut2::from_shape((n, k), out),
-                ) else {
-                    return;
-                };
-                ndarray::linalg::general_mat_mul(1.0, &xs, weights, 1.0, &mut ys);
             }
             Compiled::Sum(linear, trees) => {
                 linear.predict(x, n_features, out);
@@ -207,6 +207,28 @@ impl CompiledModel {
             }
         }
     }
+}
+
+/// `a · b` over their common length, in four interleaved sums (a fixed order, so the same row
+/// always gets the same output).
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let m = a.len().min(b.len());
+    let (a, b) = (&a[..m], &b[..m]);
+    let mut acc = [0.0f64; 4];
+    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = a4
+        .remainder()
+        .iter()
+        .zip(b4.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a4.zip(b4) {
+        for i in 0..4 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    (acc[0] + acc[2]) + (acc[1] + acc[3]) + tail
 }
 
 /// Every layout that takes `trees`, fastest first; the last (thresholds kept) takes any.

@@ -5,7 +5,7 @@ use crate::ml::config::{Kind, ModelConfig};
 use crate::ml::learner::LearnerParams;
 use linfa::traits::Fit;
 use linfa::Dataset;
-use ndarray::Array1;
+use ndarray::{Array1, Array2};
 
 fn data(n: usize) -> (Array2<f64>, Vec<f64>, Vec<usize>) {
     // 1,009 distinct values a column: trees can grow as deep as they are allowed to.
