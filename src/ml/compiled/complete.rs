@@ -93,7 +93,8 @@ impl Complete {
             .chunks_exact(S)
             .filter_map(|c| c.try_into().ok())
             .collect();
-        let mut ranks = vec![[0u8; 256]; BLOCK_ROWS];
+        // Sized to the batch when it is smaller than a block (a one-row request above all).
+        let mut ranks = vec![[0u8; 256]; n.clamp(1, BLOCK_ROWS)];
         for start in (0..n).step_by(BLOCK_ROWS) {
             let rows = (n - start).min(BLOCK_ROWS);
             for (r, row) in ranks.iter_mut().take(rows).enumerate() {

@@ -190,13 +190,15 @@ impl Masks {
             o.copy_from_slice(&self.base);
         }
         // Each row's masks, one per tree; each used feature's rank of each row.
-        let mut acc = vec![M::ALL; BLOCK * nt];
-        let mut ranks = vec![0usize; BLOCK * self.used.len()];
-        for start in (0..n).step_by(BLOCK) {
-            let rows = (n - start).min(BLOCK);
+        // (A batch smaller than a block, a one-row request above all, gets buffers its size.)
+        let block = n.clamp(1, BLOCK);
+        let mut acc = vec![M::ALL; block * nt];
+        let mut ranks = vec![0usize; block * self.used.len()];
+        for start in (0..n).step_by(block) {
+            let rows = (n - start).min(block);
             for (u, &(f, _)) in self.used.iter().enumerate() {
                 let (c, len) = (&self.padded[f], self.cuts[f].len());
-                for (g, rank) in ranks[u * BLOCK..u * BLOCK + rows].iter_mut().enumerate() {
+                for (g, rank) in ranks[u * block..u * block + rows].iter_mut().enumerate() {
                     let v = x[(start + g) * nf + f];
                     // A search of eight fixed steps, without branches; NaN ranks above every
                     // threshold (right at every split, as in `Tree::leaf_offset`).
@@ -210,7 +212,7 @@ impl Masks {
             let acc = &mut acc[..rows * nt];
             for (u, &(_, at)) in self.used.iter().enumerate() {
                 for (g, a) in acc.chunks_exact_mut(nt).enumerate() {
-                    let row = at + ranks[u * BLOCK + g] * nt;
+                    let row = at + ranks[u * block + g] * nt;
                     let table = &tables[row..row + nt];
                     if u == 0 {
                         a.copy_from_slice(table);
