@@ -6,8 +6,8 @@
 use linfa::dataset::DatasetBase;
 use linfa::traits::{Fit, PredictInplace};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
-use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use super::boost::{cv_boosted, fit_boosted, fit_boosted_from, CvFold, Loss, Start};
@@ -359,7 +359,7 @@ fn fit_averaged_trees(
     };
     // Each tree draws from its own stream: the forest is the same for any thread count.
     let trees = par::map(n_trees, if forest { threads } else { 1 }, |t| {
-        let mut rng = StdRng::seed_from_u64(mix(cfg.seed, t as u64));
+        let mut rng = ChaCha12Rng::seed_from_u64(mix(cfg.seed, t as u64));
         let mut rows: Vec<u32> = if forest {
             use rand::Rng;
             // Bootstrap as counts, then the sorted index list (no sort of n draws).

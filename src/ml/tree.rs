@@ -19,7 +19,7 @@
 //! sequential buffer.
 
 use ndarray::ArrayView2;
-use rand::rngs::StdRng;
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use super::par;
@@ -299,7 +299,7 @@ pub fn grow(
     k: usize,
     rows: &mut [u32],
     p: &GrowParams,
-    rng: &mut StdRng,
+    rng: &mut ChaCha12Rng,
 ) -> Grown {
     let s = 2 * k + 1;
     let feats: Vec<usize> = p
@@ -698,7 +698,7 @@ impl Ctx<'_> {
         hist: Vec<f64>,
         sums: Vec<f64>,
         rows: &[u32],
-        rng: &mut StdRng,
+        rng: &mut ChaCha12Rng,
         pool: &mut Vec<Vec<f64>>,
     ) -> Cand {
         let count = (end - start) as f64;
@@ -730,7 +730,7 @@ impl Ctx<'_> {
     }
 
     /// The features a split may use: all of the tree's, or a random fraction (forest).
-    fn chosen(&self, rng: &mut StdRng) -> Vec<usize> {
+    fn chosen(&self, rng: &mut ChaCha12Rng) -> Vec<usize> {
         match self.p.node_colsample {
             Some(frac) if frac < 1.0 => {
                 let m =
@@ -776,7 +776,12 @@ impl Ctx<'_> {
 
     /// [`Ctx::best_split`] for one output, its sums in scalars (the same arithmetic in the same
     /// order as [`Ctx::gain`], without a vector stored back at every bin).
-    fn best_split_one(&self, hist: &[f64], sums: &[f64], rng: &mut StdRng) -> Option<SplitChoice> {
+    fn best_split_one(
+        &self,
+        hist: &[f64],
+        sums: &[f64],
+        rng: &mut ChaCha12Rng,
+    ) -> Option<SplitChoice> {
         let one = One::new(self, sums);
         let mut best: Option<(f64, usize, usize)> = None;
         for f in self.chosen(rng) {
@@ -821,7 +826,7 @@ impl Ctx<'_> {
         &self,
         rows: &[u32],
         sums: &[f64],
-        rng: &mut StdRng,
+        rng: &mut ChaCha12Rng,
     ) -> Option<SplitChoice> {
         let one = One::new(self, sums);
         let (pairs, _) = self.gh.as_chunks::<2>();
@@ -866,7 +871,7 @@ impl Ctx<'_> {
     }
 
     /// Best split from the node's histogram.
-    fn best_split(&self, hist: &[f64], sums: &[f64], rng: &mut StdRng) -> Option<SplitChoice> {
+    fn best_split(&self, hist: &[f64], sums: &[f64], rng: &mut ChaCha12Rng) -> Option<SplitChoice> {
         let s = self.s;
         let parent = self.score(sums);
         let mut best: Option<(f64, usize, usize)> = None;
@@ -911,7 +916,12 @@ impl Ctx<'_> {
 
     /// Best split of a small node straight from its rows, sorted by bin per feature: O(m log m)
     /// per feature instead of O(bins), which is what makes fully grown trees cheap.
-    fn best_split_rows(&self, rows: &[u32], sums: &[f64], rng: &mut StdRng) -> Option<SplitChoice> {
+    fn best_split_rows(
+        &self,
+        rows: &[u32],
+        sums: &[f64],
+        rng: &mut ChaCha12Rng,
+    ) -> Option<SplitChoice> {
         let (k, s) = (self.k, self.s);
         let parent = self.score(sums);
         let mut best: Option<(f64, usize, usize, Vec<f64>)> = None;
@@ -1091,7 +1101,7 @@ mod tests {
         let d = BinnedData::new(x.view(), 256, 1);
         let gh: Vec<f64> = y.iter().flat_map(|v| [-v, 1.0]).collect();
         let mut rows: Vec<u32> = (0..4).collect();
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = ChaCha12Rng::seed_from_u64(0);
         let t = grow(&d, &gh, 1, &mut rows, &params(1), &mut rng).tree;
         assert_eq!(t.nodes[0].threshold, 2.5);
         let mut out = [0.0];
@@ -1121,7 +1131,7 @@ mod tests {
             2,
             &mut rows,
             &params(3),
-            &mut StdRng::seed_from_u64(0),
+            &mut ChaCha12Rng::seed_from_u64(0),
         )
         .tree;
         let mut out = [0.0, 0.0];
@@ -1145,7 +1155,15 @@ mod tests {
             let mut rows: Vec<u32> = (0..n as u32).collect();
             let mut p = params(8);
             p.min_samples_leaf = 5;
-            grow(&d, &gh, 1, &mut rows, &p, &mut StdRng::seed_from_u64(0)).tree
+            grow(
+                &d,
+                &gh,
+                1,
+                &mut rows,
+                &p,
+                &mut ChaCha12Rng::seed_from_u64(0),
+            )
+            .tree
         };
         let (unit, two) = (grow_with(1.0), grow_with(2.0));
         assert!(unit.n_leaves() > 20, "{} leaves", unit.n_leaves());
@@ -1184,7 +1202,7 @@ mod tests {
             1,
             &mut grown_rows,
             &p,
-            &mut StdRng::seed_from_u64(0),
+            &mut ChaCha12Rng::seed_from_u64(0),
         );
         assert!(
             grown.tree.n_leaves() > 10,
@@ -1219,7 +1237,15 @@ mod tests {
         p.max_leaves = 5;
         p.min_samples_leaf = 10;
         let mut rows: Vec<u32> = (0..n as u32).collect();
-        let t = grow(&d, &gh, 1, &mut rows, &p, &mut StdRng::seed_from_u64(0)).tree;
+        let t = grow(
+            &d,
+            &gh,
+            1,
+            &mut rows,
+            &p,
+            &mut ChaCha12Rng::seed_from_u64(0),
+        )
+        .tree;
         assert!(
             t.depth() <= 3 && t.n_leaves() <= 5,
             "{} {}",

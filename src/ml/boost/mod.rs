@@ -13,7 +13,8 @@
 use ndarray::ArrayView2;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 
 use super::config::ModelConfig;
 use super::par::{self, mix};
@@ -162,7 +163,9 @@ struct Run<S> {
     base: Vec<f64>,
     f: Vec<f64>,
     gh: Vec<f64>,
-    rng: StdRng,
+    /// The stream the round samples, feature samples and tree growth draw from, in turn: a
+    /// ChaCha stream that can be entered at any word, so the row sample is drawn on the threads.
+    rng: ChaCha12Rng,
     trees: Vec<Tree>,
     started: Option<S>,
     /// `fit_rows` and `val_rows` are both in increasing order.
@@ -247,7 +250,7 @@ impl<S> Run<S> {
             base,
             f,
             gh: vec![0.0; n * 2 * k],
-            rng: StdRng::seed_from_u64(cfg.seed),
+            rng: ChaCha12Rng::seed_from_u64(cfg.seed),
             trees: Vec::with_capacity(cfg.n_rounds.min(4096)),
             started,
         }
@@ -295,15 +298,15 @@ impl<S> Run<S> {
                 }
             });
         }
-        // The row sample: one random word per fit row, drawn in one block (the stream
-        // `next_u32` would give), then rows split into kept and dropped on the threads.
+        // The row sample: one random word per fit row, drawn in one block on the threads (the
+        // stream `next_u32` would give), then rows split into kept and dropped on the threads.
         let n = self.fit_rows.len();
         rows.clear();
         rows.extend_from_slice(&self.fit_rows);
         let mut kept = n;
         if sh.keep_below < 1 << 32 {
             draws.resize(n, 0);
-            self.rng.fill(&mut draws[..]);
+            par::fill_words(&mut self.rng, &mut draws[..], threads);
             let (draws, keep_below) = (&draws[..], sh.keep_below);
             kept = par::split_stable(rows, rest, threads, |i, _| u64::from(draws[i]) < keep_below);
         }
