@@ -6,7 +6,8 @@
 
 MEASUREMENTS_DIR (bench/results after a run) holds one JSON file per measurement, the phases'
 machine load (busy.jsonl) and the commands run (commands), all written by run.sh; earlier/ holds
-issue 7's training and fit measurements when this run did not take them (with that run's meta).
+issue 7's training and fit measurements when this run did not take them (with that run's meta),
+earlier-ray/ the Ray baseline of the last --with-ray run (with its meta).
 Every target of issue 13 is printed next to its figure with "met" / "**not met**": the figure is
 the median over the run's repeats, each repeat listed beside it. bench/profile.md, when present,
 is appended as the "where the time goes" section (written by hand from a profile; it says which
@@ -300,7 +301,9 @@ if hung and killed:
 # ---------------------------------------------------------------------------------------------
 # Issue 7's training, fits and Ray baseline: this run's, or the last run's that took them.
 
-E = M if load("train_tree") or load("sklearn_trees") or load("ray") else os.path.join(M, "earlier")
+E = M if load("train_tree") or load("sklearn_trees") else os.path.join(M, "earlier")
+# The Ray baseline is measured by --with-ray only: this run's, or the last one's (earlier-ray/).
+R = M if load("ray") else os.path.join(M, "earlier-ray")
 emeta = load("meta", E)
 if emeta:
     w("## Training and fits (issue 7)")
@@ -341,10 +344,12 @@ if emeta:
             w(f"| 5 | `boosted` / HistGradientBoostingRegressor, {emeta['hgb_rounds']} rounds, "
               f"early stopping off, {threads} each: fit | {n(o)} / {n(s)} ms = "
               f"**{s / o:.2f}×** | faster (issue 14; goal 2×) | {verdict(s > o)} |")
-    ray = load("ray", E)
+    ray, rmeta = load("ray", R), load("meta", R)
     if ray:
-        w(f"| 6 | Ray baseline, 4 actors, one row, sequential p50 / p99 | "
-          f"{n(ray['seq']['p50_us'])} / {n(ray['seq']['p99_us'])} µs; {in_flight} in flight "
+        when = "" if R == M or not rmeta else f" (on {rmeta['date']}, commit `{rmeta['commit']}`)"
+        w(f"| 6 | Ray baseline, 4 actors, one row, sequential p50 / p99{when} | "
+          f"{n(ray['seq']['p50_us'])} / {n(ray['seq']['p99_us'])} µs; "
+          f"{(rmeta or meta).get('in_flight', in_flight)} in flight "
           f"{n(ray['load']['per_s'], 1)} /s | ours ≥ 100× faster (p50) | see the serving p50 above |")
     w("")
     for name in ("tree", "default"):

@@ -445,16 +445,28 @@ if [ -d "$RAW" ]; then
     mkdir -p "$M/earlier"
     # The last run's own figures when it took them, else those it kept from an earlier run.
     src=$RAW
-    if [ ! -e "$RAW/train_tree.json" ] && [ ! -e "$RAW/ray.json" ] && [ -d "$RAW/earlier" ]; then
+    if [ ! -e "$RAW/train_tree.json" ] && [ -d "$RAW/earlier" ]; then
         src=$RAW/earlier
     fi
     for key in train_tree train_default offline_d3 offline_d8 offline_default offline_default_1t \
-        sklearn_trees sklearn_hgb sklearn_hgb_1t ray; do
+        sklearn_trees sklearn_hgb sklearn_hgb_1t; do
         if [ ! -e "$M/$key.json" ] && [ -e "$src/$key.json" ]; then
             cp "$src/$key.json" "$M/earlier/"
             [ -e "$M/earlier/meta.json" ] || cp "$src/meta.json" "$M/earlier/meta.json"
         fi
     done
+    # The Ray baseline (--with-ray) is kept apart, with the meta of the run that measured it:
+    # a --training run does not measure it, and must not drop it.
+    if [ ! -e "$M/ray.json" ]; then
+        for src in "$RAW" "$RAW/earlier-ray" "$RAW/earlier"; do
+            if [ -e "$src/ray.json" ] && [ -e "$src/meta.json" ]; then
+                mkdir -p "$M/earlier-ray"
+                cp "$src/ray.json" "$src/meta.json" "$M/earlier-ray/"
+                break
+            fi
+        done
+    fi
+    rmdir "$M/earlier" 2>/dev/null || true
 fi
 
 cp "$TMP/commands" "$M/commands"
