@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
     for depth in [3, 8] {
         g.bench_function(format!("tree_depth{depth}"), |b| {
             b.iter(|| {
-                LearnerParams(tree_cfg(depth))
+                LearnerParams::new(tree_cfg(depth))
                     .fit(black_box(&ds))
                     .expect("fit")
             })
@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    let model = LearnerParams(tree_cfg(8)).fit(&ds).expect("fit");
+    let model = LearnerParams::new(tree_cfg(8)).fit(&ds).expect("fit");
     let row: Vec<f64> = x.row(123).to_vec();
     let mut out = [0.0];
     c.bench_function("predict_one_row/tree_depth8_raw", |b| {

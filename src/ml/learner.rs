@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::boost::{cv_boosted, fit_boosted, fit_boosted_from, CvFold, Loss, Start};
 use super::config::{Kind, ModelConfig};
 use super::error::{MlError, Result};
-use super::linear::Linear;
+use super::linear::{InputKind, Linear};
 use super::linfa_tree;
 use super::par::{self, mix};
 use super::tree::{grow, BinnedData, GrowParams, Tree};
@@ -64,9 +64,28 @@ impl Model {
     }
 }
 
-/// Hyperparameters as a linfa-style parameter set.
+/// Hyperparameters as a linfa-style parameter set, with how a linear model takes each input
+/// column (empty: every column measured).
 #[derive(Debug, Clone)]
-pub struct LearnerParams(pub ModelConfig);
+pub struct LearnerParams {
+    pub config: ModelConfig,
+    pub inputs: Vec<InputKind>,
+}
+
+impl LearnerParams {
+    /// `config` over inputs that are all measured values.
+    pub fn new(config: ModelConfig) -> LearnerParams {
+        LearnerParams {
+            config,
+            inputs: Vec::new(),
+        }
+    }
+
+    /// How a linear model takes each input column ([`InputKind`]).
+    pub fn inputs(self, inputs: Vec<InputKind>) -> LearnerParams {
+        LearnerParams { inputs, ..self }
+    }
+}
 
 /// A fitted regression learner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,7 +116,7 @@ impl Fit<Array2<f64>, Array1<f64>, MlError> for LearnerParams {
     type Object = Regressor;
 
     fn fit(&self, ds: &DatasetBase<Array2<f64>, Array1<f64>>) -> Result<Regressor> {
-        let cfg = &self.0;
+        let (cfg, inputs) = (&self.config, &self.inputs[..]);
         cfg.validate()?;
         let x = ds.records.view();
         let y = ds
@@ -106,11 +125,11 @@ impl Fit<Array2<f64>, Array1<f64>, MlError> for LearnerParams {
             .map_or_else(|| ds.targets.to_vec(), |s| s.to_vec());
         check_shapes(&x, y.len())?;
         let model = match cfg.kind {
-            Kind::Linear => Model::Linear(Linear::fit_ridge(x, &y, cfg.alpha)),
+            Kind::Linear => Model::Linear(Linear::fit_ridge(x, &y, cfg.alpha, inputs)),
             Kind::Hybrid => hybrid(cfg, x, Loss::Squared(&y), &|rows| {
                 let sub = x.select(Axis(0), &as_usize(rows));
                 let ys: Vec<f64> = rows.iter().map(|&r| y[r as usize]).collect();
-                Linear::fit_ridge(sub.view(), &ys, cfg.alpha)
+                Linear::fit_ridge(sub.view(), &ys, cfg.alpha, inputs)
             }),
             Kind::Tree | Kind::Forest => {
                 let gh: Vec<f64> = y.iter().flat_map(|v| [-v, 1.0]).collect();
@@ -131,7 +150,7 @@ impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
     type Object = Classifier;
 
     fn fit(&self, ds: &DatasetBase<Array2<f64>, Array1<usize>>) -> Result<Classifier> {
-        let cfg = &self.0;
+        let (cfg, inputs) = (&self.config, &self.inputs[..]);
         cfg.validate()?;
         let x = ds.records.view();
         let y: Vec<usize> = ds.targets.iter().copied().collect();
@@ -143,12 +162,13 @@ impl Fit<Array2<f64>, Array1<usize>, MlError> for LearnerParams {
                 &y,
                 n_classes,
                 cfg.alpha.unwrap_or(LOGISTIC_ALPHA),
+                inputs,
             )),
             Kind::Hybrid => hybrid(cfg, x, Loss::Classes(&y, n_classes), &|rows| {
                 let sub = x.select(Axis(0), &as_usize(rows));
                 let ys: Vec<usize> = rows.iter().map(|&r| y[r as usize]).collect();
                 let alpha = cfg.alpha.unwrap_or(LOGISTIC_ALPHA);
-                Linear::fit_logistic(sub.view(), &ys, n_classes, alpha)
+                Linear::fit_logistic(sub.view(), &ys, n_classes, alpha, inputs)
             }),
             Kind::Tree | Kind::Forest => {
                 let gh = one_hot_gradients(&y, n_classes);
@@ -219,6 +239,8 @@ pub enum FoldLabels {
 /// class the fit rows have).
 pub struct BoostFold {
     pub x: Array2<f64>,
+    /// How the line of `hybrid` takes each column of `x`.
+    pub inputs: Vec<InputKind>,
     pub y: FoldLabels,
     pub n_fit: usize,
     pub held: Vec<u32>,
@@ -251,18 +273,18 @@ pub fn fit_cv_boosting(
             FoldLabels::Classes(y, _) => y.len(),
         };
         check_shapes(&x, n_labels)?;
-        let y = &f.y;
+        let (y, inputs) = (&f.y, &f.inputs[..]);
         starts.push(Box::new(move |rows: &[u32]| {
             let sub = x.select(Axis(0), &as_usize(rows));
             let linear = match y {
                 FoldLabels::Regression(y) => {
                     let ys: Vec<f64> = rows.iter().map(|&r| y[r as usize]).collect();
-                    Linear::fit_ridge(sub.view(), &ys, cfg.alpha)
+                    Linear::fit_ridge(sub.view(), &ys, cfg.alpha, inputs)
                 }
                 FoldLabels::Classes(y, c) => {
                     let ys: Vec<usize> = rows.iter().map(|&r| y[r as usize]).collect();
                     let alpha = cfg.alpha.unwrap_or(LOGISTIC_ALPHA);
-                    Linear::fit_logistic(sub.view(), &ys, *c, alpha)
+                    Linear::fit_logistic(sub.view(), &ys, *c, alpha, inputs)
                 }
             };
             (linear.clone(), raw_all(&Model::Linear(linear), x))
@@ -465,7 +487,7 @@ mod tests {
                 ..Default::default()
             };
             let ds = Dataset::new(x.clone(), Array1::from(y.clone()));
-            let m = LearnerParams(cfg).fit(&ds).unwrap();
+            let m = LearnerParams::new(cfg).fit(&ds).unwrap();
             let p: Array1<f64> = m.predict(&x);
             let e = rmse(p.as_slice().unwrap(), &y);
             assert!(e < 0.5 * sd, "{kind:?}: rmse {e} vs sd {sd}");
@@ -483,7 +505,7 @@ mod tests {
                 ..Default::default()
             };
             let ds = Dataset::new(x.clone(), Array1::from(c.clone()));
-            let m = LearnerParams(cfg).fit(&ds).unwrap();
+            let m = LearnerParams::new(cfg).fit(&ds).unwrap();
             let p: Array1<usize> = m.predict(&x);
             let acc = p.iter().zip(&c).filter(|(a, b)| a == b).count() as f64 / 400.0;
             assert!(acc > 0.9, "{kind:?}: accuracy {acc}");
@@ -499,7 +521,7 @@ mod tests {
             .map(|r| (r[0] / 3.5) as usize)
             .collect();
         let ds = Dataset::new(x.clone(), Array1::from(c.clone()));
-        let m = LearnerParams(ModelConfig {
+        let m = LearnerParams::new(ModelConfig {
             kind: Kind::Boosted,
             n_rounds: 60,
             ..Default::default()

@@ -1,15 +1,34 @@
 //! Ridge regression and L2-regularized logistic regression (one-vs-rest for more than two
-//! classes). Each input is first clamped to its training range and, when it is non-negative and
-//! right-skewed, taken as `ln(1 + x)`; then standardized with the training mean and standard
-//! deviation. Regularized always: plain least squares explodes on small shards with more one-hot
-//! columns than rows. The ridge penalty, unless configured, is chosen by leave-one-out error
-//! (closed form through the hat matrix) on a grid.
+//! classes). A measured input is first clamped to its training range (for ridge, the range of
+//! its 1st to 99th percentile: least squares lets a few extreme rows tilt the whole line) and,
+//! when it is non-negative and right-skewed, taken as `ln(1 + x)`; then standardized with the
+//! training mean and standard deviation. A categorical's code ([`InputKind::Code`]) is already a
+//! smoothed mean of the fitted label: it is only centred, so that the penalty shrinks a column
+//! whose levels barely differ instead of blowing it up to unit variance. Regularized always:
+//! plain least squares explodes on small shards with more one-hot columns than rows. The ridge
+//! penalty, unless configured, is chosen by leave-one-out error (closed form through the hat
+//! matrix) on a grid.
 
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 /// Skewness above which a non-negative input is taken as `ln(1 + x)` (the label rule's threshold).
 const SKEWED: f64 = 0.75;
+
+/// Share of a measured input's training values at each end that ridge clamps to the percentile:
+/// the 1st and 99th percentiles bound it.
+const WINSOR: f64 = 0.01;
+
+/// How the line takes one input column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputKind {
+    /// A measured value: clamped, maybe logged, standardized.
+    #[default]
+    Measured,
+    /// A categorical level's code, a smoothed mean of the fitted label (regression) or of the
+    /// class-1 indicator (two classes): in the label's units already, so only centred.
+    Code,
+}
 
 /// Ridge penalties tried by leave-one-out: 0.1 · √10^k, k = 0..9 (0.1 to about 3,162).
 const ALPHAS: usize = 10;
@@ -22,8 +41,9 @@ const LOO_ROWS: usize = 4_000;
 /// `t_f(v) = clamp(v, lo[f], hi[f])`, then `ln(1 + ·)` where `log[f]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Linear {
-    /// Training range of each input: a value beyond anything training saw (a living area twice
-    /// the shard's largest) would otherwise extend a straight line into an absurd prediction.
+    /// Range each input is clamped to, from training (its extremes, or for ridge its 1st and 99th
+    /// percentiles): a value beyond anything training saw (a living area twice the shard's
+    /// largest) would otherwise extend a straight line into an absurd prediction.
     pub lo: Vec<f64>,
     pub hi: Vec<f64>,
     /// Inputs fitted on `ln(1 + x)`: non-negative with skewness above 0.75 in training.
@@ -63,8 +83,10 @@ impl Linear {
         }
     }
 
-    /// The input transform fitted on `x` (no weights yet) and the standardized rows.
-    fn prepare(x: ArrayView2<f64>) -> (Linear, Vec<Vec<f64>>) {
+    /// The input transform fitted on `x` (no weights yet) and the transformed rows. `inputs`
+    /// says how each column is taken (missing entries: measured); `winsor` clamps measured
+    /// inputs to their [`WINSOR`] percentiles rather than to their extremes.
+    fn prepare(x: ArrayView2<f64>, inputs: &[InputKind], winsor: bool) -> (Linear, Vec<Vec<f64>>) {
         let (n, p) = x.dim();
         let mut m = Linear {
             lo: vec![0.0; p],
@@ -75,17 +97,41 @@ impl Linear {
             weights: Vec::new(),
             bias: Vec::new(),
         };
+        let mut sorted: Vec<f64> = Vec::with_capacity(n);
         for f in 0..p {
             let c = x.column(f);
-            let lo = c.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            (m.lo[f], m.hi[f]) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
-            m.log[f] = m.lo[f] >= 0.0 && skewness(c.iter().copied(), n) > SKEWED;
-            let t: Vec<f64> = c.iter().map(|&v| m.input(f, v)).collect();
+            let code = inputs.get(f) == Some(&InputKind::Code);
+            let cut = if winsor && !code {
+                ((n.saturating_sub(1)) as f64 * WINSOR).round() as usize
+            } else {
+                0
+            };
+            (m.lo[f], m.hi[f]) = if n == 0 {
+                (0.0, 0.0)
+            } else if cut == 0 {
+                let lo = c.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if lo <= hi {
+                    (lo, hi)
+                } else {
+                    (0.0, 0.0)
+                }
+            } else {
+                sorted.clear();
+                sorted.extend(c.iter().copied());
+                let lo = *sorted.select_nth_unstable_by(cut, f64::total_cmp).1;
+                let hi = *sorted.select_nth_unstable_by(n - 1 - cut, f64::total_cmp).1;
+                (lo, hi)
+            };
+            let mut t: Vec<f64> = c.iter().map(|&v| m.input(f, v)).collect();
+            if !code && m.lo[f] >= 0.0 && skewness(t.iter().copied(), n) > SKEWED {
+                m.log[f] = true;
+                t.iter_mut().for_each(|v| *v = v.ln_1p());
+            }
             let mean = t.iter().sum::<f64>() / n as f64;
             let v = t.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / n as f64;
             m.mean[f] = mean;
-            m.scale[f] = if v > 1e-12 { v.sqrt() } else { 1.0 };
+            m.scale[f] = if !code && v > 1e-12 { v.sqrt() } else { 1.0 };
         }
         let z = (0..n)
             .map(|i| {
@@ -100,8 +146,13 @@ impl Linear {
     /// Ridge: minimize `Σ (y − b − w·z)² + alpha · |w|²`. Solved in the primal (p × p) or, with
     /// more columns than rows, the dual (n × n) system. `alpha = None`: the grid penalty with the
     /// lowest leave-one-out squared error (ties: the smaller penalty).
-    pub fn fit_ridge(x: ArrayView2<f64>, y: &[f64], alpha: Option<f64>) -> Linear {
-        let (mut m, z) = Self::prepare(x);
+    pub fn fit_ridge(
+        x: ArrayView2<f64>,
+        y: &[f64],
+        alpha: Option<f64>,
+        inputs: &[InputKind],
+    ) -> Linear {
+        let (mut m, z) = Self::prepare(x, inputs, true);
         let (n, p) = x.dim();
         let ybar = y.iter().sum::<f64>() / n as f64;
         let yc: Vec<f64> = y.iter().map(|v| v - ybar).collect();
@@ -207,8 +258,14 @@ impl Linear {
 
     /// Logistic regression by Newton's method: minimize `Σ logloss + alpha/2 · |w|²` (bias not
     /// penalized). Two classes: one logit for class 1; more: one-vs-rest logits.
-    pub fn fit_logistic(x: ArrayView2<f64>, y: &[usize], n_classes: usize, alpha: f64) -> Linear {
-        let (mut m, z) = Self::prepare(x);
+    pub fn fit_logistic(
+        x: ArrayView2<f64>,
+        y: &[usize],
+        n_classes: usize,
+        alpha: f64,
+        inputs: &[InputKind],
+    ) -> Linear {
+        let (mut m, z) = Self::prepare(x, inputs, false);
         let targets: Vec<usize> = if n_classes == 2 {
             vec![1]
         } else {
@@ -354,7 +411,7 @@ mod tests {
         // Σz·(y − 1) = 2/√(2/3). With alpha 1: w = (2/√(2/3)) / 4, so the slope in x is
         // w/√(2/3) = 2 / (4 · 2/3) = 0.75 and the prediction at x = 1 is 1 + 0.75.
         let x = array![[-1.0], [0.0], [1.0]];
-        let m = Linear::fit_ridge(x.view(), &[0.0, 1.0, 2.0], Some(1.0));
+        let m = Linear::fit_ridge(x.view(), &[0.0, 1.0, 2.0], Some(1.0), &[]);
         let mut out = [0.0];
         m.raw_row(&[1.0], &mut out);
         assert!((out[0] - 1.75).abs() < 1e-12, "{out:?}");
@@ -365,7 +422,7 @@ mod tests {
         // 2 rows, 3 columns: the dual path. Its weights must solve (ZᵀZ + αI) w = Zᵀ(y − ȳ);
         // every standardized column here is ±1, so z = ±1 and the check is easy to read.
         let x = array![[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]];
-        let m = Linear::fit_ridge(x.view(), &[1.0, 3.0], Some(0.5));
+        let m = Linear::fit_ridge(x.view(), &[1.0, 3.0], Some(0.5), &[]);
         let z = [[-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]];
         let yc = [-1.0, 1.0];
         let w = &m.weights[0];
@@ -383,7 +440,7 @@ mod tests {
     #[test]
     fn logistic_separates() {
         let x = array![[0.0], [1.0], [2.0], [3.0], [4.0], [5.0]];
-        let m = Linear::fit_logistic(x.view(), &[0, 0, 0, 1, 1, 1], 2, 0.1);
+        let m = Linear::fit_logistic(x.view(), &[0, 0, 0, 1, 1, 1], 2, 0.1, &[]);
         let (mut lo, mut hi) = ([0.0], [0.0]);
         m.raw_row(&[0.0], &mut lo);
         m.raw_row(&[5.0], &mut hi);
@@ -395,7 +452,7 @@ mod tests {
         // y = 2x on x in 0..=9 (not skewed): beyond 9 the line stays at its value at 9.
         let x = ndarray::Array2::from_shape_fn((10, 1), |(i, _)| i as f64);
         let y: Vec<f64> = (0..10).map(|i| 2.0 * i as f64).collect();
-        let m = Linear::fit_ridge(x.view(), &y, Some(1e-8));
+        let m = Linear::fit_ridge(x.view(), &y, Some(1e-8), &[]);
         let (mut at9, mut at90) = ([0.0], [0.0]);
         m.raw_row(&[9.0], &mut at9);
         m.raw_row(&[90.0], &mut at90);
@@ -404,8 +461,39 @@ mod tests {
         assert!(!m.log[0]);
         // 1, 1, 1, 1, 100: skewness 1.5 > 0.75 and non-negative, so fitted on ln(1 + x).
         let x = array![[1.0], [1.0], [1.0], [1.0], [100.0]];
-        let m = Linear::fit_ridge(x.view(), &[0.0, 0.0, 0.0, 0.0, 1.0], None);
+        let m = Linear::fit_ridge(x.view(), &[0.0, 0.0, 0.0, 0.0, 1.0], None, &[]);
         assert!(m.log[0]);
         assert_eq!((m.lo[0], m.hi[0]), (1.0, 100.0));
+    }
+
+    #[test]
+    fn ridge_clamps_measured_inputs_to_their_percentiles_and_logistic_to_extremes() {
+        // 0..=199 and one row at 10,000: 201 rows, so the 1st percentile is rank
+        // round(200 · 0.01) = 2 and the 99th rank 198 (the value 198).
+        let mut v: Vec<f64> = (0..200).map(f64::from).collect();
+        v.push(10_000.0);
+        let x = ndarray::Array2::from_shape_vec((v.len(), 1), v.clone()).unwrap();
+        let y: Vec<f64> = v.iter().map(|a| a.min(199.0)).collect();
+        let m = Linear::fit_ridge(x.view(), &y, Some(1e-8), &[]);
+        assert_eq!((m.lo[0], m.hi[0]), (2.0, 198.0));
+        // Clamped before the skewness test: 2..=198 is not skewed, 0..=10,000 would be.
+        assert!(!m.log[0]);
+        let classes: Vec<usize> = v.iter().map(|&a| usize::from(a >= 100.0)).collect();
+        let m = Linear::fit_logistic(x.view(), &classes, 2, 1.0, &[]);
+        assert_eq!((m.lo[0], m.hi[0]), (0.0, 10_000.0));
+    }
+
+    #[test]
+    fn a_code_is_only_centred() {
+        // Column 0 a code (skewed, non-negative: a measured input would be logged), column 1
+        // the same values measured: the code keeps its units and its full range.
+        let codes = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0];
+        let x = ndarray::Array2::from_shape_fn((codes.len(), 2), |(i, _)| codes[i]);
+        let y: Vec<f64> = codes.to_vec();
+        let m = Linear::fit_ridge(x.view(), &y, None, &[InputKind::Code, InputKind::Measured]);
+        assert!(!m.log[0] && m.log[1]);
+        assert_eq!((m.mean[0], m.scale[0]), (1.2, 1.0));
+        assert_eq!((m.lo[0], m.hi[0]), (1.0, 3.0));
+        assert!(m.scale[1] != 1.0);
     }
 }

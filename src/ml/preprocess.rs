@@ -116,6 +116,18 @@ impl Preprocessor {
         }
     }
 
+    /// Whether each encoded feature is a categorical's ordinal code (not a number, not a one-hot
+    /// slot).
+    pub fn ordinal_codes(&self) -> Vec<bool> {
+        self.columns
+            .iter()
+            .flat_map(|c| {
+                let code = !self.one_hot && matches!(c, ColumnPrep::Categorical { .. });
+                std::iter::repeat_n(code, self.width(c))
+            })
+            .collect()
+    }
+
     fn encode(&self, col: &ColumnPrep, cell: Cell, out: &mut [f64]) {
         match col {
             ColumnPrep::Numeric { median, .. } => {

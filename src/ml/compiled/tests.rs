@@ -94,12 +94,12 @@ fn compiled_trees_give_the_same_bits() {
             n_rounds: 30,
             ..ModelConfig::default()
         };
-        let r = LearnerParams(cfg.clone())
+        let r = LearnerParams::new(cfg.clone())
             .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
             .expect("fits");
         let names = same_bits_in_every_layout(&r.model, &x, &format!("{kind:?}"));
         assert!(names.len() >= 2, "{kind:?}: by ranks too: {names:?}");
-        let m = LearnerParams(cfg)
+        let m = LearnerParams::new(cfg)
             .fit(&Dataset::new(x.clone(), Array1::from(c.clone())))
             .expect("fits");
         assert!(m.model.n_outputs() > 1, "{kind:?}: three classes");
@@ -124,7 +124,7 @@ fn missing_values_go_right_as_in_training_code() {
             n_iter_no_change: 0,
             ..ModelConfig::default()
         };
-        let r = LearnerParams(cfg)
+        let r = LearnerParams::new(cfg)
             .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
             .expect("fits");
         let names = same_bits_in_every_layout(&r.model, &nan, "NaN");
@@ -162,10 +162,10 @@ fn boosted_trees_are_masks_deep_ones_ranked_with_the_same_bits() {
             n_iter_no_change: 0,
             ..ModelConfig::default()
         };
-        let r = LearnerParams(cfg.clone())
+        let r = LearnerParams::new(cfg.clone())
             .fit(&Dataset::new(x.clone(), Array1::from(y.clone())))
             .expect("fits");
-        let m = LearnerParams(cfg)
+        let m = LearnerParams::new(cfg)
             .fit(&Dataset::new(x.clone(), Array1::from(c.clone())))
             .expect("fits");
         let names = same_bits_in_every_layout(&r.model, x, &format!("depth {depth}"));
@@ -248,7 +248,7 @@ fn trees_on_many_features_are_walked() {
         min_samples_leaf: Some(1),
         ..ModelConfig::default()
     };
-    let r = LearnerParams(cfg)
+    let r = LearnerParams::new(cfg)
         .fit(&Dataset::new(x.clone(), Array1::from(y)))
         .expect("fits");
     let names = same_bits_in_every_layout(&r.model, &x, "40 features");
@@ -331,10 +331,10 @@ fn a_tree_no_rank_can_express_keeps_its_thresholds() {
 /// A regression and a classification model of `cfg` on `n` rows of [`data`], and those rows.
 fn fit_both(cfg: ModelConfig, n: usize) -> (Array2<f64>, [Model; 2]) {
     let (x, y, c) = data(n);
-    let r = LearnerParams(cfg.clone())
+    let r = LearnerParams::new(cfg.clone())
         .fit(&Dataset::new(x.clone(), Array1::from(y)))
         .expect("fits");
-    let m = LearnerParams(cfg)
+    let m = LearnerParams::new(cfg)
         .fit(&Dataset::new(x.clone(), Array1::from(c)))
         .expect("fits");
     (x, [r.model, m.model])

@@ -57,6 +57,7 @@ impl Pipeline {
             };
             folds.push(BoostFold {
                 x,
+                inputs: shell.line_inputs(),
                 y,
                 n_fit,
                 held: held_rows,

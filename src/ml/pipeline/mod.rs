@@ -11,6 +11,7 @@ use super::config::{Kind, ModelConfig, Target};
 use super::data::{Labels, Rows, Table, Task};
 use super::error::{MlError, Result};
 use super::learner::{Classifier, FoldLabels, LearnerParams, Model, Regressor};
+use super::linear::InputKind;
 use super::metrics::Predictions;
 use super::preprocess::Preprocessor;
 use super::schema::Schema;
@@ -201,7 +202,7 @@ impl Pipeline {
     /// Fit one given kind (never `auto`).
     fn fit_kind(train: &Table, cfg: &ModelConfig, meta: ModelMeta) -> Result<Pipeline> {
         let (shell, x, y) = Pipeline::prepare(train, cfg, meta)?;
-        let params = LearnerParams(cfg.clone());
+        let params = LearnerParams::new(cfg.clone()).inputs(shell.line_inputs());
         let learner = match y {
             FoldLabels::Regression(y) => {
                 Learner::Regressor(params.fit(&Dataset::new(x, Array1::from(y)))?)
@@ -211,6 +212,25 @@ impl Pipeline {
             }
         };
         Ok(Pipeline { learner, ..shell })
+    }
+
+    /// How a line takes each encoded input: a categorical's code is a smoothed mean of the
+    /// fitted label (regression) or of the class-1 indicator (two classes), so it is taken as
+    /// such ([`InputKind::Code`]); numbers and codes that rank levels by frequency (three
+    /// classes or more) are measured values.
+    fn line_inputs(&self) -> Vec<InputKind> {
+        let by_label = self.task == Task::Regression || self.classes.len() == 2;
+        self.prep
+            .ordinal_codes()
+            .into_iter()
+            .map(|code| {
+                if code && by_label {
+                    InputKind::Code
+                } else {
+                    InputKind::Measured
+                }
+            })
+            .collect()
     }
 
     /// Everything of a fit but the learner: the label transform, classes and preprocessing
@@ -573,5 +593,53 @@ mod tests {
         let err = Pipeline::from_bytes(&bad.to_bytes().expect("bytes"))
             .expect_err("a 2^40-feature model loaded");
         assert!(err.to_string().contains("inconsistent model"), "{err}");
+    }
+
+    fn table(task: Task, classes: usize) -> Table {
+        let mut csv = String::from("a,b,y\n");
+        for i in 0..60 {
+            csv.push_str(&format!(
+                "{},{},{}\n",
+                i % 7,
+                ["x", "y", "z"][i % 3],
+                i % classes
+            ));
+        }
+        let spec = DataSpec {
+            label: "y".into(),
+            task,
+            drop: vec![],
+        };
+        parse_csv("test".as_ref(), csv.as_bytes(), &spec).expect("a table")
+    }
+
+    #[test]
+    fn a_line_takes_codes_by_the_label_as_codes_and_ranks_as_measured() {
+        let shell = |task, classes, kind| {
+            let cfg = ModelConfig {
+                kind,
+                ..ModelConfig::default()
+            };
+            let (p, _, _) = Pipeline::prepare(&table(task, classes), &cfg, ModelMeta::default())
+                .expect("prepared");
+            p.line_inputs()
+        };
+        use InputKind::{Code, Measured};
+        // Column a is a number, b a categorical.
+        assert_eq!(shell(Task::Regression, 5, Kind::Hybrid), [Measured, Code]);
+        assert_eq!(
+            shell(Task::Classification, 2, Kind::Hybrid),
+            [Measured, Code]
+        );
+        // Three classes: b's code ranks its levels by frequency.
+        assert_eq!(
+            shell(Task::Classification, 3, Kind::Hybrid),
+            [Measured, Measured]
+        );
+        // One-hot slots (linear) are measured.
+        assert_eq!(
+            shell(Task::Regression, 5, Kind::Linear),
+            [Measured, Measured, Measured, Measured]
+        );
     }
 }
