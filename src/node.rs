@@ -120,7 +120,7 @@ fn start_model(
         valid_fraction: d.valid_fraction,
         seed: d.seed,
         model: settings.model.clone(),
-        drift_bins: settings.drift.bins,
+        drift_bins: settings.drift.enabled.then_some(settings.drift.bins),
     });
     let slot = ModelSlot::default();
     let actor = ModelActor::new(

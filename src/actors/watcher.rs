@@ -377,10 +377,10 @@ fn poll(
         return polled;
     }
     polled.outcome = (|| {
-        let reference = current
-            .reference
-            .as_ref()
-            .ok_or("the model has no drift reference (trained by an older version)")?;
+        let reference = current.reference.as_ref().ok_or(
+            "the model has no drift reference (trained with drift detection off, or by an \
+                 older version): train again to build one",
+        )?;
         let mut text = polled.header.clone();
         text.extend_from_slice(&polled.pending);
         let table = parse_csv(origin.as_ref(), &text, &source.spec).map_err(|e| e.to_string())?;

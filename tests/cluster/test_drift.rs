@@ -269,6 +269,63 @@ fn a_half_written_line_is_read_once_complete() {
     assert_eq!(d["report"]["rows"], 1, "{d}");
 }
 
+/// With drift detection off a node builds no drift reference. Restarted with it on, the
+/// watcher says so instead of checking, until a training builds one.
+#[test]
+fn a_model_trained_with_drift_off_has_no_reference_until_trained_again() {
+    let dir = TestDir::new("no-reference");
+    let shard = dir.path().join("s.csv");
+    gen(&shard, 500, 9, 0.0, false);
+    let off = NodeSpec::new("n1").toml(&data_toml(&shard, "enabled = false"));
+    let mut node = Node::start(&dir, off);
+    let v1 = wait_for_model(&mut node, Duration::from_secs(20));
+    let d = node.command("drift");
+    assert!(
+        d["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("watches no shard")),
+        "{d}"
+    );
+
+    let on = NodeSpec::new("n1").toml(&data_toml(&shard, "check_interval_ms = 200\nmin_rows = 1"));
+    dir.write("n1.toml", &on.to_toml(dir.path()));
+    node.restart();
+    assert_eq!(
+        version(&mut node),
+        Some(v1),
+        "the persisted model was not kept"
+    );
+    let text = std::fs::read_to_string(&shard).expect("shard");
+    let last = text.lines().last().expect("a row").to_string();
+    append(&shard, &format!("{last}\n"));
+    let mut d = Value::Null;
+    let said = wait_until(Duration::from_secs(10), || {
+        d = node.command("drift");
+        d["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no drift reference"))
+    });
+    assert!(said, "{d}");
+
+    let trained = node.command("train");
+    assert_eq!(trained["ok"], true, "{trained}");
+    append(&shard, &format!("{last}\n"));
+    let checked = wait_until(Duration::from_secs(10), || {
+        d = node.command("drift");
+        d["error"].is_null() && d["report"]["rows"].as_u64() >= Some(1)
+    });
+    assert!(checked, "{d}");
+}
+
+fn append(shard: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(shard)
+        .expect("open");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
 /// A malformed appended row is set aside and counted; the good rows after it are still checked
 /// and their drift found.
 #[test]

@@ -38,8 +38,9 @@ pub struct TrainingSource {
     pub valid_fraction: f64,
     pub seed: u64,
     pub model: ModelConfig,
-    /// Quantile bins of the drift reference built at each training.
-    pub drift_bins: usize,
+    /// Quantile bins of the drift reference built at each training; `None` (drift detection
+    /// off): no reference is built, which saves sorting every training column.
+    pub drift_bins: Option<usize>,
 }
 
 impl TrainingSource {
@@ -162,19 +163,23 @@ fn train_blocking(
     let train_ms = started.elapsed().as_millis() as u64;
     pipeline.set_train_ms(train_ms);
     // The validation split is predicted once: for the model's scores and its drift reference.
-    let (valid_scores, reference, preds) = if valid.is_empty() {
-        (
-            None,
-            Reference::of_model(&train, &pipeline, &valid, source.drift_bins)?,
-            None,
-        )
-    } else {
-        let preds = pipeline.predict_table(&valid)?;
-        let reference = Reference::of_predictions(&train, &valid, &preds, source.drift_bins)?;
-        (Some(score(valid.labels(), &preds)?), reference, Some(preds))
+    let preds = (!valid.is_empty())
+        .then(|| pipeline.predict_table(&valid))
+        .transpose()?;
+    let valid_scores = preds
+        .as_ref()
+        .map(|p| score(valid.labels(), p))
+        .transpose()?;
+    let reference = match (source.drift_bins, &preds) {
+        (None, _) => None,
+        (Some(bins), Some(p)) => Some(Reference::of_predictions(&train, &valid, p, bins)?),
+        (Some(bins), None) => Some(Reference::of_model(&train, &pipeline, &valid, bins)?),
     };
     let bytes = Bytes::from(pipeline.to_bytes()?);
-    let reference_bytes = Bytes::from(reference.to_bytes()?);
+    let reference_bytes = reference
+        .as_ref()
+        .map(|r| r.to_bytes().map(Bytes::from))
+        .transpose()?;
     let summary = ModelSummary {
         node: source.node.clone(),
         version,
@@ -189,7 +194,7 @@ fn train_blocking(
         summary: summary.clone(),
         model: bytes.clone(),
         watermark: watermark.clone(),
-        reference: Some(reference_bytes),
+        reference: reference_bytes,
     };
     let swap = match &gate {
         Some((g, champion)) => {
@@ -217,7 +222,7 @@ fn train_blocking(
         store.save(ticket, &stored)?;
     }
     let current = Current {
-        reference: Some(Arc::new(reference)),
+        reference: reference.map(Arc::new),
         weight: weight_of(summary.valid.as_ref()),
         pipeline,
         bytes,
