@@ -42,6 +42,10 @@ pub const MIN_PARALLEL_WORK: usize = 1 << 14;
 /// boosting round come microseconds apart, and a wake-up from sleep costs more than that.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// Polls between two readings of the clock while a helper spins (a poll is a load and a pause:
+/// tens of nanoseconds).
+const SPIN_CHECK: u32 = 64;
+
 /// One parallel call: pieces `0..n` of `f`, claimed one at a time by whoever is free.
 struct Batch {
     /// The caller's closure with its lifetime erased; see [`run`] for why that is sound.
@@ -158,9 +162,15 @@ fn helper(shared: &Shared) {
     IS_HELPER.with(|h| h.set(true));
     let mut seen = 0u64;
     loop {
-        // Poll briefly, then sleep until the generation moves.
+        // Poll briefly, then sleep until the generation moves. The clock is read once per
+        // SPIN_CHECK polls: reading it on every poll cost more than the polling.
         let start = Instant::now();
-        while shared.generation.load(Ordering::Acquire) == seen && start.elapsed() < SPIN {
+        let mut polls = 0u32;
+        while shared.generation.load(Ordering::Acquire) == seen {
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(SPIN_CHECK) && start.elapsed() >= SPIN {
+                break;
+            }
             std::hint::spin_loop();
         }
         let batch = {
