@@ -1,7 +1,8 @@
 //! Ridge regression and L2-regularized logistic regression (one-vs-rest for more than two
-//! classes). A measured input is first clamped to its training range (for ridge, the range of
-//! its 1st to 99th percentile: least squares lets a few extreme rows tilt the whole line) and,
-//! when it is non-negative and right-skewed, taken as `ln(1 + x)`; then standardized with the
+//! classes). A measured input is first clamped to its training range (for ridge, also to
+//! Tukey's fences, 1.5 interquartile ranges beyond the quartiles: least squares lets a few
+//! outlying rows tilt the whole line) and, when it is non-negative and right-skewed, taken as
+//! `ln(1 + x)`; then standardized with the
 //! training mean and standard deviation. A categorical's code ([`InputKind::Code`]) is already a
 //! smoothed mean of the fitted label: it is only centred, so that the penalty shrinks a column
 //! whose levels barely differ instead of blowing it up to unit variance. Regularized always:
@@ -15,9 +16,10 @@ use serde::{Deserialize, Serialize};
 /// Skewness above which a non-negative input is taken as `ln(1 + x)` (the label rule's threshold).
 const SKEWED: f64 = 0.75;
 
-/// Share of a measured input's training values at each end that ridge clamps to the percentile:
-/// the 1st and 99th percentiles bound it.
-const WINSOR: f64 = 0.01;
+/// Tukey's fences for ridge's measured inputs: this many interquartile ranges below the first
+/// quartile and above the third. A column whose quartiles coincide (mostly zeros, one-hot) keeps
+/// its extremes: its rare values are the signal, not outliers.
+const FENCE_IQR: f64 = 1.5;
 
 /// How the line takes one input column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,8 +43,8 @@ const LOO_ROWS: usize = 4_000;
 /// `t_f(v) = clamp(v, lo[f], hi[f])`, then `ln(1 + ·)` where `log[f]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Linear {
-    /// Range each input is clamped to, from training (its extremes, or for ridge its 1st and 99th
-    /// percentiles): a value beyond anything training saw (a living area twice the shard's
+    /// Range each input is clamped to, from training (its extremes, for ridge within Tukey's
+    /// fences): a value beyond anything training saw (a living area twice the shard's
     /// largest) would otherwise extend a straight line into an absurd prediction.
     pub lo: Vec<f64>,
     pub hi: Vec<f64>,
@@ -84,9 +86,9 @@ impl Linear {
     }
 
     /// The input transform fitted on `x` (no weights yet) and the transformed rows. `inputs`
-    /// says how each column is taken (missing entries: measured); `winsor` clamps measured
-    /// inputs to their [`WINSOR`] percentiles rather than to their extremes.
-    fn prepare(x: ArrayView2<f64>, inputs: &[InputKind], winsor: bool) -> (Linear, Vec<Vec<f64>>) {
+    /// says how each column is taken (missing entries: measured); `fences` clamps measured
+    /// inputs to Tukey's fences ([`FENCE_IQR`]) where those lie within their extremes.
+    fn prepare(x: ArrayView2<f64>, inputs: &[InputKind], fences: bool) -> (Linear, Vec<Vec<f64>>) {
         let (n, p) = x.dim();
         let mut m = Linear {
             lo: vec![0.0; p],
@@ -101,28 +103,22 @@ impl Linear {
         for f in 0..p {
             let c = x.column(f);
             let code = inputs.get(f) == Some(&InputKind::Code);
-            let cut = if winsor && !code {
-                ((n.saturating_sub(1)) as f64 * WINSOR).round() as usize
-            } else {
-                0
-            };
-            (m.lo[f], m.hi[f]) = if n == 0 {
-                (0.0, 0.0)
-            } else if cut == 0 {
-                let lo = c.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                if lo <= hi {
-                    (lo, hi)
-                } else {
-                    (0.0, 0.0)
-                }
-            } else {
+            let lo = c.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (m.lo[f], m.hi[f]) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+            if fences && !code && n >= 4 {
                 sorted.clear();
                 sorted.extend(c.iter().copied());
-                let lo = *sorted.select_nth_unstable_by(cut, f64::total_cmp).1;
-                let hi = *sorted.select_nth_unstable_by(n - 1 - cut, f64::total_cmp).1;
-                (lo, hi)
-            };
+                let q1 = *sorted.select_nth_unstable_by((n - 1) / 4, f64::total_cmp).1;
+                let q3 = *sorted
+                    .select_nth_unstable_by(3 * (n - 1) / 4, f64::total_cmp)
+                    .1;
+                let iqr = q3 - q1;
+                if iqr > 0.0 {
+                    m.lo[f] = m.lo[f].max(q1 - FENCE_IQR * iqr);
+                    m.hi[f] = m.hi[f].min(q3 + FENCE_IQR * iqr);
+                }
+            }
             let mut t: Vec<f64> = c.iter().map(|&v| m.input(f, v)).collect();
             if !code && m.lo[f] >= 0.0 && skewness(t.iter().copied(), n) > SKEWED {
                 m.log[f] = true;
@@ -467,20 +463,35 @@ mod tests {
     }
 
     #[test]
-    fn ridge_clamps_measured_inputs_to_their_percentiles_and_logistic_to_extremes() {
-        // 0..=199 and one row at 10,000: 201 rows, so the 1st percentile is rank
-        // round(200 · 0.01) = 2 and the 99th rank 198 (the value 198).
+    fn ridge_clamps_measured_inputs_to_tukeys_fences_and_logistic_to_extremes() {
+        // 0..=199 and one row at 10,000: 201 rows, quartiles 50 and 150 (ranks 50 and 150),
+        // fences 50 − 150 = −100 (below the minimum, so 0 stays) and 150 + 150 = 300.
         let mut v: Vec<f64> = (0..200).map(f64::from).collect();
         v.push(10_000.0);
         let x = ndarray::Array2::from_shape_vec((v.len(), 1), v.clone()).unwrap();
         let y: Vec<f64> = v.iter().map(|a| a.min(199.0)).collect();
         let m = Linear::fit_ridge(x.view(), &y, Some(1e-8), &[]);
-        assert_eq!((m.lo[0], m.hi[0]), (2.0, 198.0));
-        // Clamped before the skewness test: 2..=198 is not skewed, 0..=10,000 would be.
+        assert_eq!((m.lo[0], m.hi[0]), (0.0, 300.0));
+        // Clamped before the skewness test: 0..=199 and 300 is not skewed, up to 10,000 would be.
         assert!(!m.log[0]);
         let classes: Vec<usize> = v.iter().map(|&a| usize::from(a >= 100.0)).collect();
         let m = Linear::fit_logistic(x.view(), &classes, 2, 1.0, &[]);
         assert_eq!((m.lo[0], m.hi[0]), (0.0, 10_000.0));
+        // Evenly spread values have nothing beyond the fences; mostly zeros (quartiles equal)
+        // keep their rare values.
+        let spread = ndarray::Array2::from_shape_fn((100, 2), |(i, f)| {
+            if f == 0 {
+                i as f64
+            } else {
+                f64::from(u8::from(i % 10 == 0)) * 50.0
+            }
+        });
+        let y: Vec<f64> = (0..100).map(f64::from).collect();
+        let m = Linear::fit_ridge(spread.view(), &y, Some(1.0), &[]);
+        assert_eq!(
+            (m.lo.clone(), m.hi.clone()),
+            (vec![0.0, 0.0], vec![99.0, 50.0])
+        );
     }
 
     #[test]
