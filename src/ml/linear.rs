@@ -99,6 +99,7 @@ impl Linear {
             weights: Vec::new(),
             bias: Vec::new(),
         };
+        let mut z = vec![vec![0.0; p]; n];
         let mut sorted: Vec<f64> = Vec::with_capacity(n);
         for f in 0..p {
             let c = x.column(f);
@@ -128,14 +129,11 @@ impl Linear {
             let v = t.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / n as f64;
             m.mean[f] = mean;
             m.scale[f] = if !code && v > 1e-12 { v.sqrt() } else { 1.0 };
+            // `t` holds each value as `m.input` takes it: the rows are written from it.
+            for (row, a) in z.iter_mut().zip(&t) {
+                row[f] = (a - mean) / m.scale[f];
+            }
         }
-        let z = (0..n)
-            .map(|i| {
-                (0..p)
-                    .map(|f| (m.input(f, x[[i, f]]) - m.mean[f]) / m.scale[f])
-                    .collect()
-            })
-            .collect();
         (m, z)
     }
 
