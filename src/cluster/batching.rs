@@ -37,6 +37,8 @@ struct Waiting {
 }
 
 struct Queue {
+    /// The member's id, for errors.
+    id: Rc<str>,
     member: Rc<dyn Member>,
     waiting: Vec<Waiting>,
     rows: usize,
@@ -67,7 +69,8 @@ impl Batcher {
     }
 
     /// Predicts `rows` with `to`'s model, in a frame shared with whatever else waits for it;
-    /// the answer covers exactly `rows`. Waits at most `deadline`.
+    /// the answer covers exactly `rows`. Waits at most `deadline` once its frame is sent (the
+    /// frame goes at most `batch_delay_us` after it is queued).
     pub async fn predict(
         self: &Rc<Self>,
         to: &Asked,
@@ -75,7 +78,7 @@ impl Batcher {
         deadline: Duration,
     ) -> Result<Response> {
         if self.settings.max_rows <= 1 {
-            return to.member.predict(&Batch::new(rows), deadline).await;
+            return within(deadline, &to.id, to.member.predict(&Batch::new(rows))).await;
         }
         let (reply, answer) = oneshot::channel();
         self.enqueue(
@@ -86,33 +89,38 @@ impl Batcher {
                 reply,
             },
         );
-        match tokio::time::timeout(deadline, answer).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(Error::Closed(format!(
+        // The frame's own deadline bounds this wait: frames only join requests of one deadline.
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Closed(format!(
                 "the batch for {} was dropped",
                 to.id
-            ))),
-            Err(_) => Err(Error::Timeout(format!(
-                "no answer from {} within {} ms",
-                to.id,
-                deadline.as_millis()
-            ))),
-        }
+            )))
+        })
     }
 
     fn enqueue(self: &Rc<Self>, to: &Asked, w: Waiting) {
         let mut queues = self.queues.borrow_mut();
-        let q = queues.entry(to.id.clone()).or_insert_with(|| Queue {
-            member: to.member.clone(),
-            waiting: Vec::new(),
-            rows: 0,
-        });
+        if !queues.contains_key(&to.id) {
+            queues.insert(
+                to.id.clone(),
+                Queue {
+                    id: to.id.as_str().into(),
+                    member: to.member.clone(),
+                    waiting: Vec::new(),
+                    rows: 0,
+                },
+            );
+        }
+        let Some(q) = queues.get_mut(&to.id) else {
+            return;
+        };
         // The newest handle: a member that reconnected is reached through its new link.
         q.member = to.member.clone();
         q.rows += w.rows.len();
         q.waiting.push(w);
         if q.rows >= self.settings.max_rows {
-            let frames = self.frames(q.member.clone(), std::mem::take(&mut q.waiting));
+            let waiting = std::mem::take(&mut q.waiting);
+            let frames = self.frames(q, waiting);
             q.rows = 0;
             drop(queues);
             actix_rt::spawn(send_frames(frames));
@@ -144,7 +152,7 @@ impl Batcher {
                 } else {
                     &mut frames
                 };
-                to.extend(self.frames(q.member.clone(), waiting));
+                to.extend(self.frames(q, waiting));
             }
         }
         frames.extend(mine);
@@ -153,56 +161,81 @@ impl Batcher {
         }
     }
 
-    /// `waiting` in frames of at most `max_rows` rows of one schema each.
-    fn frames(&self, member: Rc<dyn Member>, waiting: Vec<Waiting>) -> Vec<Frame> {
+    /// `waiting` in frames of at most `max_rows` rows of one schema and one deadline each.
+    fn frames(&self, q: &Queue, waiting: Vec<Waiting>) -> Vec<Frame> {
         let mut frames = Vec::new();
         let mut frame: Vec<Waiting> = Vec::new();
         let mut rows = 0;
+        let close = |frame: Vec<Waiting>| Frame {
+            id: q.id.clone(),
+            member: q.member.clone(),
+            waiting: frame,
+        };
         for w in waiting {
             let fits = frame
                 .first()
-                .is_some_and(|f| f.rows.schema() == w.rows.schema())
+                .is_some_and(|f| f.rows.schema() == w.rows.schema() && f.deadline == w.deadline)
                 && rows + w.rows.len() <= self.settings.max_rows;
             if !frame.is_empty() && !fits {
-                frames.push((member.clone(), std::mem::take(&mut frame)));
+                frames.push(close(std::mem::take(&mut frame)));
                 rows = 0;
             }
             rows += w.rows.len();
             frame.push(w);
         }
         if !frame.is_empty() {
-            frames.push((member, frame));
+            frames.push(close(frame));
         }
         frames
     }
 }
 
-/// A member and the requests that go to it in one frame.
-type Frame = (Rc<dyn Member>, Vec<Waiting>);
+/// A member and the requests that go to it in one frame (all with the same deadline).
+struct Frame {
+    id: Rc<str>,
+    member: Rc<dyn Member>,
+    waiting: Vec<Waiting>,
+}
+
+/// `answer`, or a timeout error once `deadline` has passed.
+async fn within(
+    deadline: Duration,
+    id: &str,
+    answer: impl std::future::Future<Output = Result<Response>>,
+) -> Result<Response> {
+    tokio::time::timeout(deadline, answer)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Timeout(format!(
+                "no answer from {id} within {} ms",
+                deadline.as_millis()
+            )))
+        })
+}
 
 /// Sends `frames`, in order, and waits for all their answers.
 async fn send_frames(frames: Vec<Frame>) {
-    futures::future::join_all(
-        frames
-            .into_iter()
-            .map(|(member, frame)| send(member, frame)),
-    )
-    .await;
+    futures::future::join_all(frames.into_iter().map(send)).await;
 }
 
 /// One frame: the rows of every waiting request, the answer split back to each.
-async fn send(member: Rc<dyn Member>, mut frame: Vec<Waiting>) {
-    let deadline = frame.iter().map(|w| w.deadline).max().unwrap_or_default();
-    if frame.len() == 1 {
-        if let Some(w) = frame.pop() {
-            let answer = member.predict(&Batch::new(w.rows), deadline).await;
+async fn send(frame: Frame) {
+    let Frame {
+        id,
+        member,
+        mut waiting,
+    } = frame;
+    let deadline = waiting.first().map(|w| w.deadline).unwrap_or_default();
+    if waiting.len() == 1 {
+        if let Some(w) = waiting.pop() {
+            let answer = within(deadline, &id, member.predict(&Batch::new(w.rows))).await;
             let _ = w.reply.send(answer);
         }
         return;
     }
-    let parts: Vec<&TypedRows> = frame.iter().map(|w| &w.rows).collect();
+    let parts: Vec<&TypedRows> = waiting.iter().map(|w| &w.rows).collect();
     let Some(rows) = TypedRows::concat(&parts) else {
-        for w in frame {
+        for w in waiting {
             let _ = w
                 .reply
                 .send(Err(Error::Other("rows of different schemas".into())));
@@ -210,9 +243,9 @@ async fn send(member: Rc<dyn Member>, mut frame: Vec<Waiting>) {
         return;
     };
     let total = rows.len();
-    let answer = member.predict(&Batch::new(rows), deadline).await;
+    let answer = within(deadline, &id, member.predict(&Batch::new(rows))).await;
     let mut at = 0;
-    for w in frame {
+    for w in waiting {
         let range = at..at + w.rows.len();
         at = range.end;
         let mine = match &answer {
@@ -272,11 +305,7 @@ mod tests {
             futures::future::ready(Err(Error::Other("not used".into()))).boxed_local()
         }
 
-        fn predict<'a>(
-            &'a self,
-            batch: &'a Batch,
-            _deadline: Duration,
-        ) -> LocalBoxFuture<'a, Result<Response>> {
+        fn predict<'a>(&'a self, batch: &'a Batch) -> LocalBoxFuture<'a, Result<Response>> {
             self.frames.set(self.frames.get() + 1);
             self.rows.borrow_mut().push(batch.len());
             if self.hangs {

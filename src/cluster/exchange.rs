@@ -178,11 +178,7 @@ mod tests {
             futures::future::ready(answer).boxed_local()
         }
 
-        fn predict<'a>(
-            &'a self,
-            _: &'a Batch,
-            _: Duration,
-        ) -> LocalBoxFuture<'a, Result<Response>> {
+        fn predict<'a>(&'a self, _: &'a Batch) -> LocalBoxFuture<'a, Result<Response>> {
             futures::future::ready(Ok(Response::NoModel)).boxed_local()
         }
     }

@@ -20,12 +20,9 @@ pub trait Member {
     /// Sends one request and waits for its answer, at most `deadline`.
     fn call(&self, request: Request, deadline: Duration) -> LocalBoxFuture<'_, Result<Response>>;
 
-    /// Predicts the rows of `batch` (answered by `Predictions` or `NoModel`).
-    fn predict<'a>(
-        &'a self,
-        batch: &'a Batch,
-        deadline: Duration,
-    ) -> LocalBoxFuture<'a, Result<Response>>;
+    /// Predicts the rows of `batch` (answered by `Predictions` or `NoModel`). The caller
+    /// bounds the wait (one timer for a frame, however many callers share it).
+    fn predict<'a>(&'a self, batch: &'a Batch) -> LocalBoxFuture<'a, Result<Response>>;
 }
 
 /// Rows to predict, encoded for the wire (when a remote member first needs them) once for all
@@ -62,13 +59,9 @@ impl Member for Link {
         self.request(request, deadline).boxed_local()
     }
 
-    fn predict<'a>(
-        &'a self,
-        batch: &'a Batch,
-        deadline: Duration,
-    ) -> LocalBoxFuture<'a, Result<Response>> {
+    fn predict<'a>(&'a self, batch: &'a Batch) -> LocalBoxFuture<'a, Result<Response>> {
         match batch.encoded() {
-            Ok(body) => self.request_encoded(body, deadline).boxed_local(),
+            Ok(body) => self.exchange_encoded(body).boxed_local(),
             Err(reason) => {
                 let e = Error::Other(format!("cannot encode the rows: {reason}"));
                 futures::future::ready(Err(e)).boxed_local()
@@ -90,8 +83,8 @@ pub struct Asked {
 /// coordinator aggregates identically, and the known members that cannot be reached.
 #[derive(Clone)]
 pub struct Plan {
-    pub members: Vec<Asked>,
-    pub unreachable: Vec<String>,
+    pub members: Rc<[Asked]>,
+    pub unreachable: Rc<[String]>,
     /// Deadline of one node's training or evaluation.
     pub long_deadline: Duration,
     /// Weight each node by its validation score instead of a plain mean / vote.

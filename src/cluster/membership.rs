@@ -3,6 +3,7 @@
 //! admitted, what gossip about a member that left means, who a flow asks), so they are tested
 //! without actors; `H` is whatever handle the owner keeps per peer.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
@@ -40,6 +41,17 @@ pub struct Membership<H> {
     peers: BTreeMap<String, Entry<H>>,
     /// Incarnations that left on purpose: news of them is stale.
     left: HashMap<String, u64>,
+    /// Who a flow asks, as [`Membership::ask`] last made it; dropped whenever a peer is added or
+    /// changes (every prediction asks, and the table rarely changes).
+    roster: RefCell<Option<Roster>>,
+}
+
+/// [`Membership::ask`]'s answer and what it was made for.
+struct Roster {
+    local: Rc<dyn Member>,
+    deadline: Duration,
+    members: Rc<[Asked]>,
+    unreachable: Rc<[String]>,
 }
 
 impl<H: Clone> Membership<H> {
@@ -49,7 +61,13 @@ impl<H: Clone> Membership<H> {
             max,
             peers: BTreeMap::new(),
             left: HashMap::new(),
+            roster: RefCell::new(None),
         }
+    }
+
+    /// The table changed: the next [`Membership::ask`] makes its answer again.
+    fn changed(&mut self) {
+        *self.roster.get_mut() = None;
     }
 
     pub fn me(&self) -> &NodeInfo {
@@ -105,13 +123,17 @@ impl<H: Clone> Membership<H> {
                 if relocated {
                     peer.info = node.clone();
                 }
-                match &peer.handle {
+                let admission = match &peer.handle {
                     Some(handle) => Admission::Known {
                         handle: handle.clone(),
                         relocated,
                     },
                     None => Admission::New,
+                };
+                if relocated {
+                    self.changed();
                 }
+                admission
             }
             None if full => {
                 tracing::warn!(
@@ -132,6 +154,7 @@ impl<H: Clone> Membership<H> {
 
     /// Records a new member and the handle started for it.
     pub fn insert(&mut self, node: NodeInfo, handle: H) {
+        self.changed();
         self.peers.insert(
             node.id.clone(),
             Entry {
@@ -145,6 +168,7 @@ impl<H: Clone> Membership<H> {
 
     /// A peer's new state and link; true when it went from live to not live or back.
     pub fn update(&mut self, info: NodeInfo, state: PeerState, link: Option<Link>) -> bool {
+        self.changed();
         let Some(peer) = self.peers.get_mut(&info.id) else {
             return false;
         };
@@ -157,6 +181,7 @@ impl<H: Clone> Membership<H> {
 
     /// The peer left on purpose: forget its link and handle, ignore news of that run.
     pub fn leave(&mut self, info: &NodeInfo) {
+        self.changed();
         self.left.insert(info.id.clone(), info.incarnation);
         if let Some(peer) = self.peers.get_mut(&info.id) {
             peer.state = PeerState::Left;
@@ -200,11 +225,17 @@ impl<H: Clone> Membership<H> {
 
     /// Who a flow asks: `local` (this node) and every live peer with a link, in id order; a
     /// suspect peer gets a quarter of the deadline, as it may be gone. The others known and not
-    /// left are unreachable.
-    pub fn ask(&self, local: Rc<dyn Member>, deadline: Duration) -> (Vec<Asked>, Vec<String>) {
+    /// left are unreachable. Made again only after the table changed.
+    pub fn ask(&self, local: &Rc<dyn Member>, deadline: Duration) -> (Rc<[Asked]>, Rc<[String]>) {
+        let mut roster = self.roster.borrow_mut();
+        if let Some(r) = roster.as_ref() {
+            if Rc::ptr_eq(&r.local, local) && r.deadline == deadline {
+                return (r.members.clone(), r.unreachable.clone());
+            }
+        }
         let mut members = vec![Asked {
             id: self.me.id.clone(),
-            member: local,
+            member: local.clone(),
             deadline,
         }];
         let mut unreachable = Vec::new();
@@ -224,7 +255,13 @@ impl<H: Clone> Membership<H> {
             }
         }
         members.sort_by(|a, b| a.id.cmp(&b.id));
-        (members, unreachable)
+        let r = roster.insert(Roster {
+            local: local.clone(),
+            deadline,
+            members: members.into(),
+            unreachable: unreachable.into(),
+        });
+        (r.members.clone(), r.unreachable.clone())
     }
 }
 

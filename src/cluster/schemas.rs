@@ -229,7 +229,6 @@ mod tests {
         fn predict<'a>(
             &'a self,
             _batch: &'a Batch,
-            _deadline: Duration,
         ) -> LocalBoxFuture<'a, crate::error::Result<Response>> {
             futures::future::pending().boxed_local()
         }

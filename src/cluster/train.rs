@@ -350,11 +350,7 @@ mod tests {
             futures::future::ready(answer).boxed_local()
         }
 
-        fn predict<'a>(
-            &'a self,
-            _: &'a Batch,
-            _: Duration,
-        ) -> LocalBoxFuture<'a, Result<Response>> {
+        fn predict<'a>(&'a self, _: &'a Batch) -> LocalBoxFuture<'a, Result<Response>> {
             futures::future::ready(Ok(Response::NoModel)).boxed_local()
         }
     }
@@ -369,7 +365,7 @@ mod tests {
                     deadline: Duration::from_secs(1),
                 })
                 .collect(),
-            unreachable: vec!["n9".into()],
+            unreachable: Rc::from(["n9".to_string()]),
             long_deadline: Duration::from_secs(1),
             weighted: false,
             min_quorum: None,

@@ -112,6 +112,22 @@ pub struct Link {
     inner: Arc<Inner>,
 }
 
+/// A request of [`Link::exchange`] waiting for its answer: if the wait is given up (a deadline,
+/// a dropped caller), its entry is removed so that a late answer is dropped.
+struct Waiting<'a> {
+    link: &'a Link,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.link.lock_pending().remove(&self.id);
+        }
+    }
+}
+
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Link#{}({})", self.inner.id, self.inner.peer)
@@ -215,15 +231,12 @@ impl Link {
         .await
     }
 
-    /// Like [`Link::request`], with a body encoded beforehand (one encoding for many peers).
-    pub async fn request_encoded(
-        &self,
-        body: &EncodedBody,
-        deadline: Duration,
-    ) -> Result<Response> {
+    /// Sends `body`, encoded beforehand (one encoding for many peers), and waits for its
+    /// response with no deadline of its own: the caller bounds the wait (dropping the future
+    /// forgets the request).
+    pub async fn exchange_encoded(&self, body: &EncodedBody) -> Result<Response> {
         let body = body.clone();
-        self.call(|id| Outbound::Request { id, body }, deadline)
-            .await
+        self.exchange(|id| Outbound::Request { id, body }).await
     }
 
     async fn call(
@@ -231,25 +244,31 @@ impl Link {
         frame: impl FnOnce(u64) -> Outbound,
         deadline: Duration,
     ) -> Result<Response> {
+        match tokio::time::timeout(deadline, self.exchange(frame)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Error::Timeout(format!(
+                "no answer from {} within {} ms",
+                self.inner.peer,
+                deadline.as_millis()
+            ))),
+        }
+    }
+
+    async fn exchange(&self, frame: impl FnOnce(u64) -> Outbound) -> Result<Response> {
         let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
-        if let Err(e) = self.queue(frame(id)) {
-            self.lock_pending().remove(&id);
-            return Err(e);
-        }
-        match tokio::time::timeout(deadline, rx).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err(Error::Closed(self.reason())),
-            Err(_) => {
-                self.lock_pending().remove(&id);
-                Err(Error::Timeout(format!(
-                    "no answer from {} within {} ms",
-                    self.inner.peer,
-                    deadline.as_millis()
-                )))
-            }
-        }
+        let mut waiting = Waiting {
+            link: self,
+            id,
+            answered: false,
+        };
+        // On an error here, dropping `waiting` removes the entry.
+        self.queue(frame(id))?;
+        let answer = rx.await;
+        // The reader took the entry out to answer it, or `close` cleared them all.
+        waiting.answered = true;
+        answer.map_err(|_| Error::Closed(self.reason()))
     }
 
     /// Whether the other side waits for none of our answers.
@@ -350,10 +369,12 @@ impl Link {
         mut rx: mpsc::Receiver<Outgoing>,
     ) {
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        let closed = self.inner.closed.cancelled();
+        tokio::pin!(closed);
         loop {
             let first = tokio::select! {
                 biased;
-                _ = self.inner.closed.cancelled() => break,
+                _ = &mut closed => break,
                 msg = control.recv() => match msg {
                     Some(msg) => Outgoing::Frame(Outbound::Message(msg)),
                     None => break,
@@ -410,9 +431,12 @@ impl Link {
                 event,
             })
         };
+        // Registered once: a new wait for each frame would cost a registration per frame.
+        let closed = self.inner.closed.cancelled();
+        tokio::pin!(closed);
         loop {
             let frame = tokio::select! {
-                _ = self.inner.closed.cancelled() => break,
+                _ = &mut closed => break,
                 frame = stream.next() => frame,
             };
             let msg = match frame {

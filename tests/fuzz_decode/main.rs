@@ -527,11 +527,7 @@ impl<F: Fn(u64, u64) -> Response> Member for Owner<F> {
         futures::future::ready(Ok(answer)).boxed_local()
     }
 
-    fn predict<'a>(
-        &'a self,
-        _: &'a Batch,
-        _: Duration,
-    ) -> LocalBoxFuture<'a, ClusterResult<Response>> {
+    fn predict<'a>(&'a self, _: &'a Batch) -> LocalBoxFuture<'a, ClusterResult<Response>> {
         futures::future::ready(Ok(Response::NoModel)).boxed_local()
     }
 }

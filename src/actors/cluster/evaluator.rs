@@ -2,6 +2,7 @@
 //! their owners over its member links ([`crate::cluster::evaluate`]) and scores them with its own
 //! model services. For every other request it is just this node's [`LocalModel`].
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
@@ -15,7 +16,7 @@ use crate::protocol::{ModelRef, Request, Response};
 pub(super) struct Evaluator {
     pub local: LocalModel,
     /// The live members, this node included, whose models can be fetched.
-    pub owners: Vec<Asked>,
+    pub owners: Rc<[Asked]>,
     /// Largest model accepted from an owner.
     pub max_bytes: u64,
     /// Deadline of one chunk.
@@ -44,11 +45,7 @@ impl Member for Evaluator {
         }
     }
 
-    fn predict<'a>(
-        &'a self,
-        batch: &'a Batch,
-        deadline: Duration,
-    ) -> LocalBoxFuture<'a, Result<Response>> {
-        Member::predict(&self.local, batch, deadline)
+    fn predict<'a>(&'a self, batch: &'a Batch) -> LocalBoxFuture<'a, Result<Response>> {
+        Member::predict(&self.local, batch)
     }
 }

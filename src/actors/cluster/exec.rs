@@ -18,7 +18,7 @@ use crate::answer::{
     Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, MembershipTraffic, ModelInfo,
     PeerEntry, Peers, RowsPrediction, SchemaInfo, Status,
 };
-use crate::cluster::{self, PeerState, Plan};
+use crate::cluster::{self, Asked, Member, PeerState, Plan};
 use crate::command::{self, Command, Fault};
 use crate::config::Aggregation;
 use crate::ml::Rows;
@@ -98,7 +98,7 @@ impl ClusterActor {
                 Box::pin(work.into_actor(self))
             }
             Command::PredictRows { rows, local: false } => {
-                let work = cluster::ensemble_rows(self.plan(), self.dispatch.clone(), rows);
+                let work = cluster::ensemble_rows(self.serving_plan(), self.dispatch.clone(), rows);
                 Box::pin(async move { rows_answer(work.await, 0) }.into_actor(self))
             }
             Command::PredictTyped { rows, local: true } => {
@@ -107,11 +107,11 @@ impl ClusterActor {
                 Box::pin(work.into_actor(self))
             }
             Command::PredictTyped { rows, local: false } => {
-                let work = cluster::ensemble(self.plan(), self.dispatch.clone(), rows);
+                let work = cluster::ensemble(self.serving_plan(), self.dispatch.clone(), rows);
                 Box::pin(async move { rows_answer(work.await, 0) }.into_actor(self))
             }
             Command::Schema => {
-                let (plan, schemas) = (self.plan(), self.dispatch.schemas.clone());
+                let (plan, schemas) = (self.serving_plan(), self.dispatch.schemas.clone());
                 let work = async move {
                     let (schema, complete) = schemas.refreshed(&plan.members).await;
                     Answer::Schema(SchemaInfo {
@@ -147,7 +147,8 @@ impl ClusterActor {
             }
             Command::Predict { row, explain } => {
                 let rows = Rows::from_json_object(&row);
-                let work = cluster::predict(self.plan(), self.dispatch.clone(), rows, explain);
+                let work =
+                    cluster::predict(self.serving_plan(), self.dispatch.clone(), rows, explain);
                 Box::pin(work.into_actor(self))
             }
             Command::PredictFile { input, output } => {
@@ -157,8 +158,13 @@ impl ClusterActor {
                     .as_ref()
                     .map(|d| d.label.clone())
                     .unwrap_or_else(|| "prediction".into());
-                let work =
-                    cluster::predict_file(self.plan(), self.dispatch.clone(), input, output, label);
+                let work = cluster::predict_file(
+                    self.serving_plan(),
+                    self.dispatch.clone(),
+                    input,
+                    output,
+                    label,
+                );
                 Box::pin(work.into_actor(self))
             }
             Command::Fault(target) => ready(self.fault(target)),
@@ -280,7 +286,7 @@ impl ClusterActor {
         let cluster = &self.settings.cluster;
         let (owners, _) = self
             .members
-            .ask(Rc::new(self.local.clone()), cluster.request_timeout());
+            .ask(&self.local_member, cluster.request_timeout());
         Evaluator {
             local: self.local.clone(),
             owners,
@@ -319,16 +325,12 @@ impl ClusterActor {
     }
 
     /// The members a cluster-wide flow involves.
-    fn plan(&self) -> Plan {
+    /// Who a prediction asks: this node's model and every live peer.
+    fn serving_plan(&self) -> Plan {
         let cluster = &self.settings.cluster;
-        let (mut members, unreachable) = self
+        let (members, unreachable) = self
             .members
-            .ask(Rc::new(self.local.clone()), cluster.request_timeout());
-        // This node scores its part of a cross-validation by fetching from the others.
-        let me = &self.me().id;
-        if let Some(local) = members.iter_mut().find(|m| &m.id == me) {
-            local.member = Rc::new(self.evaluator());
-        }
+            .ask(&self.local_member, cluster.request_timeout());
         Plan {
             members,
             unreachable,
@@ -336,6 +338,26 @@ impl ClusterActor {
             weighted: cluster.aggregation == Aggregation::Weighted,
             min_quorum: cluster.min_quorum,
         }
+    }
+
+    /// Who a `train` or `evaluate` asks: as [`Self::serving_plan`], with this node scoring its
+    /// part of a cross-validation by fetching from the others.
+    fn plan(&self) -> Plan {
+        let mut plan = self.serving_plan();
+        let me = &self.me().id;
+        let evaluator: Rc<dyn Member> = Rc::new(self.evaluator());
+        plan.members = plan
+            .members
+            .iter()
+            .map(|m| match &m.id == me {
+                true => Asked {
+                    member: evaluator.clone(),
+                    ..m.clone()
+                },
+                false => m.clone(),
+            })
+            .collect();
+        plan
     }
 
     /// Makes one of this node's actors fail (tests of supervision only).
@@ -388,11 +410,11 @@ impl ClusterActor {
                 ctx.spawn(answer);
             }
             Request::PredictEnsemble { rows } => {
-                let work = cluster::ensemble(self.plan(), self.dispatch.clone(), rows);
+                let work = cluster::ensemble(self.serving_plan(), self.dispatch.clone(), rows);
                 actix_rt::spawn(async move { link.respond(id, work.await) });
             }
             Request::Schema => {
-                let (plan, dispatch) = (self.plan(), self.dispatch.clone());
+                let (plan, dispatch) = (self.serving_plan(), self.dispatch.clone());
                 actix_rt::spawn(async move { link.respond(id, dispatch.schema(&plan).await) });
             }
             Request::Evaluate { models } => {

@@ -25,7 +25,7 @@ use super::supervision::{guard, Guarded, Kind, Supervision};
 use super::watcher::DataWatcher;
 use crate::answer::Answer;
 use crate::cluster::swim::{self, Event, Incarnation, Swim};
-use crate::cluster::{Admission, BatchSettings, Dispatch, Membership, PeerState};
+use crate::cluster::{Admission, BatchSettings, Dispatch, Member, Membership, PeerState};
 use crate::command::Command;
 use crate::config::{ClusterSettings, Settings};
 use crate::error::Error;
@@ -55,6 +55,9 @@ pub struct ClusterActor {
     greeting: Greeting,
     timing: Timing,
     local: LocalModel,
+    /// `local` as a member of this node's flows (one handle, so that the member table's answer
+    /// to who is asked stays valid).
+    local_member: Rc<dyn Member>,
     /// How predictions this node coordinates reach the members (schemas, batching).
     dispatch: Rc<Dispatch>,
     watcher: Option<Addr<DataWatcher>>,
@@ -118,6 +121,7 @@ impl ClusterActor {
             settings,
             greeting,
             timing,
+            local_member: Rc::new(local.clone()),
             local,
             watcher,
             supervision,

@@ -243,11 +243,7 @@ impl Member for LocalModel {
         self.serve(request).map(Ok).boxed_local()
     }
 
-    fn predict<'a>(
-        &'a self,
-        batch: &'a Batch,
-        _deadline: Duration,
-    ) -> LocalBoxFuture<'a, Result<Response>> {
+    fn predict<'a>(&'a self, batch: &'a Batch) -> LocalBoxFuture<'a, Result<Response>> {
         if batch.len() <= INLINE_ROWS {
             // After the frames this node's flows have just queued for other nodes are written:
             // they work on their share while this node works on its own.
