@@ -10,14 +10,17 @@
 #   - a 4-node House Prices cluster (the default learner on shards A-D): protocol round trips
 #     (Ping) and one-row global predictions one at a time, in turn; then IN_FLIGHT predictions
 #     in flight for LOAD_MS; then a peer frozen (SIGSTOP) and one killed (SIGKILL) under load;
-#   - the same cluster grown to each size of BENCH_NODES: one-row predictions one at a time;
+#   - a cluster of each larger size of BENCH_NODES, started beside the 4-node one: one-row
+#     predictions one at a time, BENCH_ALT_ROUNDS rounds, each round the 4-node cluster then the
+#     larger one, so that both sizes are measured in the same moments of the machine;
 #   - predict-file of each size of BENCH_PF_ROWS on a 4-node generated cluster (15 numeric
 #     features), depth-3 trees, then the default learner: rows/s, and the coordinating node's
 #     peak RSS over its RSS before (VmHWM after /proc/PID/clear_refs).
 #
 # Sizes (environment variables):
 #   BENCH_REPEATS=3            runs of each serving measure (the median is reported)
-#   BENCH_NODES="4 16"         cluster sizes (must start with 4; the cluster grows)
+#   BENCH_NODES="4 16"         cluster sizes (must start with 4)
+#   BENCH_ALT_ROUNDS=6         rounds of a larger size against the 4-node cluster (median reported)
 #   BENCH_PF_ROWS="1000000 4000000"  predict-file inputs (the first is repeated, the others run once)
 #   BENCH_SHARD_ROWS=100000    training rows per node of the predict-file clusters
 #   BENCH_FEATURES=15          feature columns of the generated data
@@ -60,6 +63,7 @@ cd "$ROOT"
 
 REPEATS=${BENCH_REPEATS:-3}
 NODES=${BENCH_NODES:-"4 16"}
+ALT_ROUNDS=${BENCH_ALT_ROUNDS:-6}
 PF_ROWS=${BENCH_PF_ROWS:-"1000000 4000000"}
 SHARD_ROWS=${BENCH_SHARD_ROWS:-100000}
 FEATURES=${BENCH_FEATURES:-15}
@@ -97,6 +101,7 @@ jq -n --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg nproc "$(nproc)" --arg
     --arg in_flight "$IN_FLIGHT" --arg load_ms "$LOAD_MS" --arg seq "$SEQ_REQUESTS" \
     --arg ping "$PING_REQUESTS" --arg repeats "$REPEATS" --arg hgb_rounds "$HGB_ROUNDS" \
     --arg pf_rows "$PF_ROWS" --arg shard_rows "$SHARD_ROWS" --arg args "$*" \
+    --arg alt_rounds "$ALT_ROUNDS" \
     --arg load_start "$LOAD_START" --arg training "$TRAINING" \
     '$ARGS.named' | save meta
 
@@ -224,7 +229,7 @@ rm -f "$TMP"/predict-*.csv
 
 # ---------------------------------------------------------------------------------------------
 # House Prices: round trips and one-row predictions at 4 nodes, throughput, a frozen and a
-# killed peer under load, then the cluster grown through NODES.
+# killed peer under load; then a cluster of each larger size of NODES beside it.
 
 bench_hp() { "$BIN" bench "$HP_ADDR" --cluster bench "$@"; }
 
@@ -287,43 +292,51 @@ fault_phase() {
     wait_members "$HP_ADDR" 4 60
 }
 
+# hp_size_phase N ADDR: ALT_ROUNDS rounds of one-row predictions one at a time, each round on
+# the 4-node cluster and then on the N-node one at ADDR. A ratio of two sizes measured minutes
+# apart says as much about the machine's moments as about the sizes.
 hp_size_phase() {
-    local n=$1 r
+    local n=$1 addr=$2 r
     log "house prices, $n nodes: warm-up"
+    run "$BIN" bench "$addr" --cluster bench --rows-from "$HP/test.csv" --requests 500 >/dev/null
     run "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" --requests 500 >/dev/null
-    for r in $(seq "$REPEATS"); do
-        log "house prices, $n nodes: $SEQ_REQUESTS predictions, one at a time (run $r)"
-        run_json "seq_${n}_$r" "$BIN" bench "$HP_ADDR" --cluster bench --rows-from "$HP/test.csv" \
+    for r in $(seq "$ALT_ROUNDS"); do
+        log "house prices: $SEQ_REQUESTS predictions one at a time on 4 nodes, then on $n (round $r)"
+        run_json "seq_4alt${n}_$r" "$BIN" bench "$HP_ADDR" --cluster bench \
+            --rows-from "$HP/test.csv" --requests "$SEQ_REQUESTS"
+        run_json "seq_${n}_$r" "$BIN" bench "$addr" --cluster bench --rows-from "$HP/test.csv" \
             --requests "$SEQ_REQUESTS"
     done
 }
 
 HP_ADDR=127.0.0.1:$(free_port)
 HP_PIDS=()
-have=0
+for i in 1 2 3 4; do
+    seeds='[]' listen=127.0.0.1:0
+    if [ "$i" -eq 1 ]; then listen=$HP_ADDR; else seeds="[\"$HP_ADDR\"]"; fi
+    write_config "$TMP/hp-n$i.toml" "hp$i" "$listen" "$seeds" "$(hp_shard "$i")" SalePrice \
+        '["Id"]' "$DEFAULT_MODEL"
+    start_node "$TMP/hp-n$i.toml" "$TMP/logs/hp-n$i.log"
+    HP_PIDS+=("$STARTED")
+    if [ "$i" -eq 1 ]; then wait_members "$HP_ADDR" 1; fi
+done
+wait_members "$HP_ADDR" 4 120
+note "House Prices cluster, 4 nodes (configs $TMP/hp-n*.toml, node 1 at $HP_ADDR)"
+log "house prices, 4 nodes: train"
+answer=$(run "$BIN" ctl "$HP_ADDR" --cluster bench train)
+jq -e '.ok' <<<"$answer" >/dev/null || die "house prices, 4 nodes: train failed: $answer"
+measured "house prices, 4 nodes: one at a time" hp4_phase
+measured "house prices, 4 nodes: $IN_FLIGHT in flight" hp_load_phase
+measured "house prices, 4 nodes: a frozen and a killed peer" fault_phase
 for n in $NODES; do
-    while [ $have -lt "$n" ]; do
-        have=$((have + 1))
-        seeds='[]' listen=127.0.0.1:0
-        if [ $have -eq 1 ]; then listen=$HP_ADDR; else seeds="[\"$HP_ADDR\"]"; fi
-        write_config "$TMP/hp-n$have.toml" "hp$have" "$listen" "$seeds" "$(hp_shard $have)" SalePrice \
-            '["Id"]' "$DEFAULT_MODEL"
-        start_node "$TMP/hp-n$have.toml" "$TMP/logs/hp-n$have.log"
-        HP_PIDS+=("$STARTED")
-        if [ $have -eq 1 ]; then wait_members "$HP_ADDR" 1; fi
-    done
-    wait_members "$HP_ADDR" "$n" 120
-    note "House Prices cluster, $n nodes (configs $TMP/hp-n*.toml, node 1 at $HP_ADDR)"
-    log "house prices, $n nodes: train"
-    answer=$(run "$BIN" ctl "$HP_ADDR" --cluster bench train)
+    [ "$n" = 4 ] && continue
+    log "house prices, $n nodes: start and train"
+    start_cluster "hp$n" "$n" hp_shard SalePrice '["Id"]' "$DEFAULT_MODEL"
+    note "House Prices cluster, $n nodes (configs $TMP/hp$n-n*.toml, node 1 at $CLUSTER_ADDR)"
+    answer=$(run "$BIN" ctl "$CLUSTER_ADDR" --cluster bench train)
     jq -e '.ok' <<<"$answer" >/dev/null || die "house prices, $n nodes: train failed: $answer"
-    if [ "$n" = 4 ]; then
-        measured "house prices, 4 nodes: one at a time" hp4_phase
-        measured "house prices, 4 nodes: $IN_FLIGHT in flight" hp_load_phase
-        measured "house prices, 4 nodes: a frozen and a killed peer" fault_phase
-    else
-        measured "house prices, $n nodes" hp_size_phase "$n"
-    fi
+    measured "house prices, $n nodes beside 4" hp_size_phase "$n" "$CLUSTER_ADDR"
+    stop_pids "${CLUSTER_PIDS[@]}"
 done
 stop_pids "${HP_PIDS[@]}"
 
