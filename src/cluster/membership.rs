@@ -268,6 +268,78 @@ impl<H: Clone> Membership<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Batch;
+    use crate::error::Result;
+    use crate::protocol::{Request, Response};
+    use futures::future::LocalBoxFuture;
+
+    /// This node's own model, as far as the table is concerned.
+    struct Me;
+
+    impl Member for Me {
+        fn call(&self, _: Request, _: Duration) -> LocalBoxFuture<'_, Result<Response>> {
+            Box::pin(futures::future::ready(Ok(Response::NoModel)))
+        }
+
+        fn predict<'a>(&'a self, _: &'a Batch) -> LocalBoxFuture<'a, Result<Response>> {
+            Box::pin(futures::future::ready(Ok(Response::NoModel)))
+        }
+    }
+
+    /// Who a flow asks is made once and kept until the table changes in any way that matters.
+    #[test]
+    fn who_is_asked_is_kept_until_the_table_changes() {
+        let mut m: Membership<u32> = Membership::new(node("a", 1), 8);
+        let me: Rc<dyn Member> = Rc::new(Me);
+        let second = Duration::from_secs(1);
+        m.insert(node("c", 1), 2);
+        m.insert(node("b", 1), 1);
+        let (members, unreachable) = m.ask(&me, second);
+        let ids: Vec<&str> = members.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a"], "peers without a link are not asked");
+        assert_eq!(&*unreachable, ["b", "c"]);
+        let (again, again_unreachable) = m.ask(&me, second);
+        assert!(Rc::ptr_eq(&members, &again) && Rc::ptr_eq(&unreachable, &again_unreachable));
+        assert!(
+            !Rc::ptr_eq(&members, &m.ask(&me, second / 2).0),
+            "another deadline"
+        );
+        assert_eq!(m.ask(&me, second / 2).0[0].deadline, second / 2);
+        let (before, _) = m.ask(&me, second);
+        m.leave(&node("c", 1));
+        let (after, unreachable) = m.ask(&me, second);
+        assert!(!Rc::ptr_eq(&before, &after));
+        assert_eq!(
+            &*unreachable,
+            ["b"],
+            "a peer that left is neither asked nor unreachable"
+        );
+        let (before, _) = m.ask(&me, second);
+        m.update(node("b", 1), PeerState::Down, None);
+        assert!(
+            !Rc::ptr_eq(&before, &m.ask(&me, second).0),
+            "a state change"
+        );
+        let (before, _) = m.ask(&me, second);
+        assert!(matches!(
+            m.admit(&node("b", 2)),
+            Admission::Known {
+                relocated: true,
+                ..
+            }
+        ));
+        assert!(!Rc::ptr_eq(&before, &m.ask(&me, second).0), "a newer run");
+        let (before, _) = m.ask(&me, second);
+        m.insert(node("d", 1), 3);
+        let (after, unreachable) = m.ask(&me, second);
+        assert!(!Rc::ptr_eq(&before, &after));
+        assert_eq!(&*unreachable, ["b", "d"]);
+        let other: Rc<dyn Member> = Rc::new(Me);
+        assert!(
+            Rc::ptr_eq(&m.ask(&other, second).0[0].member, &other),
+            "another local member"
+        );
+    }
 
     fn node(id: &str, incarnation: u64) -> NodeInfo {
         NodeInfo {
