@@ -567,4 +567,40 @@ mod tests {
         );
         link.close("done");
     }
+
+    /// A request given up (its deadline passed, or its caller went away) leaves nothing behind
+    /// in the link's table of requests waiting for an answer.
+    #[actix_rt::test]
+    async fn a_request_given_up_is_forgotten() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let dialed = TcpStream::connect(addr).await.expect("connect");
+        // The other end never answers.
+        let (_accepted, _) = listener.accept().await.expect("accept");
+        let conn = Framed::new(Stream::Plain(dialed), FrameCodec::new(1 << 20));
+        let events = Ignore.start().recipient();
+        let link = Link::spawn(
+            conn,
+            "peer".into(),
+            "me".into(),
+            1,
+            Access::Member,
+            events,
+            None,
+        );
+        let answer = link.request(Request::Ping, Duration::from_millis(50)).await;
+        assert!(matches!(answer, Err(Error::Timeout(_))), "{answer:?}");
+        assert_eq!(link.lock_pending().len(), 0, "after a deadline");
+        let schema = crate::ml::Schema::new([]).shared();
+        let rows = crate::ml::TypedRowsBuilder::new(schema).finish();
+        let body = EncodedBody::predict(&rows).expect("encodes");
+        {
+            let waiting = link.exchange_encoded(&body);
+            futures::pin_mut!(waiting);
+            assert!(futures::poll!(waiting.as_mut()).is_pending());
+            assert_eq!(link.lock_pending().len(), 1, "while it waits");
+        }
+        assert_eq!(link.lock_pending().len(), 0, "after its caller dropped it");
+        link.close("done");
+    }
 }
