@@ -4,8 +4,9 @@
 //! A prediction joins its member's queue; the queue is sent when it holds `batch_max_rows` rows,
 //! or once the requests already in the node's hands have been queued (`batch_delay_us = 0`: a
 //! task queued behind them sends it; never a wait), or after `batch_delay_us`. This node's own
-//! model is a member like the others, so it too predicts the batch in one go. Each caller still
-//! waits at most its own deadline, whatever happens to the frame it went in.
+//! model is a member like the others, so it too predicts the batch in one go. A frame only joins
+//! requests of one deadline and its wait is bounded by it, so each caller still waits at most its
+//! own deadline once its frame is sent, whatever happens to the frame.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
