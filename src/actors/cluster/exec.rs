@@ -18,7 +18,7 @@ use crate::answer::{
     Answer, FeatureInfo, Help, Injected, Leaving, LocalTraining, MembershipTraffic, ModelInfo,
     PeerEntry, Peers, RowsPrediction, SchemaInfo, Status,
 };
-use crate::cluster::{self, Asked, Member, PeerState, Plan};
+use crate::cluster::{self, Member, PeerState, Plan};
 use crate::command::{self, Command, Fault};
 use crate::config::Aggregation;
 use crate::ml::Rows;
@@ -349,12 +349,12 @@ impl ClusterActor {
         plan.members = plan
             .members
             .iter()
-            .map(|m| match &m.id == me {
-                true => Asked {
-                    member: evaluator.clone(),
-                    ..m.clone()
-                },
-                false => m.clone(),
+            .map(|m| {
+                let mut m = m.clone();
+                if &m.id == me {
+                    m.member = evaluator.clone();
+                }
+                m
             })
             .collect();
         plan
