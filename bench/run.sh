@@ -309,18 +309,9 @@ hp_size_phase() {
     done
 }
 
-HP_ADDR=127.0.0.1:$(free_port)
-HP_PIDS=()
-for i in 1 2 3 4; do
-    seeds='[]' listen=127.0.0.1:0
-    if [ "$i" -eq 1 ]; then listen=$HP_ADDR; else seeds="[\"$HP_ADDR\"]"; fi
-    write_config "$TMP/hp-n$i.toml" "hp$i" "$listen" "$seeds" "$(hp_shard "$i")" SalePrice \
-        '["Id"]' "$DEFAULT_MODEL"
-    start_node "$TMP/hp-n$i.toml" "$TMP/logs/hp-n$i.log"
-    HP_PIDS+=("$STARTED")
-    if [ "$i" -eq 1 ]; then wait_members "$HP_ADDR" 1; fi
-done
-wait_members "$HP_ADDR" 4 120
+start_cluster hp 4 hp_shard SalePrice '["Id"]' "$DEFAULT_MODEL"
+HP_ADDR=$CLUSTER_ADDR
+HP_PIDS=("${CLUSTER_PIDS[@]}")
 note "House Prices cluster, 4 nodes (configs $TMP/hp-n*.toml, node 1 at $HP_ADDR)"
 log "house prices, 4 nodes: train"
 answer=$(run "$BIN" ctl "$HP_ADDR" --cluster bench train)

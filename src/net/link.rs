@@ -518,16 +518,15 @@ mod tests {
     }
 
     const BULK: usize = 200;
+    const MAX_FRAME: usize = 1 << 20;
 
-    /// A membership packet queued behind megabytes of bulk frames is written before them.
-    #[actix_rt::test]
-    async fn membership_packets_overtake_queued_bulk_frames() {
+    /// A link over a loopback connection, and the connection's other end.
+    async fn linked() -> (Link, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let dialed = TcpStream::connect(addr).await.expect("connect");
         let (accepted, _) = listener.accept().await.expect("accept");
-        let max = 1 << 20;
-        let conn = Framed::new(Stream::Plain(dialed), FrameCodec::new(max));
+        let conn = Framed::new(Stream::Plain(dialed), FrameCodec::new(MAX_FRAME));
         let events = Ignore.start().recipient();
         let link = Link::spawn(
             conn,
@@ -538,6 +537,13 @@ mod tests {
             events,
             None,
         );
+        (link, accepted)
+    }
+
+    /// A membership packet queued behind megabytes of bulk frames is written before them.
+    #[actix_rt::test]
+    async fn membership_packets_overtake_queued_bulk_frames() {
+        let (link, accepted) = linked().await;
         for i in 0..BULK {
             let proof = Bytes::from(vec![i as u8; 256 * 1024]);
             link.send(Message::Auth { proof }).expect("bulk queued");
@@ -546,7 +552,7 @@ mod tests {
         let probe = Bytes::from_static(b"probe");
         link.send(Message::Membership { packet: probe })
             .expect("membership packet queued");
-        let mut other = Framed::new(Stream::Plain(accepted), FrameCodec::new(max));
+        let mut other = Framed::new(Stream::Plain(accepted), FrameCodec::new(MAX_FRAME));
         let mut position = None;
         for i in 0..=BULK {
             let frame = tokio::time::timeout(Duration::from_secs(20), other.next())
@@ -572,22 +578,8 @@ mod tests {
     /// in the link's table of requests waiting for an answer.
     #[actix_rt::test]
     async fn a_request_given_up_is_forgotten() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let dialed = TcpStream::connect(addr).await.expect("connect");
         // The other end never answers.
-        let (_accepted, _) = listener.accept().await.expect("accept");
-        let conn = Framed::new(Stream::Plain(dialed), FrameCodec::new(1 << 20));
-        let events = Ignore.start().recipient();
-        let link = Link::spawn(
-            conn,
-            "peer".into(),
-            "me".into(),
-            1,
-            Access::Member,
-            events,
-            None,
-        );
+        let (link, _accepted) = linked().await;
         let answer = link.request(Request::Ping, Duration::from_millis(50)).await;
         assert!(matches!(answer, Err(Error::Timeout(_))), "{answer:?}");
         assert_eq!(link.lock_pending().len(), 0, "after a deadline");
