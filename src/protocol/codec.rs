@@ -122,6 +122,9 @@ impl Decoder for FrameCodec {
 }
 
 fn decode_body(body: Bytes) -> Result<Option<Message>, ProtocolError> {
+    if let Some(answer) = super::fastpath::predictions(&body) {
+        return Ok(Some(answer));
+    }
     decode_in(&body, || rmp_serde::from_slice(&body))
         .map(Some)
         .map_err(|e| ProtocolError::Malformed(e.to_string()))

@@ -6,6 +6,7 @@
 //! responses matched by id, heartbeats and one-way notices, in any order.
 
 mod codec;
+mod fastpath;
 mod message;
 mod packed;
 

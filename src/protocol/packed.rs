@@ -48,33 +48,43 @@ pub fn serialize<S: Serializer>(preds: &Predictions, s: S) -> Result<S::Ok, S::E
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Predictions, D::Error> {
     use serde::de::Error;
     match Packed::deserialize(d)? {
-        Packed::Regression(b) => {
-            if !b.len().is_multiple_of(8) {
-                return Err(D::Error::custom("predictions: a partial number"));
-            }
-            Ok(Predictions::Regression(
-                b.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                    .collect(),
-            ))
-        }
-        Packed::Classification { classes, codes } => {
-            if !codes.len().is_multiple_of(4) {
-                return Err(D::Error::custom("predictions: a partial class code"));
-            }
-            codes
-                .chunks_exact(4)
-                .map(|c| {
-                    let code = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
-                    classes
-                        .get(code)
-                        .cloned()
-                        .ok_or_else(|| D::Error::custom("predictions: a class code out of range"))
-                })
-                .collect::<Result<Vec<String>, D::Error>>()
-                .map(Predictions::Classification)
-        }
+        Packed::Regression(b) => regression(&b),
+        Packed::Classification { classes, codes } => classification(&classes, &codes),
     }
+    .map_err(D::Error::custom)
+}
+
+/// Numbers from their packed bytes.
+pub(super) fn regression(b: &[u8]) -> Result<Predictions, &'static str> {
+    if !b.len().is_multiple_of(8) {
+        return Err("predictions: a partial number");
+    }
+    Ok(Predictions::Regression(
+        b.chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+    ))
+}
+
+/// Classes from their names and packed codes.
+pub(super) fn classification(
+    classes: &[impl AsRef<str>],
+    codes: &[u8],
+) -> Result<Predictions, &'static str> {
+    if !codes.len().is_multiple_of(4) {
+        return Err("predictions: a partial class code");
+    }
+    codes
+        .chunks_exact(4)
+        .map(|c| {
+            let code = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
+            classes
+                .get(code)
+                .map(|k| k.as_ref().to_owned())
+                .ok_or("predictions: a class code out of range")
+        })
+        .collect::<Result<Vec<String>, _>>()
+        .map(Predictions::Classification)
 }
 
 #[cfg(test)]
