@@ -186,26 +186,30 @@ impl Encoder<Outbound> for FrameCodec {
             Outbound::Message(msg) => self.encode(msg, dst),
             Outbound::Request { id, body } => {
                 // Exactly what serializing `Message::Request { id, body }` writes:
-                // {"Request": {"id": id, "body": <body>}}.
-                let mut head = Vec::with_capacity(32);
+                // {"Request": {"id": id, "body": <body>}}, after the framing's 4-byte length.
+                let start = dst.len();
+                dst.reserve(4 + REQUEST_HEAD_MAX + body.len());
+                dst.put_u32(0);
                 let written = (|| -> Result<(), rmp::encode::ValueWriteError> {
-                    rmp::encode::write_map_len(&mut head, 1)?;
-                    rmp::encode::write_str(&mut head, "Request")?;
-                    rmp::encode::write_map_len(&mut head, 2)?;
-                    rmp::encode::write_str(&mut head, "id")?;
-                    rmp::encode::write_uint(&mut head, id)?;
-                    rmp::encode::write_str(&mut head, "body")?;
+                    let w = &mut (&mut *dst).writer();
+                    rmp::encode::write_map_len(w, 1)?;
+                    rmp::encode::write_str(w, "Request")?;
+                    rmp::encode::write_map_len(w, 2)?;
+                    rmp::encode::write_str(w, "id")?;
+                    rmp::encode::write_uint(w, id)?;
+                    rmp::encode::write_str(w, "body")?;
                     Ok(())
                 })();
-                written.map_err(|e| ProtocolError::Encode(e.to_string()))?;
-                let len = head.len() + body.len();
+                if let Err(e) = written {
+                    dst.truncate(start);
+                    return Err(ProtocolError::Encode(e.to_string()));
+                }
+                let len = dst.len() - start - 4 + body.len();
                 if len > self.max {
+                    dst.truncate(start);
                     return Err(ProtocolError::Oversized { len, max: self.max });
                 }
-                // The framing's own layout: a 4-byte big-endian length, then the body.
-                dst.reserve(4 + len);
-                dst.put_u32(len as u32);
-                dst.extend_from_slice(&head);
+                dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
                 dst.extend_from_slice(&body.head);
                 dst.extend_from_slice(&body.tail);
                 self.traffic
@@ -216,6 +220,9 @@ impl Encoder<Outbound> for FrameCodec {
         }
     }
 }
+
+/// Bytes of `{"Request": {"id": id, "body": ` at most (a 9-byte id).
+const REQUEST_HEAD_MAX: usize = 1 + 8 + 1 + 3 + 9 + 5;
 
 impl Encoder<Message> for FrameCodec {
     type Error = ProtocolError;
