@@ -6,6 +6,7 @@
 //! and the owner hears about it through a [`LinkEvent::Closed`].
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,7 +94,7 @@ struct Inner {
     tx: mpsc::Sender<Outgoing>,
     /// Membership packets and leave: written ahead of `tx`'s backlog.
     control: mpsc::Sender<Message>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    pending: Mutex<Pending>,
     next_request: AtomicU64,
     closed: CancellationToken,
     close_reason: Mutex<Option<String>>,
@@ -104,6 +105,33 @@ struct Inner {
     unanswered: AtomicU64,
     /// Bytes of the frames read and written on this connection (its codec's counts).
     traffic: Traffic,
+}
+
+/// Requests waiting for their answers, by id.
+type Pending = HashMap<u64, oneshot::Sender<Response>, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a link's request ids with one multiplication. The ids are this side's own (counted up
+/// from 0, never chosen by the peer), so SipHash's defence against chosen keys buys nothing, and
+/// it cost a lookup per answer as much as the rest of finding the waiter.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: odd, so distinct ids keep distinct low bits (the table's index),
+        // and the high bits (its tags) mix all of them.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// A cheap, cloneable handle to one connection.
@@ -157,7 +185,7 @@ impl Link {
                 access,
                 tx,
                 control,
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(Pending::default()),
                 next_request: AtomicU64::new(1),
                 closed: CancellationToken::new(),
                 close_reason: Mutex::new(None),
@@ -358,7 +386,7 @@ impl Link {
             .unwrap_or_else(|| "link closed".into())
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Response>>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
