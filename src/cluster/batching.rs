@@ -101,19 +101,15 @@ impl Batcher {
 
     fn enqueue(self: &Rc<Self>, to: &Asked, w: Waiting) {
         let mut queues = self.queues.borrow_mut();
-        if !queues.contains_key(&to.id) {
-            queues.insert(
-                to.id.clone(),
-                Queue {
-                    id: to.id.as_str().into(),
-                    member: to.member.clone(),
-                    waiting: Vec::new(),
-                    rows: 0,
-                },
-            );
-        }
-        let Some(q) = queues.get_mut(&to.id) else {
-            return;
+        // One lookup when the queue exists (always, but for a member's first request).
+        let q = match queues.get_mut(&to.id) {
+            Some(q) => q,
+            None => queues.entry(to.id.clone()).or_insert_with(|| Queue {
+                id: to.id.as_str().into(),
+                member: to.member.clone(),
+                waiting: Vec::new(),
+                rows: 0,
+            }),
         };
         // The newest handle: a member that reconnected is reached through its new link.
         q.member = to.member.clone();
@@ -121,7 +117,8 @@ impl Batcher {
         q.waiting.push(w);
         if q.rows >= self.settings.max_rows {
             let waiting = std::mem::take(&mut q.waiting);
-            let frames = self.frames(q, waiting);
+            let mut frames = Vec::new();
+            self.frames(q, waiting, &mut frames);
             q.rows = 0;
             drop(queues);
             actix_rt::spawn(send_frames(frames));
@@ -146,14 +143,14 @@ impl Batcher {
         {
             let mut queues = self.queues.borrow_mut();
             for (id, q) in queues.iter_mut().filter(|(_, q)| !q.waiting.is_empty()) {
-                q.rows = 0;
                 let waiting = std::mem::take(&mut q.waiting);
                 let to = if *id == self.me {
                     &mut mine
                 } else {
                     &mut frames
                 };
-                to.extend(self.frames(q, waiting));
+                self.frames(q, waiting, to);
+                q.rows = 0;
             }
         }
         frames.extend(mine);
@@ -162,32 +159,42 @@ impl Batcher {
         }
     }
 
-    /// `waiting` in frames of at most `max_rows` rows of one schema and one deadline each.
-    fn frames(&self, q: &Queue, waiting: Vec<Waiting>) -> Vec<Frame> {
-        let mut frames = Vec::new();
-        let mut frame: Vec<Waiting> = Vec::new();
-        let mut rows = 0;
+    /// `waiting` in frames of at most `max_rows` rows of one schema and one deadline each,
+    /// added to `out`. Requests that all fit in one frame (the usual case) keep their vector.
+    fn frames(&self, q: &Queue, waiting: Vec<Waiting>, out: &mut Vec<Frame>) {
         let close = |frame: Vec<Waiting>| Frame {
             id: q.id.clone(),
             member: q.member.clone(),
+            deadline: frame.first().map(|w| w.deadline).unwrap_or_default(),
             waiting: frame,
         };
+        let joins = |first: &Waiting, w: &Waiting| {
+            first.rows.schema() == w.rows.schema() && first.deadline == w.deadline
+        };
+        let one_frame = waiting.split_first().is_none_or(|(first, rest)| {
+            rest.iter().all(|w| joins(first, w)) && q.rows <= self.settings.max_rows
+        });
+        if one_frame {
+            if !waiting.is_empty() {
+                out.push(close(waiting));
+            }
+            return;
+        }
+        let mut frame: Vec<Waiting> = Vec::new();
+        let mut rows = 0;
         for w in waiting {
-            let fits = frame
-                .first()
-                .is_some_and(|f| f.rows.schema() == w.rows.schema() && f.deadline == w.deadline)
+            let fits = frame.first().is_some_and(|f| joins(f, &w))
                 && rows + w.rows.len() <= self.settings.max_rows;
             if !frame.is_empty() && !fits {
-                frames.push(close(std::mem::take(&mut frame)));
+                out.push(close(std::mem::take(&mut frame)));
                 rows = 0;
             }
             rows += w.rows.len();
             frame.push(w);
         }
         if !frame.is_empty() {
-            frames.push(close(frame));
+            out.push(close(frame));
         }
-        frames
     }
 }
 
@@ -195,6 +202,7 @@ impl Batcher {
 struct Frame {
     id: Rc<str>,
     member: Rc<dyn Member>,
+    deadline: Duration,
     waiting: Vec<Waiting>,
 }
 
@@ -206,37 +214,69 @@ async fn within(
 ) -> Result<Response> {
     tokio::time::timeout(deadline, answer)
         .await
-        .unwrap_or_else(|_| {
-            Err(Error::Timeout(format!(
-                "no answer from {id} within {} ms",
-                deadline.as_millis()
-            )))
-        })
+        .unwrap_or_else(|_| Err(timeout(id, deadline)))
 }
 
-/// Sends `frames`, in order, and waits for all their answers.
+fn timeout(id: &str, deadline: Duration) -> Error {
+    Error::Timeout(format!(
+        "no answer from {id} within {} ms",
+        deadline.as_millis()
+    ))
+}
+
+/// Sends `frames`, in order, and waits for all their answers: frames of one deadline under one
+/// timer (those of a flush mostly share it), so a frame costs no timer of its own.
 async fn send_frames(frames: Vec<Frame>) {
-    futures::future::join_all(frames.into_iter().map(send)).await;
+    let mut groups: Vec<(Duration, Vec<Frame>)> = Vec::new();
+    for frame in frames {
+        match groups.iter_mut().find(|(d, _)| *d == frame.deadline) {
+            Some((_, group)) => group.push(frame),
+            None => groups.push((frame.deadline, vec![frame])),
+        }
+    }
+    futures::future::join_all(groups.into_iter().map(|(deadline, frames)| async move {
+        // At the deadline the frames still waiting are dropped: their callers get a timeout.
+        let sent = futures::future::join_all(frames.into_iter().map(send));
+        let _ = tokio::time::timeout(deadline, sent).await;
+    }))
+    .await;
+}
+
+/// The requests of a frame until its answer is split back to them. Dropped before that (its
+/// wait is over), it tells each that the member did not answer in time.
+struct Unanswered {
+    id: Rc<str>,
+    deadline: Duration,
+    waiting: Vec<Waiting>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        for w in self.waiting.drain(..) {
+            let _ = w.reply.send(Err(timeout(&self.id, self.deadline)));
+        }
+    }
 }
 
 /// One frame: the rows of every waiting request, the answer split back to each.
 async fn send(frame: Frame) {
-    let Frame {
-        id,
-        member,
-        mut waiting,
-    } = frame;
-    let deadline = waiting.first().map(|w| w.deadline).unwrap_or_default();
-    if waiting.len() == 1 {
-        if let Some(w) = waiting.pop() {
-            let answer = within(deadline, &id, member.predict(&Batch::new(w.rows))).await;
+    let mut unanswered = Unanswered {
+        id: frame.id,
+        deadline: frame.deadline,
+        waiting: frame.waiting,
+    };
+    let member = frame.member;
+    if unanswered.waiting.len() == 1 {
+        let rows = unanswered.waiting[0].rows.clone();
+        let answer = member.predict(&Batch::new(rows)).await;
+        if let Some(w) = unanswered.waiting.pop() {
             let _ = w.reply.send(answer);
         }
         return;
     }
-    let parts: Vec<&TypedRows> = waiting.iter().map(|w| &w.rows).collect();
+    let parts: Vec<&TypedRows> = unanswered.waiting.iter().map(|w| &w.rows).collect();
     let Some(rows) = TypedRows::concat(&parts) else {
-        for w in waiting {
+        for w in unanswered.waiting.drain(..) {
             let _ = w
                 .reply
                 .send(Err(Error::Other("rows of different schemas".into())));
@@ -244,9 +284,9 @@ async fn send(frame: Frame) {
         return;
     };
     let total = rows.len();
-    let answer = within(deadline, &id, member.predict(&Batch::new(rows))).await;
+    let answer = member.predict(&Batch::new(rows)).await;
     let mut at = 0;
-    for w in waiting {
+    for w in unanswered.waiting.drain(..) {
         let range = at..at + w.rows.len();
         at = range.end;
         let mine = match &answer {
@@ -444,5 +484,56 @@ mod tests {
             took >= Duration::from_millis(200) && took < Duration::from_millis(400),
             "{took:?}"
         );
+    }
+
+    /// Frames sent together share a timer per deadline, yet each keeps its own outcome: an
+    /// answer arrives as soon as it is given, a hung member costs its callers their own deadline
+    /// (the short one sooner), and the error says who did not answer.
+    #[actix_rt::test]
+    async fn frames_sent_together_end_each_on_its_own_terms() {
+        let batcher = Batcher::new(
+            "me".into(),
+            BatchSettings {
+                max_rows: 4096,
+                delay: Duration::ZERO,
+            },
+        );
+        let asked = |id: &str, hangs, ms| Asked {
+            id: id.into(),
+            member: member(hangs).0,
+            deadline: Duration::from_millis(ms),
+        };
+        let members = [
+            asked("quick", false, 300),
+            asked("hung", true, 300),
+            asked("hung-short", true, 100),
+            asked("quick-short", false, 100),
+        ];
+        let started = std::time::Instant::now();
+        let asks = members.iter().map(|to| {
+            let b = batcher.clone();
+            async move {
+                let answer = b.predict(to, rows(&[3.0]), to.deadline).await;
+                (answer, started.elapsed())
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        for (to, (answer, took)) in members.iter().zip(&answers) {
+            if to.id.starts_with("quick") {
+                assert_eq!(values(answer), [6.0], "{}", to.id);
+                assert!(*took < Duration::from_millis(80), "{}: {took:?}", to.id);
+            } else {
+                let Err(Error::Timeout(reason)) = answer else {
+                    panic!("{}: {answer:?}", to.id);
+                };
+                assert!(reason.contains(&format!("from {} ", to.id)), "{reason}");
+                assert!(*took >= to.deadline, "{}: {took:?}", to.id);
+                assert!(
+                    *took < to.deadline + Duration::from_millis(150),
+                    "{}: {took:?}",
+                    to.id
+                );
+            }
+        }
     }
 }
