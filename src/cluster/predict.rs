@@ -80,7 +80,7 @@ impl Dispatch {
         let (schema, _) = self.schemas.refreshed(&plan.members).await;
         Response::Schema {
             version: 0,
-            schema: (*schema).clone(),
+            schema: Box::new((*schema).clone()),
         }
     }
 }

@@ -222,7 +222,7 @@ mod tests {
                 name: n.to_string(),
                 kind: *k,
             }));
-            let version = self.version.get();
+            let (version, schema) = (self.version.get(), Box::new(schema));
             futures::future::ready(Ok(Response::Schema { version, schema })).boxed_local()
         }
 

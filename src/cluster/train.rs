@@ -95,7 +95,7 @@ pub async fn cross_validate(plan: Plan, retrain: bool) -> Answer {
                 };
                 holders.push(Holder {
                     member,
-                    summary,
+                    summary: *summary,
                     model,
                 });
             }
@@ -174,7 +174,7 @@ async fn score(holders: &[Holder<'_>], deadline: Duration) -> Round {
         let id = &holder.member.id;
         match answer {
             Ok(Response::Evaluated { eval }) if eval.per_model.len() == holders.len() => {
-                round.splits.push((id.clone(), eval))
+                round.splits.push((id.clone(), *eval))
             }
             Ok(Response::Evaluated { eval }) => round.failed.push(Failed::new(
                 id,
@@ -325,7 +325,7 @@ mod tests {
 
     fn scored(models: usize) -> Result<Response> {
         Ok(Response::Evaluated {
-            eval: SplitEval {
+            eval: Box::new(SplitEval {
                 per_model: vec![accuracy(0.5); models],
                 ensemble: accuracy(0.5),
                 stats: SplitStats::of(
@@ -333,7 +333,7 @@ mod tests {
                     &Predictions::Classification(vec!["a".into(), "b".into()]),
                 )
                 .expect("statistics"),
-            },
+            }),
         })
     }
 
@@ -341,7 +341,7 @@ mod tests {
         fn call(&self, request: Request, _: Duration) -> LocalBoxFuture<'_, Result<Response>> {
             let answer = match request {
                 Request::Train => Ok(Response::Trained {
-                    summary: summary(self.id),
+                    summary: Box::new(summary(self.id)),
                     size: 1,
                 }),
                 Request::Evaluate { models } => (self.evaluated)(&models),

@@ -21,10 +21,14 @@ use super::schema::{ColumnKind, Schema, SchemaColumn};
 /// The code of a missing category.
 pub const MISSING_CODE: u32 = u32::MAX;
 
-/// Feature rows laid out by a schema (see the module documentation).
+/// Feature rows laid out by a schema (see the module documentation). Clones share the columns:
+/// a batch goes to every member, and its handle is one pointer however many columns it holds.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "Wire", into = "Wire")]
-pub struct TypedRows {
+pub struct TypedRows(Arc<Columns>);
+
+/// The columns of a [`TypedRows`].
+pub struct Columns {
     schema: Arc<Schema>,
     rows: usize,
     /// Each numeric column in schema order, `rows` f64 each.
@@ -39,7 +43,15 @@ pub struct TypedRows {
     dict_first: Arc<[u32]>,
     /// The batch as the protocol encodes it, once, shared by the clones that go to several
     /// nodes.
-    wire: Arc<OnceLock<Bytes>>,
+    wire: OnceLock<Bytes>,
+}
+
+impl std::ops::Deref for TypedRows {
+    type Target = Columns;
+
+    fn deref(&self) -> &Columns {
+        &self.0
+    }
 }
 
 impl PartialEq for TypedRows {
@@ -139,10 +151,10 @@ impl From<TypedRows> for Wire {
         Wire {
             schema: Buf(t.schema.encoded().clone()),
             rows: t.rows as u32,
-            nums: Buf(t.nums),
-            codes: Buf(t.codes),
-            dict_text: Buf(t.dict_text),
-            dict_ends: Buf(t.dict_ends),
+            nums: Buf(t.nums.clone()),
+            codes: Buf(t.codes.clone()),
+            dict_text: Buf(t.dict_text.clone()),
+            dict_ends: Buf(t.dict_ends.clone()),
             dict_counts: Buf(Bytes::from(counts)),
         }
     }
@@ -217,7 +229,7 @@ impl TryFrom<Wire> for TypedRows {
                 )));
             }
         }
-        Ok(TypedRows {
+        Ok(TypedRows::of(Columns {
             schema,
             rows,
             nums: w.nums,
@@ -225,8 +237,8 @@ impl TryFrom<Wire> for TypedRows {
             dict_text: w.dict_text,
             dict_ends: w.dict_ends,
             dict_first: first.into(),
-            wire: Arc::default(),
-        })
+            wire: OnceLock::new(),
+        }))
     }
 }
 
@@ -295,6 +307,10 @@ impl<'a> Categories<'a> {
 }
 
 impl TypedRows {
+    fn of(columns: Columns) -> TypedRows {
+        TypedRows(Arc::new(columns))
+    }
+
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
     }
@@ -440,7 +456,7 @@ impl TypedRows {
             let before = first_entry.last().copied().unwrap_or(0);
             first_entry.push(before + entries);
         }
-        Some(TypedRows {
+        Some(TypedRows::of(Columns {
             schema: schema.clone(),
             rows,
             nums: Bytes::from(nums),
@@ -448,8 +464,8 @@ impl TypedRows {
             dict_text: Bytes::from(text),
             dict_ends: Bytes::from(ends),
             dict_first: first_entry.into(),
-            wire: Arc::default(),
-        })
+            wire: OnceLock::new(),
+        }))
     }
 
     /// The rows back as cells by column name (tests, and front ends that show rows).
@@ -914,7 +930,7 @@ impl TypedRowsBuilder {
             }
         }
         self.rows = 0;
-        TypedRows {
+        TypedRows::of(Columns {
             schema,
             rows,
             nums: Bytes::from(nums),
@@ -922,8 +938,8 @@ impl TypedRowsBuilder {
             dict_text: Bytes::from(text),
             dict_ends: Bytes::from(ends),
             dict_first: first.into(),
-            wire: Arc::default(),
-        }
+            wire: OnceLock::new(),
+        })
     }
 
     pub fn finish(mut self) -> TypedRows {

@@ -484,7 +484,9 @@ mod tests {
         };
         let msg = Message::Response {
             id: 9,
-            body: Response::Evaluated { eval },
+            body: Response::Evaluated {
+                eval: Box::new(eval),
+            },
         };
         let mut codec = FrameCodec::new(1 << 20);
         let mut buf = BytesMut::new();

@@ -156,6 +156,8 @@ pub struct ModelSummary {
     pub cv_score: Option<f64>,
 }
 
+/// The large payloads are boxed: a response moves through a few channels on its way to its
+/// caller, and a prediction's should not carry the size of a model summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Pong,
@@ -168,12 +170,12 @@ pub enum Response {
         reason: String,
     },
     Trained {
-        summary: ModelSummary,
+        summary: Box<ModelSummary>,
         /// Length of the serialized model in bytes.
         size: u64,
     },
     Model {
-        summary: ModelSummary,
+        summary: Box<ModelSummary>,
         size: u64,
     },
     /// Part of model `version`: `bytes` from the requested offset, of `total` bytes in all.
@@ -188,7 +190,7 @@ pub enum Response {
         reason: String,
     },
     Evaluated {
-        eval: SplitEval,
+        eval: Box<SplitEval>,
     },
     Predictions {
         node: String,
@@ -210,6 +212,6 @@ pub enum Response {
     /// Answers `Schema`: the model version it describes (0 for the cluster's).
     Schema {
         version: u64,
-        schema: Schema,
+        schema: Box<Schema>,
     },
 }

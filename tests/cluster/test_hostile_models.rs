@@ -248,11 +248,11 @@ async fn forged_member(addr: String, model: Bytes, flags: Flags, events: mpsc::S
                 let _ = events.send(format!("request {body:?}").chars().take(200).collect());
                 let body = match body {
                     Request::Train => Response::Trained {
-                        summary: summary.clone(),
+                        summary: Box::new(summary.clone()),
                         size,
                     },
                     Request::GetModel => Response::Model {
-                        summary: summary.clone(),
+                        summary: Box::new(summary.clone()),
                         size,
                     },
                     Request::FetchModel { version, offset } => {

@@ -284,14 +284,14 @@ fn every_message(
         response(
             4,
             Response::Trained {
-                summary: summary.clone(),
+                summary: Box::new(summary.clone()),
                 size: files[2].len() as u64,
             },
         ),
         response(
             5,
             Response::Model {
-                summary,
+                summary: Box::new(summary),
                 size: files[5].len() as u64,
             },
         ),
@@ -313,13 +313,13 @@ fn every_message(
         response(
             6,
             Response::Evaluated {
-                eval: evals[0].clone(),
+                eval: Box::new(evals[0].clone()),
             },
         ),
         response(
             7,
             Response::Evaluated {
-                eval: evals[1].clone(),
+                eval: Box::new(evals[1].clone()),
             },
         ),
         response(
@@ -361,7 +361,7 @@ fn every_message(
             13,
             Response::Schema {
                 version: 3,
-                schema: (**typed.schema()).clone(),
+                schema: Box::new((**typed.schema()).clone()),
             },
         ),
     ]
@@ -488,8 +488,8 @@ fn serve(msg: Message) {
                     let _ = m.primary();
                 });
                 for good in &s.evals {
-                    let _ = combine_splits(&[good.clone(), eval.clone()]);
-                    let _ = combine_splits(&[eval.clone(), eval.clone(), good.clone()]);
+                    let _ = combine_splits(&[good.clone(), (*eval).clone()]);
+                    let _ = combine_splits(&[(*eval).clone(), (*eval).clone(), good.clone()]);
                 }
             }
             Response::Predictions { preds, weight, .. } => {

@@ -110,7 +110,7 @@ impl LocalModel {
                 .await
             {
                 Ok(Ok(t)) => Response::Trained {
-                    summary: t.summary,
+                    summary: Box::new(t.summary),
                     size: t.bytes.len() as u64,
                 },
                 Ok(Err(e)) => failed(e.to_string()),
@@ -118,7 +118,7 @@ impl LocalModel {
             },
             Request::GetModel => match self.slot.current() {
                 Some(c) => Response::Model {
-                    summary: c.summary.clone(),
+                    summary: Box::new(c.summary.clone()),
                     size: c.bytes.len() as u64,
                 },
                 None => Response::NoModel,
@@ -140,7 +140,7 @@ impl LocalModel {
         match self.slot.serving() {
             Some(s) => Response::Schema {
                 version: s.current.summary.version,
-                schema: (**s.served.schema()).clone(),
+                schema: Box::new((**s.served.schema()).clone()),
             },
             None => Response::NoModel,
         }
@@ -163,7 +163,9 @@ impl LocalModel {
     /// split.
     pub async fn score(&self, models: Vec<ModelBlob>) -> Response {
         match self.actor.send(Evaluate(models)).await {
-            Ok(Ok(eval)) => Response::Evaluated { eval },
+            Ok(Ok(eval)) => Response::Evaluated {
+                eval: Box::new(eval),
+            },
             // Not this node's failure: the coordinator drops those models and asks again.
             Ok(Err(ModelError::Invalid(invalid))) => Response::Unfetched {
                 nodes: invalid.iter().map(|(node, _)| node.clone()).collect(),
