@@ -21,7 +21,8 @@ pub trait Member {
     fn call(&self, request: Request, deadline: Duration) -> LocalBoxFuture<'_, Result<Response>>;
 
     /// Predicts the rows of `batch` (answered by `Predictions` or `NoModel`). The caller
-    /// bounds the wait (one timer for a frame, however many callers share it).
+    /// bounds the wait (one timer for the frames sent together with one deadline, however many
+    /// callers share them).
     fn predict<'a>(&'a self, batch: &'a Batch) -> LocalBoxFuture<'a, Result<Response>>;
 }
 
