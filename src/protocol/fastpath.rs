@@ -6,9 +6,9 @@
 //! made decoding answers a fifth of the coordinator's work per member.
 //!
 //! Only that exact layout is read here (keys in serde's order, with the markers serde writes for
-//! them, nothing after the message); any other frame, or any doubt, gives `None` and the frame goes through
-//! serde like every other. So both paths read the same bytes as the same message, and errors
-//! keep serde's wording.
+//! them, nothing after the message); any other frame, or any doubt, gives `None` and the frame
+//! goes through serde like every other. So both paths read the same bytes as the same message,
+//! and errors keep serde's wording.
 
 use rmp::decode as d;
 
