@@ -185,37 +185,24 @@ impl Encoder<Outbound> for FrameCodec {
         match out {
             Outbound::Message(msg) => self.encode(msg, dst),
             Outbound::Request { id, body } => {
-                // Exactly what serializing `Message::Request { id, body }` writes:
-                // {"Request": {"id": id, "body": <body>}}, after the framing's 4-byte length.
-                let start = dst.len();
-                dst.reserve(4 + REQUEST_HEAD_MAX + body.len());
-                dst.put_u32(0);
-                let written = (|| -> Result<(), rmp::encode::ValueWriteError> {
-                    let w = &mut (&mut *dst).writer();
-                    rmp::encode::write_map_len(w, 1)?;
-                    rmp::encode::write_str(w, "Request")?;
-                    rmp::encode::write_map_len(w, 2)?;
-                    rmp::encode::write_str(w, "id")?;
-                    rmp::encode::write_uint(w, id)?;
-                    rmp::encode::write_str(w, "body")?;
+                self.frame(dst, REQUEST_HEAD_MAX + body.len(), |dst| {
+                    // Exactly what serializing `Message::Request { id, body }` writes:
+                    // {"Request": {"id": id, "body": <body>}}.
+                    let w = &mut dst.writer();
+                    let head = (|| -> Result<(), rmp::encode::ValueWriteError> {
+                        rmp::encode::write_map_len(w, 1)?;
+                        rmp::encode::write_str(w, "Request")?;
+                        rmp::encode::write_map_len(w, 2)?;
+                        rmp::encode::write_str(w, "id")?;
+                        rmp::encode::write_uint(w, id)?;
+                        rmp::encode::write_str(w, "body")?;
+                        Ok(())
+                    })();
+                    head.map_err(|e| e.to_string())?;
+                    dst.extend_from_slice(&body.head);
+                    dst.extend_from_slice(&body.tail);
                     Ok(())
-                })();
-                if let Err(e) = written {
-                    dst.truncate(start);
-                    return Err(ProtocolError::Encode(e.to_string()));
-                }
-                let len = dst.len() - start - 4 + body.len();
-                if len > self.max {
-                    dst.truncate(start);
-                    return Err(ProtocolError::Oversized { len, max: self.max });
-                }
-                dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-                dst.extend_from_slice(&body.head);
-                dst.extend_from_slice(&body.tail);
-                self.traffic
-                    .sent
-                    .fetch_add(HEADER + len as u64, Ordering::Relaxed);
-                Ok(())
+                })
             }
         }
     }
@@ -228,18 +215,32 @@ impl Encoder<Message> for FrameCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        // Written in place after a length placeholder (the framing's layout: a 4-byte
-        // big-endian length, then the body), without an intermediate buffer.
+        self.frame(dst, size_hint(&msg), |dst| {
+            // Structs as maps with field names: untagged enums (scores) need them to decode
+            // right.
+            rmp_serde::encode::write_named(&mut dst.writer(), &msg).map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl FrameCodec {
+    /// Writes one frame in place (the framing's layout: a 4-byte big-endian length, then the
+    /// body `write` appends), without an intermediate buffer: the length is patched in once the
+    /// body is written. On an error, or a body over the limit, `dst` is left as it was.
+    fn frame(
+        &self,
+        dst: &mut BytesMut,
+        size_hint: usize,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+    ) -> Result<(), ProtocolError> {
         let start = dst.len();
-        dst.reserve(4 + size_hint(&msg));
+        dst.reserve(4 + size_hint);
         dst.put_u32(0);
-        // Structs as maps with field names: untagged enums (scores) need them to decode right.
-        let written = rmp_serde::encode::write_named(&mut (&mut *dst).writer(), &msg);
-        let len = dst.len() - start - 4;
-        if let Err(e) = written {
+        if let Err(e) = write(dst) {
             dst.truncate(start);
-            return Err(ProtocolError::Encode(e.to_string()));
+            return Err(ProtocolError::Encode(e));
         }
+        let len = dst.len() - start - 4;
         if len > self.max {
             dst.truncate(start);
             return Err(ProtocolError::Oversized { len, max: self.max });
