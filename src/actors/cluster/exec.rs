@@ -324,7 +324,6 @@ impl ClusterActor {
         actix_rt::spawn(async move { link.respond(id, evaluator.evaluate(models).await) });
     }
 
-    /// The members a cluster-wide flow involves.
     /// Who a prediction asks: this node's model and every live peer.
     fn serving_plan(&self) -> Plan {
         let cluster = &self.settings.cluster;
